@@ -1,0 +1,11 @@
+//! Types, POSIX errno mapping, configuration loading and the TLS transport
+//! shared by every Nimbus process.
+
+pub mod config;
+pub mod errno;
+pub mod logging;
+pub mod tls;
+pub mod types;
+
+pub use errno::Errno;
+pub use types::{Gid, Ino, NodeId, Timestamp, Uid};
