@@ -1,1 +1,8 @@
-//! placeholder
+//! The Nimbus metadata server: the namespace state machine, replicated with
+//! openraft over sled, served over gRPC.
+
+pub mod commit;
+pub mod namespace;
+pub mod raft;
+pub mod service;
+pub mod store;

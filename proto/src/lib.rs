@@ -9,3 +9,9 @@ pub mod v1 {
 }
 
 pub use v1::*;
+
+/// gRPC metadata key naming the leader's address when a node answers
+/// `FAILED_PRECONDITION` because it is not the leader.
+pub const LEADER_ADDR_KEY: &str = "nimbus-leader-addr";
+/// gRPC metadata key naming the leader's Raft id, beside [`LEADER_ADDR_KEY`].
+pub const LEADER_ID_KEY: &str = "nimbus-leader-id";

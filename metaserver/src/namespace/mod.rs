@@ -1,0 +1,305 @@
+//! The namespace state machine: inodes, directory entries and their POSIX
+//! rules, applied deterministically.
+//!
+//! Every mutation is a [`Command`] applied inside a [`Txn`]; the time it
+//! happens and every id it allocates come from the command and the state, never
+//! from the replica's clock, so that every replica computes the same state.
+//! Every check that decides an errno runs here, in apply, which makes the
+//! outcome linearizable.
+
+mod ops;
+mod perm;
+mod read;
+pub mod tables;
+#[cfg(test)]
+mod tests;
+
+pub use perm::Caller;
+pub use read::{getattr, getxattr, listxattr, lookup, readdir, readlink, statfs, DirEntry, FsStats};
+pub use tables::Txn;
+
+use crate::store::StoreError;
+use nimbus_common::{Errno, Gid, Ino, Timestamp, Uid};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Longest name of a directory entry, in bytes.
+pub const NAME_MAX: usize = 255;
+/// Longest symlink target, in bytes.
+pub const PATH_MAX: usize = 4096;
+/// Longest extended attribute name, in bytes.
+pub const XATTR_NAME_MAX: usize = 255;
+/// Largest extended attribute value, in bytes.
+pub const XATTR_VALUE_MAX: usize = 64 * 1024;
+/// Most extended-attribute bytes (names and values) one inode may carry.
+pub const XATTR_TOTAL_MAX: usize = 256 * 1024;
+/// Most hard links to one inode.
+pub const LINK_MAX: u32 = 65_000;
+/// Largest file size.
+pub const SIZE_MAX: u64 = i64::MAX as u64;
+/// Size reported for directories.
+pub const DIR_SIZE: u64 = 4096;
+
+/// Set-user-id bit.
+pub const S_ISUID: u16 = 0o4000;
+/// Set-group-id bit.
+pub const S_ISGID: u16 = 0o2000;
+/// Sticky bit.
+pub const S_ISVTX: u16 = 0o1000;
+
+/// What an inode is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    Regular,
+    Directory,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+/// An inode as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inode {
+    pub ino: Ino,
+    pub kind: FileKind,
+    /// Permission bits, including set-id and sticky (07777).
+    pub perm: u16,
+    pub uid: Uid,
+    pub gid: Gid,
+    pub size: u64,
+    pub nlink: u32,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    pub rdev: u32,
+    /// Symlink target.
+    pub target: Vec<u8>,
+    pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Directories: the one directory that holds this one (root: itself).
+    pub parent: Ino,
+    /// Directories: how many entries it holds, so rmdir needs no scan.
+    pub entries: u64,
+    /// Directories: the readdir cookie the next entry gets.
+    pub next_cookie: u64,
+}
+
+/// The attributes a client sees.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attr {
+    pub ino: Ino,
+    pub kind: FileKind,
+    pub perm: u16,
+    pub uid: Uid,
+    pub gid: Gid,
+    pub size: u64,
+    pub nlink: u32,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    pub rdev: u32,
+}
+
+impl Inode {
+    /// The attributes of this inode.
+    pub fn attr(&self) -> Attr {
+        Attr {
+            ino: self.ino,
+            kind: self.kind,
+            perm: self.perm,
+            uid: self.uid,
+            gid: self.gid,
+            size: if self.kind == FileKind::Directory {
+                DIR_SIZE
+            } else {
+                self.size
+            },
+            nlink: self.nlink,
+            atime: self.atime,
+            mtime: self.mtime,
+            ctime: self.ctime,
+            rdev: self.rdev,
+        }
+    }
+
+    fn is_dir(&self) -> bool {
+        self.kind == FileKind::Directory
+    }
+
+    fn touch_dir(&mut self, time: Timestamp) {
+        self.mtime = time;
+        self.ctime = time;
+    }
+}
+
+/// A directory entry as stored under (parent, name).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dentry {
+    pub ino: Ino,
+    pub kind: FileKind,
+    /// Position in readdir; stable while the entry exists.
+    pub cookie: u64,
+}
+
+/// File-system-wide counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Super {
+    /// The number the next inode gets; 0 until the root exists.
+    pub next_ino: u64,
+    pub inodes: u64,
+    pub bytes: u64,
+}
+
+/// A time to set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimeSet {
+    At(Timestamp),
+    Now,
+}
+
+/// The attributes a setattr changes; None leaves one as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttrChanges {
+    pub perm: Option<u16>,
+    pub uid: Option<Uid>,
+    pub gid: Option<Gid>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+}
+
+/// renameat2 flag: fail with EEXIST rather than replace.
+pub const RENAME_NOREPLACE: u32 = 1;
+/// renameat2 flag: swap the two entries.
+pub const RENAME_EXCHANGE: u32 = 2;
+/// setxattr flag: fail with EEXIST if the attribute exists.
+pub const XATTR_CREATE: u32 = 1;
+/// setxattr flag: fail with ENODATA unless the attribute exists.
+pub const XATTR_REPLACE: u32 = 2;
+
+/// A namespace mutation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// create, mknod, mkdir and symlink.
+    MakeNode {
+        parent: Ino,
+        name: Vec<u8>,
+        kind: FileKind,
+        perm: u16,
+        rdev: u32,
+        target: Vec<u8>,
+    },
+    Unlink {
+        parent: Ino,
+        name: Vec<u8>,
+    },
+    Rmdir {
+        parent: Ino,
+        name: Vec<u8>,
+    },
+    Rename {
+        parent: Ino,
+        name: Vec<u8>,
+        new_parent: Ino,
+        new_name: Vec<u8>,
+        flags: u32,
+    },
+    Link {
+        ino: Ino,
+        new_parent: Ino,
+        new_name: Vec<u8>,
+    },
+    SetAttr {
+        ino: Ino,
+        changes: AttrChanges,
+    },
+    SetXattr {
+        ino: Ino,
+        name: Vec<u8>,
+        value: Vec<u8>,
+        flags: u32,
+    },
+    RemoveXattr {
+        ino: Ino,
+        name: Vec<u8>,
+    },
+}
+
+/// A mutation and who asks for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub caller: Caller,
+    pub op: Op,
+}
+
+/// What a successful mutation returns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The attributes of the created or changed inode.
+    Attr(Attr),
+    Done,
+}
+
+/// Why a namespace operation did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum NsError {
+    /// The POSIX answer to the caller.
+    #[error("{0}")]
+    Errno(Errno),
+    /// The store failed; fatal for the node, never the caller's fault.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<Errno> for NsError {
+    fn from(e: Errno) -> NsError {
+        NsError::Errno(e)
+    }
+}
+
+/// Checks a directory-entry name: not empty, no `/` or NUL, at most NAME_MAX.
+pub fn validate_name(name: &[u8]) -> Result<(), Errno> {
+    if name.len() > NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+/// Checks a name that a mutation creates or removes: also not `.` or `..`.
+fn validate_entry_name(name: &[u8]) -> Result<(), Errno> {
+    validate_name(name)?;
+    if name == b"." || name == b".." {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+/// Applies one batch: creates the root on the first, then every command in
+/// order. A command's errno discards only that command's writes.
+pub fn apply_batch(
+    txn: &mut Txn,
+    time: Timestamp,
+    commands: &[Command],
+) -> Result<Vec<Result<Reply, Errno>>, StoreError> {
+    ops::ensure_root(txn, time)?;
+    txn.commit_command();
+    let mut out = Vec::with_capacity(commands.len());
+    for c in commands {
+        match ops::apply(txn, time, c) {
+            Ok(r) => {
+                txn.commit_command();
+                out.push(Ok(r));
+            }
+            Err(NsError::Errno(e)) => {
+                txn.abort_command();
+                out.push(Err(e));
+            }
+            Err(NsError::Store(e)) => return Err(e),
+        }
+    }
+    Ok(out)
+}

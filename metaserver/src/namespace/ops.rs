@@ -1,0 +1,618 @@
+//! The mutations: each checks everything that decides its errno before it
+//! writes, and reads state back through the transaction after every write so
+//! that a directory that is both source and target is updated once, correctly.
+
+use super::perm::{self, Caller, W, X};
+use super::*;
+
+/// Creates the root directory if the namespace is new.
+pub(super) fn ensure_root(txn: &mut Txn, time: Timestamp) -> Result<(), StoreError> {
+    let mut sb = txn.superblock()?;
+    if sb.next_ino != 0 {
+        return Ok(());
+    }
+    let root = new_inode(Ino::ROOT, FileKind::Directory, 0o755, Uid::ROOT, Gid(0), time, Ino::ROOT);
+    txn.put_inode(&root);
+    sb.next_ino = Ino::ROOT.0 + 1;
+    sb.inodes = 1;
+    txn.put_superblock(&sb);
+    Ok(())
+}
+
+fn new_inode(ino: Ino, kind: FileKind, perm: u16, uid: Uid, gid: Gid, time: Timestamp, parent: Ino) -> Inode {
+    let dir = kind == FileKind::Directory;
+    Inode {
+        ino,
+        kind,
+        perm: perm & 0o7777,
+        uid,
+        gid,
+        size: 0,
+        nlink: if dir { 2 } else { 1 },
+        atime: time,
+        mtime: time,
+        ctime: time,
+        rdev: 0,
+        target: Vec::new(),
+        xattrs: BTreeMap::new(),
+        parent,
+        entries: 0,
+        next_cookie: 1,
+    }
+}
+
+/// Applies one command.
+pub(super) fn apply(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Reply, NsError> {
+    let c = &cmd.caller;
+    match &cmd.op {
+        Op::MakeNode {
+            parent,
+            name,
+            kind,
+            perm,
+            rdev,
+            target,
+        } => make_node(txn, time, c, *parent, name, *kind, *perm, *rdev, target),
+        Op::Unlink { parent, name } => unlink(txn, time, c, *parent, name),
+        Op::Rmdir { parent, name } => rmdir(txn, time, c, *parent, name),
+        Op::Rename {
+            parent,
+            name,
+            new_parent,
+            new_name,
+            flags,
+        } => rename(txn, time, c, *parent, name, *new_parent, new_name, *flags),
+        Op::Link {
+            ino,
+            new_parent,
+            new_name,
+        } => link(txn, time, c, *ino, *new_parent, new_name),
+        Op::SetAttr { ino, changes } => setattr(txn, time, c, *ino, changes),
+        Op::SetXattr {
+            ino,
+            name,
+            value,
+            flags,
+        } => setxattr(txn, time, c, *ino, name, value, *flags),
+        Op::RemoveXattr { ino, name } => removexattr(txn, time, c, *ino, name),
+    }
+}
+
+/// The directory `ino`: ENOENT if missing, ENOTDIR if not a directory.
+pub(super) fn directory(txn: &Txn, ino: Ino) -> Result<Inode, NsError> {
+    let dir = txn.existing(ino)?;
+    if !dir.is_dir() {
+        return Err(Errno::ENOTDIR.into());
+    }
+    Ok(dir)
+}
+
+/// Reads, changes and writes back one inode.
+fn update(txn: &mut Txn, ino: Ino, f: impl FnOnce(&mut Inode)) -> Result<Inode, NsError> {
+    let mut inode = txn.existing(ino)?;
+    f(&mut inode);
+    txn.put_inode(&inode);
+    Ok(inode)
+}
+
+/// Adds `name -> (ino, kind)` to `parent` with a fresh cookie.
+fn add_entry(
+    txn: &mut Txn,
+    time: Timestamp,
+    parent: Ino,
+    name: &[u8],
+    ino: Ino,
+    kind: FileKind,
+) -> Result<(), NsError> {
+    let dir = update(txn, parent, |d| {
+        d.entries += 1;
+        d.next_cookie += 1;
+        if kind == FileKind::Directory {
+            d.nlink += 1;
+        }
+        d.touch_dir(time);
+    })?;
+    let cookie = dir.next_cookie - 1;
+    txn.put_dentry(parent, name, &Dentry { ino, kind, cookie });
+    Ok(())
+}
+
+/// Removes `name` (dentry `d`) from `parent`.
+fn remove_entry(
+    txn: &mut Txn,
+    time: Timestamp,
+    parent: Ino,
+    name: &[u8],
+    d: &Dentry,
+) -> Result<(), NsError> {
+    txn.remove_dentry(parent, name, d);
+    update(txn, parent, |p| {
+        p.entries = p.entries.saturating_sub(1);
+        if d.kind == FileKind::Directory {
+            p.nlink = p.nlink.saturating_sub(1);
+        }
+        p.touch_dir(time);
+    })?;
+    Ok(())
+}
+
+/// Drops one link to `ino`; frees the inode when none remain. Directories
+/// lose both their links at once (their own `.` goes with them).
+fn drop_link(txn: &mut Txn, time: Timestamp, ino: Ino) -> Result<(), NsError> {
+    let mut inode = txn.existing(ino)?;
+    inode.nlink = if inode.is_dir() {
+        0
+    } else {
+        inode.nlink.saturating_sub(1)
+    };
+    inode.ctime = time;
+    if inode.nlink == 0 {
+        // File data (blocks) are released by the data path's garbage
+        // collection once block maps exist; here only the inode goes.
+        txn.remove_inode(ino);
+        let mut sb = txn.superblock()?;
+        sb.inodes = sb.inodes.saturating_sub(1);
+        sb.bytes = sb.bytes.saturating_sub(if inode.kind == FileKind::Regular {
+            inode.size
+        } else {
+            0
+        });
+        txn.put_superblock(&sb);
+    } else {
+        txn.put_inode(&inode);
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn make_node(
+    txn: &mut Txn,
+    time: Timestamp,
+    caller: &Caller,
+    parent: Ino,
+    name: &[u8],
+    kind: FileKind,
+    perm: u16,
+    rdev: u32,
+    target: &[u8],
+) -> Result<Reply, NsError> {
+    validate_entry_name(name)?;
+    if kind == FileKind::Symlink {
+        if target.is_empty() {
+            return Err(Errno::ENOENT.into());
+        }
+        if target.len() > PATH_MAX || target.contains(&0) {
+            return Err(if target.len() > PATH_MAX {
+                Errno::ENAMETOOLONG
+            } else {
+                Errno::EINVAL
+            }
+            .into());
+        }
+    }
+    let dir = directory(txn, parent)?;
+    perm::check(&dir, caller, W | X)?;
+    if txn.dentry(parent, name)?.is_some() {
+        return Err(Errno::EEXIST.into());
+    }
+
+    let mut sb = txn.superblock()?;
+    let ino = Ino(sb.next_ino);
+    sb.next_ino += 1;
+    sb.inodes += 1;
+    txn.put_superblock(&sb);
+
+    let setgid_dir = dir.perm & S_ISGID != 0;
+    let gid = if setgid_dir {
+        dir.gid
+    } else {
+        caller.primary_gid()
+    };
+    let mut perm = match kind {
+        FileKind::Symlink => 0o777,
+        _ => perm & 0o7777,
+    };
+    if kind == FileKind::Directory && setgid_dir {
+        perm |= S_ISGID;
+    }
+    if kind != FileKind::Directory && !caller.is_root() && !caller.in_group(gid) {
+        perm &= !S_ISGID;
+    }
+    let mut inode = new_inode(ino, kind, perm, caller.uid, gid, time, parent);
+    if matches!(kind, FileKind::CharDevice | FileKind::BlockDevice) {
+        inode.rdev = rdev;
+    }
+    if kind == FileKind::Symlink {
+        inode.target = target.to_vec();
+        inode.size = target.len() as u64;
+    }
+    txn.put_inode(&inode);
+    add_entry(txn, time, parent, name, ino, kind)?;
+    Ok(Reply::Attr(inode.attr()))
+}
+
+fn unlink(txn: &mut Txn, time: Timestamp, caller: &Caller, parent: Ino, name: &[u8]) -> Result<Reply, NsError> {
+    validate_name(name)?;
+    let dir = directory(txn, parent)?;
+    perm::check(&dir, caller, W | X)?;
+    let d = txn.dentry(parent, name)?.ok_or(Errno::ENOENT)?;
+    if d.kind == FileKind::Directory {
+        return Err(Errno::EISDIR.into());
+    }
+    let victim = txn.existing(d.ino)?;
+    perm::sticky(&dir, &victim, caller)?;
+    remove_entry(txn, time, parent, name, &d)?;
+    drop_link(txn, time, d.ino)?;
+    Ok(Reply::Done)
+}
+
+fn rmdir(txn: &mut Txn, time: Timestamp, caller: &Caller, parent: Ino, name: &[u8]) -> Result<Reply, NsError> {
+    validate_name(name)?;
+    if name == b"." {
+        return Err(Errno::EINVAL.into());
+    }
+    if name == b".." {
+        return Err(Errno::ENOTEMPTY.into());
+    }
+    let dir = directory(txn, parent)?;
+    perm::check(&dir, caller, W | X)?;
+    let d = txn.dentry(parent, name)?.ok_or(Errno::ENOENT)?;
+    if d.kind != FileKind::Directory {
+        return Err(Errno::ENOTDIR.into());
+    }
+    let victim = txn.existing(d.ino)?;
+    if victim.entries > 0 {
+        return Err(Errno::ENOTEMPTY.into());
+    }
+    perm::sticky(&dir, &victim, caller)?;
+    remove_entry(txn, time, parent, name, &d)?;
+    drop_link(txn, time, d.ino)?;
+    Ok(Reply::Done)
+}
+
+/// Whether `ancestor` is `ino` or one of the directories above it.
+fn is_ancestor(txn: &Txn, ancestor: Ino, mut ino: Ino) -> Result<bool, NsError> {
+    // Directories form a tree through `parent`; the bound only guards a
+    // corrupt store against an endless walk.
+    for _ in 0..1_000_000 {
+        if ino == ancestor {
+            return Ok(true);
+        }
+        if ino == Ino::ROOT {
+            return Ok(false);
+        }
+        ino = txn.existing(ino)?.parent;
+    }
+    Err(Errno::ELOOP.into())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rename(
+    txn: &mut Txn,
+    time: Timestamp,
+    caller: &Caller,
+    parent: Ino,
+    name: &[u8],
+    new_parent: Ino,
+    new_name: &[u8],
+    flags: u32,
+) -> Result<Reply, NsError> {
+    if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
+        || flags == RENAME_NOREPLACE | RENAME_EXCHANGE
+    {
+        return Err(Errno::EINVAL.into());
+    }
+    validate_name(name)?;
+    validate_name(new_name)?;
+    if name == b"." || name == b".." || new_name == b"." || new_name == b".." {
+        return Err(Errno::EBUSY.into());
+    }
+    let src_dir = directory(txn, parent)?;
+    let dst_dir = directory(txn, new_parent)?;
+    perm::check(&src_dir, caller, W | X)?;
+    perm::check(&dst_dir, caller, W | X)?;
+    let src = txn.dentry(parent, name)?.ok_or(Errno::ENOENT)?;
+    let dst = txn.dentry(new_parent, new_name)?;
+    let src_inode = txn.existing(src.ino)?;
+    perm::sticky(&src_dir, &src_inode, caller)?;
+
+    if src.kind == FileKind::Directory && is_ancestor(txn, src.ino, new_parent)? {
+        return Err(Errno::EINVAL.into());
+    }
+    if let Some(dst) = &dst {
+        if dst.ino == src.ino {
+            // Two names of one inode: POSIX says rename does nothing.
+            return Ok(Reply::Done);
+        }
+        let dst_inode = txn.existing(dst.ino)?;
+        perm::sticky(&dst_dir, &dst_inode, caller)?;
+    }
+    // Moving a directory to another parent rewrites its "..".
+    if src.kind == FileKind::Directory && parent != new_parent {
+        perm::check(&src_inode, caller, W)?;
+    }
+
+    if flags & RENAME_EXCHANGE != 0 {
+        let dst = dst.ok_or(Errno::ENOENT)?;
+        if dst.kind == FileKind::Directory && is_ancestor(txn, dst.ino, parent)? {
+            return Err(Errno::EINVAL.into());
+        }
+        if dst.kind == FileKind::Directory && parent != new_parent {
+            perm::check(&txn.existing(dst.ino)?, caller, W)?;
+        }
+        return exchange(txn, time, parent, name, &src, new_parent, new_name, &dst);
+    }
+
+    if let Some(dst) = &dst {
+        if flags & RENAME_NOREPLACE != 0 {
+            return Err(Errno::EEXIST.into());
+        }
+        match (src.kind == FileKind::Directory, dst.kind == FileKind::Directory) {
+            (true, false) => return Err(Errno::ENOTDIR.into()),
+            (false, true) => return Err(Errno::EISDIR.into()),
+            (true, true) if txn.existing(dst.ino)?.entries > 0 => {
+                return Err(Errno::ENOTEMPTY.into())
+            }
+            _ => {}
+        }
+        remove_entry(txn, time, new_parent, new_name, dst)?;
+        drop_link(txn, time, dst.ino)?;
+    }
+    remove_entry(txn, time, parent, name, &src)?;
+    add_entry(txn, time, new_parent, new_name, src.ino, src.kind)?;
+    update(txn, src.ino, |i| {
+        i.ctime = time;
+        if i.is_dir() {
+            i.parent = new_parent;
+        }
+    })?;
+    Ok(Reply::Done)
+}
+
+/// RENAME_EXCHANGE: both entries keep their cookies, their inodes swap.
+#[allow(clippy::too_many_arguments)]
+fn exchange(
+    txn: &mut Txn,
+    time: Timestamp,
+    parent: Ino,
+    name: &[u8],
+    src: &Dentry,
+    new_parent: Ino,
+    new_name: &[u8],
+    dst: &Dentry,
+) -> Result<Reply, NsError> {
+    txn.put_dentry(
+        parent,
+        name,
+        &Dentry {
+            ino: dst.ino,
+            kind: dst.kind,
+            cookie: src.cookie,
+        },
+    );
+    txn.put_dentry(
+        new_parent,
+        new_name,
+        &Dentry {
+            ino: src.ino,
+            kind: src.kind,
+            cookie: dst.cookie,
+        },
+    );
+    let (src_dir, dst_dir) = (src.kind == FileKind::Directory, dst.kind == FileKind::Directory);
+    // A directory changing parent moves one link ("..") with it.
+    let delta = |gains: bool, loses: bool| i64::from(gains) - i64::from(loses);
+    let into_new = delta(src_dir, dst_dir);
+    update(txn, parent, |p| {
+        if parent != new_parent {
+            p.nlink = (i64::from(p.nlink) - into_new).max(0) as u32;
+        }
+        p.touch_dir(time);
+    })?;
+    update(txn, new_parent, |p| {
+        if parent != new_parent {
+            p.nlink = (i64::from(p.nlink) + into_new).max(0) as u32;
+        }
+        p.touch_dir(time);
+    })?;
+    update(txn, src.ino, |i| {
+        i.ctime = time;
+        if i.is_dir() {
+            i.parent = new_parent;
+        }
+    })?;
+    update(txn, dst.ino, |i| {
+        i.ctime = time;
+        if i.is_dir() {
+            i.parent = parent;
+        }
+    })?;
+    Ok(Reply::Done)
+}
+
+fn link(
+    txn: &mut Txn,
+    time: Timestamp,
+    caller: &Caller,
+    ino: Ino,
+    new_parent: Ino,
+    new_name: &[u8],
+) -> Result<Reply, NsError> {
+    validate_entry_name(new_name)?;
+    let inode = txn.existing(ino)?;
+    if inode.is_dir() {
+        return Err(Errno::EPERM.into());
+    }
+    let dir = directory(txn, new_parent)?;
+    perm::check(&dir, caller, W | X)?;
+    if txn.dentry(new_parent, new_name)?.is_some() {
+        return Err(Errno::EEXIST.into());
+    }
+    if inode.nlink >= LINK_MAX {
+        return Err(Errno::EMLINK.into());
+    }
+    let inode = update(txn, ino, |i| {
+        i.nlink += 1;
+        i.ctime = time;
+    })?;
+    add_entry(txn, time, new_parent, new_name, ino, inode.kind)?;
+    Ok(Reply::Attr(inode.attr()))
+}
+
+fn setattr(txn: &mut Txn, time: Timestamp, caller: &Caller, ino: Ino, ch: &AttrChanges) -> Result<Reply, NsError> {
+    let mut inode = txn.existing(ino)?;
+    let old_size = inode.size;
+
+    if let Some(size) = ch.size {
+        match inode.kind {
+            FileKind::Directory => return Err(Errno::EISDIR.into()),
+            FileKind::Regular => {}
+            _ => return Err(Errno::EINVAL.into()),
+        }
+        if size > SIZE_MAX {
+            return Err(Errno::EFBIG.into());
+        }
+        perm::check(&inode, caller, W)?;
+    }
+    if let Some(uid) = ch.uid {
+        // Only root gives a file away; "chown to myself" is a no-op.
+        if !caller.is_root() && (uid != inode.uid || !caller.owns(&inode)) {
+            return Err(Errno::EPERM.into());
+        }
+    }
+    if let Some(gid) = ch.gid {
+        if !caller.is_root() && (!caller.owns(&inode) || (!caller.in_group(gid) && gid != inode.gid)) {
+            return Err(Errno::EPERM.into());
+        }
+    }
+    if ch.perm.is_some() {
+        perm::owner_or_root(&inode, caller)?;
+    }
+    for t in [ch.atime, ch.mtime].into_iter().flatten() {
+        match t {
+            TimeSet::At(_) => perm::owner_or_root(&inode, caller)?,
+            TimeSet::Now => {
+                if !caller.is_root() && !caller.owns(&inode) {
+                    perm::check(&inode, caller, W)?;
+                }
+            }
+        }
+    }
+
+    if let Some(mut p) = ch.perm {
+        p &= 0o7777;
+        // A non-member may not make a file set-group-id to a group it is not in.
+        if !inode.is_dir() && !caller.is_root() && !caller.in_group(inode.gid) {
+            p &= !S_ISGID;
+        }
+        inode.perm = p;
+    }
+    let owner_changed = ch.uid.is_some_and(|u| u != inode.uid) || ch.gid.is_some_and(|g| g != inode.gid);
+    if let Some(uid) = ch.uid {
+        inode.uid = uid;
+    }
+    if let Some(gid) = ch.gid {
+        inode.gid = gid;
+    }
+    if (ch.uid.is_some() || ch.gid.is_some()) && inode.kind == FileKind::Regular && (owner_changed || !caller.is_root()) {
+        // Handing a set-id program to someone else must not hand over privileges.
+        inode.perm &= !S_ISUID;
+        if inode.perm & 0o010 != 0 {
+            inode.perm &= !S_ISGID;
+        }
+    }
+    if let Some(size) = ch.size {
+        inode.size = size;
+        inode.mtime = time;
+        let mut sb = txn.superblock()?;
+        sb.bytes = sb.bytes.saturating_sub(old_size).saturating_add(size);
+        txn.put_superblock(&sb);
+    }
+    let resolve = |t: TimeSet| match t {
+        TimeSet::At(at) => at,
+        TimeSet::Now => time,
+    };
+    if let Some(t) = ch.atime {
+        inode.atime = resolve(t);
+    }
+    if let Some(t) = ch.mtime {
+        inode.mtime = resolve(t);
+    }
+    inode.ctime = time;
+    txn.put_inode(&inode);
+    Ok(Reply::Attr(inode.attr()))
+}
+
+/// Checks an xattr name and whether `caller` may change it on `inode`.
+pub(super) fn xattr_access(inode: &Inode, caller: &Caller, name: &[u8], write: bool) -> Result<(), Errno> {
+    if name.is_empty() || name.len() > XATTR_NAME_MAX {
+        return Err(Errno::ERANGE);
+    }
+    if name.starts_with(b"user.") {
+        // Linux allows user attributes only on files and directories.
+        if !matches!(inode.kind, FileKind::Regular | FileKind::Directory) {
+            return Err(if write { Errno::EPERM } else { Errno::ENODATA });
+        }
+        perm::check(inode, caller, if write { perm::W } else { perm::R })
+    } else if name.starts_with(b"trusted.") {
+        if caller.is_root() {
+            Ok(())
+        } else {
+            Err(if write { Errno::EPERM } else { Errno::ENODATA })
+        }
+    } else if name.starts_with(b"security.") || name.starts_with(b"system.") {
+        if write {
+            perm::owner_or_root(inode, caller)
+        } else {
+            Ok(())
+        }
+    } else {
+        Err(Errno::EOPNOTSUPP)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn setxattr(
+    txn: &mut Txn,
+    time: Timestamp,
+    caller: &Caller,
+    ino: Ino,
+    name: &[u8],
+    value: &[u8],
+    flags: u32,
+) -> Result<Reply, NsError> {
+    if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 || flags == XATTR_CREATE | XATTR_REPLACE {
+        return Err(Errno::EINVAL.into());
+    }
+    if value.len() > XATTR_VALUE_MAX {
+        return Err(Errno::E2BIG.into());
+    }
+    let mut inode = txn.existing(ino)?;
+    xattr_access(&inode, caller, name, true)?;
+    let exists = inode.xattrs.contains_key(name);
+    if flags & XATTR_CREATE != 0 && exists {
+        return Err(Errno::EEXIST.into());
+    }
+    if flags & XATTR_REPLACE != 0 && !exists {
+        return Err(Errno::ENODATA.into());
+    }
+    inode.xattrs.insert(name.to_vec(), value.to_vec());
+    let total: usize = inode.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > XATTR_TOTAL_MAX {
+        return Err(Errno::ENOSPC.into());
+    }
+    inode.ctime = time;
+    txn.put_inode(&inode);
+    Ok(Reply::Done)
+}
+
+fn removexattr(txn: &mut Txn, time: Timestamp, caller: &Caller, ino: Ino, name: &[u8]) -> Result<Reply, NsError> {
+    let mut inode = txn.existing(ino)?;
+    xattr_access(&inode, caller, name, true)?;
+    if inode.xattrs.remove(name).is_none() {
+        return Err(Errno::ENODATA.into());
+    }
+    inode.ctime = time;
+    txn.put_inode(&inode);
+    Ok(Reply::Done)
+}

@@ -1,0 +1,117 @@
+//! The reads: served from the applied state after a linearizability check.
+
+use super::ops::{directory, xattr_access};
+use super::perm::{self, Caller, R, X};
+use super::tables::{cookie_of, cookie_prefix, cookie_key};
+use super::*;
+use crate::store::Tree;
+
+/// One entry of a readdir page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub ino: Ino,
+    pub kind: FileKind,
+    pub cookie: u64,
+}
+
+/// File-system-wide usage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsStats {
+    pub inodes: u64,
+    pub bytes: u64,
+}
+
+/// Largest readdir page.
+pub const READDIR_MAX: usize = 4096;
+
+/// The attributes of `name` in `parent`.
+pub fn lookup(txn: &Txn, caller: &Caller, parent: Ino, name: &[u8]) -> Result<Attr, NsError> {
+    validate_name(name)?;
+    let dir = directory(txn, parent)?;
+    perm::check(&dir, caller, X)?;
+    let ino = match name {
+        b"." => parent,
+        b".." => dir.parent,
+        _ => txn.dentry(parent, name)?.ok_or(Errno::ENOENT)?.ino,
+    };
+    Ok(txn.existing(ino)?.attr())
+}
+
+/// The attributes of `ino`.
+pub fn getattr(txn: &Txn, ino: Ino) -> Result<Attr, NsError> {
+    Ok(txn.existing(ino)?.attr())
+}
+
+/// The target of the symlink `ino`.
+pub fn readlink(txn: &Txn, ino: Ino) -> Result<Vec<u8>, NsError> {
+    let inode = txn.existing(ino)?;
+    if inode.kind != FileKind::Symlink {
+        return Err(Errno::EINVAL.into());
+    }
+    Ok(inode.target)
+}
+
+/// Up to `limit` entries of directory `ino` whose cookie is above `after`, in
+/// cookie order, and whether more remain. A cookie stays with its entry for as
+/// long as the entry exists, so a listing interrupted by changes resumes
+/// without skipping or repeating entries that were there all along.
+pub fn readdir(
+    txn: &Txn,
+    caller: &Caller,
+    ino: Ino,
+    after: u64,
+    limit: usize,
+) -> Result<(Vec<DirEntry>, bool), NsError> {
+    let dir = directory(txn, ino)?;
+    perm::check(&dir, caller, R)?;
+    let limit = limit.clamp(1, READDIR_MAX);
+    let start = cookie_key(ino, after.saturating_add(1));
+    let rows = txn
+        .store()
+        .scan(Tree::State, &cookie_prefix(ino), &start, limit + 1)?;
+    let more = rows.len() > limit;
+    let mut out = Vec::with_capacity(limit);
+    for (key, name) in rows.into_iter().take(limit) {
+        let corrupt = || StoreError::Corrupt {
+            key: String::from_utf8_lossy(&key).into_owned(),
+            detail: "readdir index without its entry".into(),
+        };
+        let cookie = cookie_of(&key).ok_or_else(corrupt)?;
+        let d = txn.dentry(ino, &name)?.ok_or_else(corrupt)?;
+        out.push(DirEntry {
+            name,
+            ino: d.ino,
+            kind: d.kind,
+            cookie,
+        });
+    }
+    Ok((out, more))
+}
+
+/// Usage of the whole namespace.
+pub fn statfs(txn: &Txn) -> Result<FsStats, NsError> {
+    let sb = txn.superblock()?;
+    Ok(FsStats {
+        inodes: sb.inodes,
+        bytes: sb.bytes,
+    })
+}
+
+/// The value of extended attribute `name` of `ino`.
+pub fn getxattr(txn: &Txn, caller: &Caller, ino: Ino, name: &[u8]) -> Result<Vec<u8>, NsError> {
+    let inode = txn.existing(ino)?;
+    xattr_access(&inode, caller, name, false)?;
+    Ok(inode.xattrs.get(name).cloned().ok_or(Errno::ENODATA)?)
+}
+
+/// The names of the extended attributes of `ino` the caller may see.
+pub fn listxattr(txn: &Txn, caller: &Caller, ino: Ino) -> Result<Vec<Vec<u8>>, NsError> {
+    let inode = txn.existing(ino)?;
+    Ok(inode
+        .xattrs
+        .keys()
+        .filter(|k| caller.is_root() || !k.starts_with(b"trusted."))
+        .cloned()
+        .collect())
+}

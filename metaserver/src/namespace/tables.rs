@@ -1,0 +1,190 @@
+//! How the namespace is laid out in the State tree, and the transaction
+//! overlay commands run in.
+//!
+//! | key                                 | value          |
+//! |-------------------------------------|----------------|
+//! | `i` ino                             | [`Inode`]      |
+//! | `d` parent name                     | [`Dentry`]     |
+//! | `c` parent cookie                   | name (readdir) |
+//! | `s`                                 | [`Super`]      |
+//! | `r` ...                             | Raft's applied log id and membership |
+//!
+//! Integers are big-endian so that keys sort numerically.
+
+use super::{Dentry, Inode, NsError, Super};
+use crate::store::{Store, StoreError, Tree, Write};
+use nimbus_common::Ino;
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::BTreeMap;
+
+const INODE: u8 = b'i';
+const DENTRY: u8 = b'd';
+const COOKIE: u8 = b'c';
+const SUPER: &[u8] = b"s";
+/// Prefix of the keys Raft keeps in the State tree, outside the namespace.
+pub const RAFT_PREFIX: u8 = b'r';
+
+fn inode_key(ino: Ino) -> Vec<u8> {
+    let mut k = vec![INODE];
+    k.extend_from_slice(&ino.0.to_be_bytes());
+    k
+}
+
+/// The key prefix of every dentry in `parent`.
+fn dentry_prefix(parent: Ino) -> Vec<u8> {
+    let mut k = vec![DENTRY];
+    k.extend_from_slice(&parent.0.to_be_bytes());
+    k
+}
+
+fn dentry_key(parent: Ino, name: &[u8]) -> Vec<u8> {
+    let mut k = dentry_prefix(parent);
+    k.extend_from_slice(name);
+    k
+}
+
+/// The key prefix of `parent`'s readdir index.
+pub fn cookie_prefix(parent: Ino) -> Vec<u8> {
+    let mut k = vec![COOKIE];
+    k.extend_from_slice(&parent.0.to_be_bytes());
+    k
+}
+
+/// The readdir index key of the entry with `cookie` in `parent`.
+pub fn cookie_key(parent: Ino, cookie: u64) -> Vec<u8> {
+    let mut k = cookie_prefix(parent);
+    k.extend_from_slice(&cookie.to_be_bytes());
+    k
+}
+
+/// The cookie encoded in a readdir index key.
+pub fn cookie_of(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(9..17)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+/// Decodes a stored record; a failure means the store is corrupt.
+pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// Encodes a record for the store.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising our own plain structs into a Vec cannot fail.
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+/// A read view or write transaction over the State tree.
+///
+/// Writes collect in two layers: `pending` holds the command being applied,
+/// `staged` the commands of the batch already applied. A command that fails
+/// discards `pending`, so an errno never leaves half an operation behind; the
+/// whole batch reaches the store in one atomic write.
+pub struct Txn<'a> {
+    store: &'a dyn Store,
+    staged: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> Txn<'a> {
+    /// A transaction over `store`; used read-only it is a consistent view
+    /// for as long as no one else writes.
+    pub fn new(store: &'a dyn Store) -> Txn<'a> {
+        Txn {
+            store,
+            staged: BTreeMap::new(),
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &'a dyn Store {
+        self.store
+    }
+
+    fn raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(v) = self.pending.get(key) {
+            return Ok(v.clone());
+        }
+        if let Some(v) = self.staged.get(key) {
+            return Ok(v.clone());
+        }
+        self.store.get(Tree::State, key)
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.raw(key)?.map(|b| decode(key, &b)).transpose()
+    }
+
+    /// Stages a raw write for the current command.
+    pub fn put_raw(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.pending.insert(key, value);
+    }
+
+    /// Keeps the current command's writes.
+    pub fn commit_command(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        self.staged.extend(pending);
+    }
+
+    /// Drops the current command's writes.
+    pub fn abort_command(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Every staged write, for one atomic store batch.
+    pub fn into_writes(mut self) -> Vec<Write> {
+        self.commit_command();
+        self.staged.into_iter().collect()
+    }
+
+    /// The inode, if it exists.
+    pub fn inode(&self, ino: Ino) -> Result<Option<Inode>, StoreError> {
+        self.get(&inode_key(ino))
+    }
+
+    /// The inode, or ENOENT.
+    pub fn existing(&self, ino: Ino) -> Result<Inode, NsError> {
+        self.inode(ino)?.ok_or(NsError::Errno(nimbus_common::Errno::ENOENT))
+    }
+
+    /// Stores an inode.
+    pub fn put_inode(&mut self, inode: &Inode) {
+        self.put_raw(inode_key(inode.ino), Some(encode(inode)));
+    }
+
+    /// Removes an inode.
+    pub fn remove_inode(&mut self, ino: Ino) {
+        self.put_raw(inode_key(ino), None);
+    }
+
+    /// The entry `name` in `parent`, if any.
+    pub fn dentry(&self, parent: Ino, name: &[u8]) -> Result<Option<Dentry>, StoreError> {
+        self.get(&dentry_key(parent, name))
+    }
+
+    /// Adds or replaces the entry `name` in `parent`, with its readdir index.
+    pub fn put_dentry(&mut self, parent: Ino, name: &[u8], d: &Dentry) {
+        self.put_raw(dentry_key(parent, name), Some(encode(d)));
+        self.put_raw(cookie_key(parent, d.cookie), Some(name.to_vec()));
+    }
+
+    /// Removes the entry `name` (whose dentry is `d`) from `parent`.
+    pub fn remove_dentry(&mut self, parent: Ino, name: &[u8], d: &Dentry) {
+        self.put_raw(dentry_key(parent, name), None);
+        self.put_raw(cookie_key(parent, d.cookie), None);
+    }
+
+    /// The file-system-wide counters.
+    pub fn superblock(&self) -> Result<Super, StoreError> {
+        Ok(self.get(SUPER)?.unwrap_or_default())
+    }
+
+    /// Stores the counters.
+    pub fn put_superblock(&mut self, s: &Super) {
+        self.put_raw(SUPER.to_vec(), Some(encode(s)));
+    }
+}

@@ -1,0 +1,59 @@
+//! Replication of the namespace with openraft: type configuration, durable
+//! log and state machine over [`crate::store`], and the gRPC transport.
+
+mod log_store;
+mod network;
+mod state_machine;
+
+pub use log_store::LogStore;
+pub use network::Network;
+pub use state_machine::{digest, StateMachine};
+
+use crate::namespace::{Command, Reply};
+use nimbus_common::{Errno, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+
+/// One Raft entry: a batch of namespace commands committed together (group
+/// commit), stamped with the leader's clock.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Request {
+    pub time: Timestamp,
+    pub commands: Vec<Command>,
+}
+
+/// The outcome of every command of a [`Request`], in order.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Response {
+    pub results: Vec<Result<Reply, Errno>>,
+}
+
+openraft::declare_raft_types!(
+    /// Nimbus' Raft types: node ids are u64, nodes carry their gRPC address.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// The Raft handle of a meta server.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// openraft's storage error for our node ids.
+pub type StorageError = openraft::StorageError<u64>;
+
+fn storage_error(e: impl std::fmt::Display, what: openraft::ErrorSubject<u64>, verb: openraft::ErrorVerb) -> StorageError {
+    openraft::StorageIOError::new(what, verb, openraft::AnyError::error(e.to_string())).into()
+}
+
+/// Runs blocking store work (sled flushes fsync) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(storage_error(e, openraft::ErrorSubject::Store, openraft::ErrorVerb::Write)),
+    }
+}

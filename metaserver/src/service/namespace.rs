@@ -1,0 +1,173 @@
+//! `Namespace.Call`: reads after a read barrier, writes through group commit.
+
+use super::convert::{attr_to_pb, caller_from_pb, changes_from_pb, kind_from_pb, kind_to_pb, perm_from_pb};
+use crate::commit::{Committer, ReadBarrier};
+use crate::namespace::{self as ns, Caller, Command, NsError, Op, Reply, Txn};
+use crate::store::Store;
+use nimbus_common::{Errno, Ino};
+use nimbus_proto as pb;
+use nimbus_proto::ns_reply::Result as R;
+use nimbus_proto::ns_request::Op as P;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// Largest readdir page a client may ask for.
+const READDIR_PAGE_MAX: u32 = 4096;
+
+/// The namespace service of one meta server.
+pub struct NamespaceService {
+    store: Arc<dyn Store>,
+    committer: Committer,
+    barrier: ReadBarrier,
+}
+
+impl NamespaceService {
+    /// Serves reads from `store` and writes through `committer`.
+    pub fn new(store: Arc<dyn Store>, committer: Committer, barrier: ReadBarrier) -> Self {
+        NamespaceService {
+            store,
+            committer,
+            barrier,
+        }
+    }
+
+    async fn read(&self, caller: &Caller, op: P) -> Result<R, Status> {
+        self.barrier.wait().await?;
+        if Txn::new(self.store.as_ref()).superblock().map_err(internal)?.next_ino == 0 {
+            // A new cluster: the first committed batch creates the root.
+            self.committer.sync().await?;
+        }
+        let txn = Txn::new(self.store.as_ref());
+        let outcome = match op {
+            P::Lookup(r) => ns::lookup(&txn, caller, Ino(r.parent), &r.name).map(|a| R::Attr(attr_to_pb(&a))),
+            P::Getattr(r) => ns::getattr(&txn, Ino(r.ino)).map(|a| R::Attr(attr_to_pb(&a))),
+            P::Readlink(r) => ns::readlink(&txn, Ino(r.ino)).map(R::Data),
+            P::Readdir(r) => {
+                let limit = r.limit.clamp(1, READDIR_PAGE_MAX) as usize;
+                ns::readdir(&txn, caller, Ino(r.ino), r.after, limit).map(|(entries, more)| {
+                    R::Dir(pb::DirPage {
+                        entries: entries
+                            .into_iter()
+                            .map(|e| pb::DirEntry {
+                                name: e.name,
+                                ino: e.ino.0,
+                                kind: kind_to_pb(e.kind) as i32,
+                                cookie: e.cookie,
+                            })
+                            .collect(),
+                        more,
+                    })
+                })
+            }
+            P::Statfs(_) => ns::statfs(&txn).map(|s| {
+                R::Stats(pb::FsStats {
+                    inodes: s.inodes,
+                    bytes: s.bytes,
+                    name_max: ns::NAME_MAX as u32,
+                })
+            }),
+            P::Getxattr(r) => ns::getxattr(&txn, caller, Ino(r.ino), &r.name).map(R::Data),
+            P::Listxattr(r) => ns::listxattr(&txn, caller, Ino(r.ino)).map(|names| R::Names(pb::XattrNames { names })),
+            _ => return Err(Status::internal("write routed as a read")),
+        };
+        match outcome {
+            Ok(r) => Ok(r),
+            Err(NsError::Errno(e)) => Ok(failure(e)),
+            Err(NsError::Store(e)) => Err(internal(e)),
+        }
+    }
+
+    async fn write(&self, caller: Caller, op: Op) -> Result<R, Status> {
+        // Names are checked again in apply; checking here spares Raft the
+        // obviously hopeless requests.
+        let name_ok = match &op {
+            Op::MakeNode { name, .. } | Op::Unlink { name, .. } | Op::Rmdir { name, .. } => ns::validate_name(name),
+            Op::Rename { name, new_name, .. } => ns::validate_name(name).and(ns::validate_name(new_name)),
+            Op::Link { new_name, .. } => ns::validate_name(new_name),
+            _ => Ok(()),
+        };
+        if let Err(e) = name_ok {
+            return Ok(failure(e));
+        }
+        Ok(match self.committer.submit(Command { caller, op }).await? {
+            Ok(Reply::Attr(a)) => R::Attr(attr_to_pb(&a)),
+            Ok(Reply::Done) => R::Done(pb::Done {}),
+            Err(e) => failure(e),
+        })
+    }
+}
+
+fn failure(e: Errno) -> R {
+    R::Failure(pb::Failure {
+        errno: e.0,
+        detail: e.to_string(),
+    })
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    tracing::error!("storage failure serving a request: {e}");
+    Status::internal("meta server storage failure")
+}
+
+/// Converts a wire write into a namespace command; None for reads.
+fn write_op(op: &P) -> Result<Option<Op>, Status> {
+    Ok(Some(match op {
+        P::Setattr(r) => Op::SetAttr {
+            ino: Ino(r.ino),
+            changes: changes_from_pb(r)?,
+        },
+        P::MakeNode(r) => Op::MakeNode {
+            parent: Ino(r.parent),
+            name: r.name.clone(),
+            kind: kind_from_pb(r.kind)?,
+            perm: perm_from_pb(r.perm)?,
+            rdev: r.rdev,
+            target: r.symlink_target.clone(),
+        },
+        P::Unlink(r) => Op::Unlink {
+            parent: Ino(r.parent),
+            name: r.name.clone(),
+        },
+        P::Rmdir(r) => Op::Rmdir {
+            parent: Ino(r.parent),
+            name: r.name.clone(),
+        },
+        P::Rename(r) => Op::Rename {
+            parent: Ino(r.parent),
+            name: r.name.clone(),
+            new_parent: Ino(r.new_parent),
+            new_name: r.new_name.clone(),
+            flags: r.flags,
+        },
+        P::Link(r) => Op::Link {
+            ino: Ino(r.ino),
+            new_parent: Ino(r.new_parent),
+            new_name: r.new_name.clone(),
+        },
+        P::Setxattr(r) => Op::SetXattr {
+            ino: Ino(r.ino),
+            name: r.name.clone(),
+            value: r.value.clone(),
+            flags: r.flags,
+        },
+        P::Removexattr(r) => Op::RemoveXattr {
+            ino: Ino(r.ino),
+            name: r.name.clone(),
+        },
+        _ => return Ok(None),
+    }))
+}
+
+#[tonic::async_trait]
+impl pb::namespace_server::Namespace for NamespaceService {
+    async fn call(&self, request: Request<pb::NsRequest>) -> Result<Response<pb::NsReply>, Status> {
+        let req = request.into_inner();
+        let caller = caller_from_pb(req.caller)?;
+        let op = req.op.ok_or_else(|| Status::invalid_argument("request names no operation"))?;
+        let result = match write_op(&op)? {
+            Some(w) => self.write(caller, w).await?,
+            None => self.read(&caller, op).await?,
+        };
+        Ok(Response::new(pb::NsReply { result: Some(result) }))
+    }
+}
