@@ -1,1 +1,314 @@
-//! placeholder
+//! Client of the Nimbus meta cluster: finds the leader, follows redirects,
+//! retries through elections and outages up to a deadline, and offers typed
+//! namespace calls.
+
+use nimbus_common::tls::{Security, MAX_MESSAGE_BYTES};
+use nimbus_common::{Errno, Ino};
+use nimbus_proto as pb;
+use nimbus_proto::admin_client::AdminClient;
+use nimbus_proto::namespace_client::NamespaceClient;
+use nimbus_proto::ns_reply::Result as R;
+use nimbus_proto::ns_request::Op;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// Why a call did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The namespace answered with a POSIX error.
+    #[error("{0}")]
+    Errno(Errno),
+    /// No leader answered before the deadline.
+    #[error("meta cluster unavailable: {0}")]
+    Unavailable(String),
+    /// The request was refused as malformed or not permitted.
+    #[error("{0}")]
+    Refused(String),
+    /// The client was set up wrongly (bad address, TLS files).
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl ClientError {
+    /// The errno a file system returns for this error.
+    pub fn errno(&self) -> Errno {
+        match self {
+            ClientError::Errno(e) => *e,
+            ClientError::Unavailable(_) => Errno::EIO,
+            ClientError::Refused(_) => Errno::EINVAL,
+            ClientError::Setup(_) => Errno::EIO,
+        }
+    }
+}
+
+/// How long one RPC may take before the client tries elsewhere.
+const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A handle on the meta cluster; cheap to share between tasks.
+pub struct MetaClient {
+    security: Security,
+    seeds: Vec<String>,
+    channels: Mutex<HashMap<String, Channel>>,
+    leader: Mutex<Option<String>>,
+    deadline: Duration,
+    caller: pb::Caller,
+}
+
+impl MetaClient {
+    /// A client that knows the cluster through `seeds` (`host:port`, any
+    /// members) and gives up on a call after `deadline`.
+    pub fn new(security: Security, seeds: Vec<String>, deadline: Duration) -> Result<MetaClient, ClientError> {
+        if seeds.is_empty() {
+            return Err(ClientError::Setup("no meta server address given".into()));
+        }
+        Ok(MetaClient {
+            security,
+            seeds,
+            channels: Mutex::default(),
+            leader: Mutex::default(),
+            deadline,
+            caller: pb::Caller { uid: 0, gids: vec![0] },
+        })
+    }
+
+    /// Acts as `uid` with groups `gids` (primary first) from now on.
+    pub fn with_caller(mut self, uid: u32, gids: Vec<u32>) -> MetaClient {
+        self.caller = pb::Caller { uid, gids };
+        self
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = self
+            .security
+            .endpoint(addr)
+            .map_err(|e| ClientError::Setup(e.to_string()))?
+            .connect_lazy();
+        channels.insert(addr.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// The node believed to lead, else the `attempt`-th seed.
+    fn target(&self, attempt: usize) -> String {
+        let leader = self.leader.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        leader.unwrap_or_else(|| self.seeds[attempt % self.seeds.len()].clone())
+    }
+
+    fn set_leader(&self, addr: Option<String>) {
+        *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = addr;
+    }
+
+    /// Runs `rpc` against the leader, following redirects and retrying on
+    /// unavailability until the deadline.
+    ///
+    /// A write whose reply was lost may have been applied: retried, it can
+    /// answer e.g. EEXIST for a create that did happen.
+    pub async fn on_leader<T, F, Fut>(&self, rpc: F) -> Result<T, ClientError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(20);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let addr = self.target(attempt);
+            let status = match tokio::time::timeout(RPC_TIMEOUT, rpc(self.channel(&addr)?)).await {
+                Ok(Ok(reply)) => return Ok(reply.into_inner()),
+                Ok(Err(status)) => status,
+                Err(_) => Status::deadline_exceeded(format!("{addr} did not answer in {RPC_TIMEOUT:?}")),
+            };
+            match status.code() {
+                Code::FailedPrecondition if status.metadata().contains_key(nimbus_proto::LEADER_ID_KEY) => {
+                    let leader = status
+                        .metadata()
+                        .get(nimbus_proto::LEADER_ADDR_KEY)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let same = leader.as_deref() == Some(addr.as_str());
+                    self.set_leader(leader);
+                    if !same {
+                        continue;
+                    }
+                }
+                Code::FailedPrecondition if status.message() == "not the leader" => self.set_leader(None),
+                Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled | Code::Aborted => {
+                    self.set_leader(None)
+                }
+                _ => return Err(ClientError::Refused(format!("{addr}: {}", status.message()))),
+            }
+            if started.elapsed() >= self.deadline {
+                return Err(ClientError::Unavailable(format!("last answer from {addr}: {}", status.message())));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Sends one namespace operation and returns its result.
+    pub async fn call(&self, op: Op) -> Result<R, ClientError> {
+        let req = pb::NsRequest {
+            caller: Some(self.caller.clone()),
+            op: Some(op),
+        };
+        let reply = self
+            .on_leader(|ch| {
+                let req = req.clone();
+                async move {
+                    NamespaceClient::new(ch)
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+                        .call(req)
+                        .await
+                }
+            })
+            .await?;
+        match reply.result {
+            Some(R::Failure(f)) => Err(ClientError::Errno(Errno(f.errno))),
+            Some(r) => Ok(r),
+            None => Err(ClientError::Refused("empty reply".into())),
+        }
+    }
+
+    /// Status of one node, asked directly (no leader redirect).
+    pub async fn node_status(&self, addr: &str) -> Result<pb::NodeStatus, ClientError> {
+        let mut admin = AdminClient::new(self.channel(addr)?);
+        match tokio::time::timeout(RPC_TIMEOUT, admin.status(pb::StatusRequest {})).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(ClientError::Unavailable(format!("{addr}: {}", s.message()))),
+            Err(_) => Err(ClientError::Unavailable(format!("{addr}: no answer"))),
+        }
+    }
+
+    /// A digest of one node's applied namespace.
+    pub async fn node_digest(&self, addr: &str) -> Result<pb::DigestReply, ClientError> {
+        let mut admin = AdminClient::new(self.channel(addr)?);
+        admin
+            .digest(pb::DigestRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| ClientError::Unavailable(format!("{addr}: {}", s.message())))
+    }
+
+    /// An admin client of the leader, for [`MetaClient::on_leader`].
+    pub fn admin(ch: Channel) -> AdminClient<Channel> {
+        AdminClient::new(ch)
+    }
+}
+
+fn attr(r: R) -> Result<pb::Attr, ClientError> {
+    match r {
+        R::Attr(a) => Ok(a),
+        other => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
+    }
+}
+
+/// Typed namespace calls.
+impl MetaClient {
+    /// The attributes of `name` in `parent`.
+    pub async fn lookup(&self, parent: Ino, name: &[u8]) -> Result<pb::Attr, ClientError> {
+        attr(
+            self.call(Op::Lookup(pb::Lookup {
+                parent: parent.0,
+                name: name.to_vec(),
+            }))
+            .await?,
+        )
+    }
+
+    /// The attributes of `ino`.
+    pub async fn getattr(&self, ino: Ino) -> Result<pb::Attr, ClientError> {
+        attr(self.call(Op::Getattr(pb::GetAttr { ino: ino.0 })).await?)
+    }
+
+    /// Creates a node of `kind` (not a symlink) named `name` in `parent`.
+    pub async fn make_node(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        kind: pb::FileKind,
+        perm: u32,
+    ) -> Result<pb::Attr, ClientError> {
+        attr(
+            self.call(Op::MakeNode(pb::MakeNode {
+                parent: parent.0,
+                name: name.to_vec(),
+                kind: kind as i32,
+                perm,
+                rdev: 0,
+                symlink_target: Vec::new(),
+            }))
+            .await?,
+        )
+    }
+
+    /// Creates a regular file.
+    pub async fn create(&self, parent: Ino, name: &[u8], perm: u32) -> Result<pb::Attr, ClientError> {
+        self.make_node(parent, name, pb::FileKind::Regular, perm).await
+    }
+
+    /// Creates a directory.
+    pub async fn mkdir(&self, parent: Ino, name: &[u8], perm: u32) -> Result<pb::Attr, ClientError> {
+        self.make_node(parent, name, pb::FileKind::Directory, perm).await
+    }
+
+    /// Removes a non-directory.
+    pub async fn unlink(&self, parent: Ino, name: &[u8]) -> Result<(), ClientError> {
+        self.call(Op::Unlink(pb::Unlink {
+            parent: parent.0,
+            name: name.to_vec(),
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    /// Renames with renameat2 `flags`.
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        new_parent: Ino,
+        new_name: &[u8],
+        flags: u32,
+    ) -> Result<(), ClientError> {
+        self.call(Op::Rename(pb::Rename {
+            parent: parent.0,
+            name: name.to_vec(),
+            new_parent: new_parent.0,
+            new_name: new_name.to_vec(),
+            flags,
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    /// Every entry of directory `ino`, page by page.
+    pub async fn readdir_all(&self, ino: Ino) -> Result<Vec<pb::DirEntry>, ClientError> {
+        let mut out: Vec<pb::DirEntry> = Vec::new();
+        loop {
+            let after = out.last().map(|e| e.cookie).unwrap_or(0);
+            let r = self
+                .call(Op::Readdir(pb::ReadDir {
+                    ino: ino.0,
+                    after,
+                    limit: 1024,
+                }))
+                .await?;
+            let R::Dir(page) = r else {
+                return Err(ClientError::Refused("unexpected readdir reply".into()));
+            };
+            out.extend(page.entries);
+            if !page.more {
+                return Ok(out);
+            }
+        }
+    }
+}

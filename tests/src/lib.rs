@@ -1,1 +1,266 @@
-//! placeholder
+//! Cluster tests and benchmarks for Nimbus: starts real `nimbus-meta`
+//! processes on 127.0.0.1, drives them through the client library, and stops
+//! every process it started, by pid.
+
+use anyhow::{bail, Context};
+use nimbus_client::MetaClient;
+use nimbus_common::tls::{self, Security};
+use nimbus_proto as pb;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Directory of the built binaries: `NIMBUS_BIN_DIR`, else the target
+/// directory this test executable was built into.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("NIMBUS_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/debug/deps/<test> -> target/debug
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// A free port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Knobs of a test cluster.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub nodes: u64,
+    pub snapshot_every: u64,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            nodes: 3,
+            snapshot_every: 20_000,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+        }
+    }
+}
+
+/// One meta server process.
+pub struct Node {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    initial_members: Option<String>,
+}
+
+impl Node {
+    /// The pid, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+/// A meta cluster of real processes under a temporary directory.
+pub struct MetaCluster {
+    /// Certificates, data directories and logs of every node.
+    pub dir: PathBuf,
+    tmp: Option<tempfile::TempDir>,
+    pub certs: PathBuf,
+    pub nodes: BTreeMap<u64, Node>,
+    opts: Options,
+}
+
+impl MetaCluster {
+    /// Creates the CA and certificates and starts `opts.nodes` servers that
+    /// bootstrap a new cluster.
+    pub fn start(opts: Options) -> anyhow::Result<MetaCluster> {
+        tls::install_crypto_provider();
+        let dir = tempfile::Builder::new().prefix("nimbus-test-").tempdir()?;
+        let certs = dir.path().join("certs");
+        tls::create_ca(&certs)?;
+        tls::issue(&certs, "admin", &[])?;
+        let mut cluster = MetaCluster {
+            dir: dir.path().to_path_buf(),
+            tmp: Some(dir),
+            certs,
+            nodes: BTreeMap::new(),
+            opts: opts.clone(),
+        };
+        let ids: Vec<u64> = (1..=opts.nodes).collect();
+        let addrs: BTreeMap<u64, String> = ids.iter().map(|id| (*id, format!("127.0.0.1:{}", free_port()))).collect();
+        let members = addrs.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
+        for id in ids {
+            cluster.add_process(id, addrs[&id].clone(), Some(members.clone()))?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts a new server `id` that is not (yet) a member.
+    pub fn spawn_joiner(&mut self, id: u64) -> anyhow::Result<String> {
+        let addr = format!("127.0.0.1:{}", free_port());
+        self.add_process(id, addr.clone(), None)?;
+        Ok(addr)
+    }
+
+    fn add_process(&mut self, id: u64, addr: String, initial_members: Option<String>) -> anyhow::Result<()> {
+        tls::issue(&self.certs, &format!("meta{id}"), &[])?;
+        let node = Node {
+            id,
+            addr,
+            data_dir: self.dir.join(format!("meta{id}")),
+            child: None,
+            initial_members,
+        };
+        self.nodes.insert(id, node);
+        self.launch(id)
+    }
+
+    /// (Re)starts the process of node `id` on its data directory.
+    pub fn launch(&mut self, id: u64) -> anyhow::Result<()> {
+        let bin = bin_dir().join("nimbus-meta");
+        if !bin.exists() {
+            bail!("{} not found: run `cargo build --workspace` first", bin.display());
+        }
+        let opts = self.opts.clone();
+        let certs = self.certs.clone();
+        let log_path = self.dir.join(format!("meta{id}.log"));
+        let node = self.nodes.get_mut(&id).context("no such node")?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .args(["--id", &id.to_string(), "--listen", &node.addr])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .arg("--tls-dir")
+            .arg(&certs)
+            .args(["--snapshot-every", &opts.snapshot_every.to_string()])
+            .args(["--heartbeat-ms", &opts.heartbeat_ms.to_string()])
+            .args(["--election-timeout-min-ms", &opts.election_timeout_min_ms.to_string()])
+            .args(["--election-timeout-max-ms", &opts.election_timeout_max_ms.to_string()])
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if let Some(m) = &node.initial_members {
+            cmd.args(["--initial-members", m]);
+        }
+        node.child = Some(cmd.spawn().context("spawning nimbus-meta")?);
+        Ok(())
+    }
+
+    /// `kill -9` of node `id`.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM to node `id`, and wait for it to exit.
+    pub fn stop(&mut self, id: u64) {
+        if let Some(mut c) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The addresses of the running nodes.
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.values().filter(|n| n.child.is_some()).map(|n| n.addr.clone()).collect()
+    }
+
+    /// The operator's TLS identity.
+    pub fn security(&self) -> anyhow::Result<Security> {
+        Ok(Security::load(&self.certs, "admin")?)
+    }
+
+    /// A client of the running nodes, acting as the file-system root.
+    pub fn client(&self) -> anyhow::Result<MetaClient> {
+        Ok(MetaClient::new(self.security()?, self.addrs(), Duration::from_secs(30))?)
+    }
+
+    /// Waits until a running node reports itself leader; returns its id.
+    pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let client = self.client()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            for addr in self.addrs() {
+                if let Ok(s) = client.node_status(&addr).await {
+                    if s.role == "leader" {
+                        return Ok(s.id);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no leader within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every running node has applied the same index and holds
+    /// the same namespace digest; returns (applied index, inode count).
+    pub async fn wait_converged(&self, timeout: Duration) -> anyhow::Result<(u64, u64)> {
+        let client = self.client()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut digests: Vec<pb::DigestReply> = Vec::new();
+            for addr in self.addrs() {
+                match client.node_digest(&addr).await {
+                    Ok(d) => digests.push(d),
+                    Err(_) => break,
+                }
+            }
+            if digests.len() == self.addrs().len()
+                && digests.windows(2).all(|w| w[0].last_applied == w[1].last_applied && w[0].digest == w[1].digest)
+            {
+                let d = &digests[0];
+                return Ok((d.last_applied.unwrap_or(0), d.inodes));
+            }
+            if Instant::now() > deadline {
+                let last: Vec<_> = digests.iter().map(|d| (d.last_applied, d.inodes)).collect();
+                bail!("nodes did not converge within {timeout:?}: (applied, inodes) = {last:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The log of node `id`, for failure messages.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.join(format!("meta{id}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for MetaCluster {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.kill(id);
+        }
+        if std::env::var_os("NIMBUS_KEEP_TEST_DIRS").is_some() {
+            if let Some(t) = self.tmp.take() {
+                eprintln!("keeping {}", t.keep().display());
+            }
+        }
+    }
+}

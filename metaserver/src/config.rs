@@ -1,0 +1,204 @@
+//! Settings of `nimbus-meta serve`: a TOML file whose every key a flag of
+//! the same name overrides.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Every setting, as flags or as keys of the configuration file.
+#[derive(Args, Deserialize, Default, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Raft id of this node: a positive integer, unique in the cluster and never
+    /// reused for another node.
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// Address to listen on for clients and peers (host:port). [default: 127.0.0.1:7100]
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Address peers and clients reach this node at. [default: the listen address]
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Directory for this node's durable state (Raft log, namespace, snapshots).
+    /// [default: ./nimbus-meta-ID]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Directory holding the cluster CA (ca.pem) and this node's certificate
+    /// and key (NAME.pem, NAME.key), as made by `nimbus-meta ca`.
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// File name (without .pem/.key) of this node's certificate. [default: metaID]
+    #[arg(long)]
+    pub tls_name: Option<String>,
+    /// Serve plaintext without TLS. Only for experiments on a trusted host.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub insecure: Option<bool>,
+    /// Voters of a NEW cluster, as ID=HOST:PORT,ID=HOST:PORT,... The member
+    /// with the lowest id initialises the cluster once; ignored when this
+    /// node already has state. Omit it on a node that will join an existing
+    /// cluster with `nimbus-meta cluster add`.
+    #[arg(long)]
+    pub initial_members: Option<String>,
+    /// Raft heartbeat interval in milliseconds. [default: 200]
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// Shortest election timeout in milliseconds. [default: 1000]
+    #[arg(long)]
+    pub election_timeout_min_ms: Option<u64>,
+    /// Longest election timeout in milliseconds. [default: 2000]
+    #[arg(long)]
+    pub election_timeout_max_ms: Option<u64>,
+    /// Build a snapshot and compact the log after this many entries. [default: 20000]
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
+}
+
+impl Settings {
+    /// These settings, with every unset one taken from `file`.
+    pub fn or(self, file: Settings) -> Settings {
+        macro_rules! pick {
+            ($($f:ident),*) => { Settings { $($f: self.$f.or(file.$f)),* } };
+        }
+        pick!(
+            id,
+            listen,
+            advertise,
+            data_dir,
+            tls_dir,
+            tls_name,
+            insecure,
+            initial_members,
+            heartbeat_ms,
+            election_timeout_min_ms,
+            election_timeout_max_ms,
+            snapshot_every
+        )
+    }
+}
+
+/// Settings after defaults and checks.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: u64,
+    pub listen: String,
+    pub advertise: String,
+    pub data_dir: PathBuf,
+    /// None with `--insecure`.
+    pub tls: Option<(PathBuf, String)>,
+    pub initial_members: BTreeMap<u64, String>,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub snapshot_every: u64,
+}
+
+/// Parses `ID=HOST:PORT,...`.
+pub fn parse_members(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .with_context(|| format!("member {part:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id.trim().parse().with_context(|| format!("member id {id:?} is not a number"))?;
+        check_addr(addr)?;
+        if id == 0 {
+            bail!("member ids start at 1");
+        }
+        if out.insert(id, addr.trim().to_owned()).is_some() {
+            bail!("member {id} is listed twice");
+        }
+    }
+    Ok(out)
+}
+
+fn check_addr(addr: &str) -> anyhow::Result<()> {
+    match addr.trim().rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => bail!("{addr:?} is not HOST:PORT"),
+    }
+}
+
+impl Config {
+    /// Applies defaults and checks the combination.
+    pub fn resolve(s: Settings) -> anyhow::Result<Config> {
+        let id = s.id.context("--id is required (a positive integer, unique in the cluster)")?;
+        if id == 0 {
+            bail!("--id must be positive");
+        }
+        let listen = s.listen.unwrap_or_else(|| "127.0.0.1:7100".into());
+        check_addr(&listen)?;
+        let advertise = s.advertise.unwrap_or_else(|| listen.clone());
+        check_addr(&advertise)?;
+        let tls = if s.insecure.unwrap_or(false) {
+            None
+        } else {
+            let dir = s
+                .tls_dir
+                .context("--tls-dir is required (or --insecure for plaintext); create one with `nimbus-meta ca init`")?;
+            Some((dir, s.tls_name.unwrap_or_else(|| format!("meta{id}"))))
+        };
+        let initial_members = match &s.initial_members {
+            Some(m) => parse_members(m)?,
+            None => BTreeMap::new(),
+        };
+        if !initial_members.is_empty() && !initial_members.contains_key(&id) {
+            bail!("--initial-members does not list this node's id {id}");
+        }
+        let c = Config {
+            id,
+            listen,
+            advertise,
+            data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from(format!("nimbus-meta-{id}"))),
+            tls,
+            initial_members,
+            heartbeat_ms: s.heartbeat_ms.unwrap_or(200),
+            election_timeout_min_ms: s.election_timeout_min_ms.unwrap_or(1000),
+            election_timeout_max_ms: s.election_timeout_max_ms.unwrap_or(2000),
+            snapshot_every: s.snapshot_every.unwrap_or(20_000),
+        };
+        if c.heartbeat_ms == 0 || c.election_timeout_min_ms <= c.heartbeat_ms * 2 {
+            bail!("the election timeout must exceed twice the heartbeat interval");
+        }
+        if c.election_timeout_max_ms <= c.election_timeout_min_ms {
+            bail!("--election-timeout-max-ms must exceed --election-timeout-min-ms");
+        }
+        if c.snapshot_every == 0 {
+            bail!("--snapshot-every must be positive");
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_keys() {
+        let file: Settings = toml::from_str("id = 3\nlisten = \"127.0.0.1:9000\"\ninsecure = true").unwrap();
+        let flags = Settings {
+            listen: Some("127.0.0.1:9100".into()),
+            ..Settings::default()
+        };
+        let c = Config::resolve(flags.or(file)).unwrap();
+        assert_eq!((c.id, c.listen.as_str(), c.tls.is_none()), (3, "127.0.0.1:9100", true));
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(toml::from_str::<Settings>("idd = 3").is_err());
+        assert!(parse_members("1=a:1,1=b:2").is_err());
+        assert!(parse_members("x=a:1").is_err());
+        assert!(parse_members("1=nocolon").is_err());
+        assert!(Config::resolve(Settings::default()).is_err());
+        let s = Settings {
+            id: Some(1),
+            insecure: Some(true),
+            initial_members: Some("2=127.0.0.1:1".into()),
+            ..Settings::default()
+        };
+        assert!(Config::resolve(s).is_err());
+    }
+}

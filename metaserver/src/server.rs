@@ -1,0 +1,144 @@
+//! Running one meta server: storage, Raft, the gRPC services, bootstrap and
+//! clean shutdown.
+
+use crate::config::Config;
+use anyhow::Context;
+use nimbus_common::tls::{Security, MAX_MESSAGE_BYTES};
+use nimbus_meta::commit::{Committer, ReadBarrier};
+use nimbus_meta::raft::{LogStore, Network, Raft, StateMachine};
+use nimbus_meta::service::{AdminService, NamespaceService, RaftService};
+use nimbus_meta::store::{SledStore, Store};
+use nimbus_proto::{admin_server::AdminServer, namespace_server::NamespaceServer, raft_server::RaftServer};
+use openraft::{BasicNode, SnapshotPolicy};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Serves until SIGTERM or SIGINT, then shuts Raft down and flushes.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let security = match &cfg.tls {
+        None => {
+            tracing::warn!("serving WITHOUT TLS (--insecure): anyone on the network can read and change the namespace");
+            Security::Insecure
+        }
+        Some((dir, name)) => {
+            Security::load(dir, name).with_context(|| format!("loading TLS material {name} from {}", dir.display()))?
+        }
+    };
+    let tls = security.is_tls();
+
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let db = cfg.data_dir.join("db");
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(&db).with_context(|| format!("opening {} (is another nimbus-meta using it?)", db.display()))?);
+
+    let raft_config = openraft::Config {
+        cluster_name: "nimbus".into(),
+        heartbeat_interval: cfg.heartbeat_ms,
+        election_timeout_min: cfg.election_timeout_min_ms,
+        election_timeout_max: cfg.election_timeout_max_ms,
+        // A chunk of a snapshot may take a while on 2 slow cores: the default
+        // 200 ms makes catch-up of a big namespace loop forever.
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
+        max_in_snapshot_log_to_keep: cfg.snapshot_every.min(1000),
+        snapshot_max_chunk_size: 4 << 20,
+        max_payload_entries: 64,
+        ..Default::default()
+    }
+    .validate()
+    .context("invalid Raft settings")?;
+
+    let raft = Raft::new(
+        cfg.id,
+        Arc::new(raft_config),
+        Network::new(security.clone()),
+        LogStore::new(store.clone()),
+        StateMachine::new(store.clone()),
+    )
+    .await
+    .context("starting Raft")?;
+
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    let committer = Committer::start(raft.clone());
+    let barrier = ReadBarrier::start(raft.clone());
+    let router = security
+        .server()
+        .context("configuring TLS")?
+        .add_service(
+            NamespaceServer::new(NamespaceService::new(store.clone(), committer, barrier))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(AdminServer::new(AdminService::new(raft.clone(), store.clone(), tls)))
+        .add_service(
+            RaftServer::new(RaftService::new(raft.clone(), tls))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        );
+
+    tracing::info!(
+        id = cfg.id,
+        listen = %cfg.listen,
+        advertise = %cfg.advertise,
+        data_dir = %cfg.data_dir.display(),
+        tls,
+        "nimbus-meta serving"
+    );
+    if !cfg.initial_members.is_empty() {
+        tokio::spawn(bootstrap(raft.clone(), cfg.clone()));
+    }
+
+    let result = router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
+        .await;
+    tracing::info!("shutting down");
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!("raft shutdown: {e}");
+    }
+    store.flush().context("final flush")?;
+    result.context("gRPC server")
+}
+
+/// Initialises a new cluster from the member with the lowest id.
+async fn bootstrap(raft: Raft, cfg: Config) {
+    let first = cfg.initial_members.keys().next().copied();
+    if first != Some(cfg.id) {
+        return;
+    }
+    match raft.is_initialized().await {
+        Ok(false) => {}
+        Ok(true) => return,
+        Err(e) => {
+            tracing::error!("cannot tell whether the cluster is initialised: {e}");
+            return;
+        }
+    }
+    let members: BTreeMap<u64, BasicNode> = cfg
+        .initial_members
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => tracing::info!(members = ?cfg.initial_members, "initialised a new cluster"),
+        Err(e) => tracing::warn!("initialise: {e}"),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The metadata service as a cluster of real `nimbus-meta` processes on
+//! 127.0.0.1: replication, leader failure, restart, membership change, and
+//! hostile requests.
+
+use nimbus_client::{ClientError, MetaClient};
+use nimbus_common::{Errno, Ino};
+use nimbus_proto as pb;
+use nimbus_proto::ns_request::Op;
+use nimbus_tests::{MetaCluster, Options};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn names(entries: &[pb::DirEntry]) -> BTreeSet<Vec<u8>> {
+    entries.iter().map(|e| e.name.clone()).collect()
+}
+
+/// Three nodes, 1,000 creates from 8 concurrent clients: every node ends with
+/// the same namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_replicate_to_every_node() -> anyhow::Result<()> {
+    let cluster = MetaCluster::start(Options::default())?;
+    cluster.wait_leader(20 * SECOND).await?;
+    let dir = cluster.client()?.mkdir(Ino::ROOT, b"d", 0o755).await?;
+
+    let mut tasks = Vec::new();
+    for c in 0..8 {
+        let client = cluster.client()?;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..125 {
+                client.create(Ino(dir.ino), format!("c{c}-f{i}").as_bytes(), 0o644).await?;
+            }
+            Ok::<_, ClientError>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let listing = cluster.client()?.readdir_all(Ino(dir.ino)).await?;
+    assert_eq!(listing.len(), 1000);
+    let (applied, inodes) = cluster.wait_converged(20 * SECOND).await?;
+    assert_eq!(inodes, 1002, "root, d and 1,000 files on every node");
+    println!("3 nodes converged at log index {applied} with {inodes} inodes");
+    Ok(())
+}
+
+/// `kill -9` of the leader during a stream of creates: a new leader serves
+/// within 3 s, no acknowledged create is lost, and every unacknowledged one
+/// is wholly there or wholly absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_killed_mid_stream_loses_no_acknowledged_create() -> anyhow::Result<()> {
+    let mut cluster = MetaCluster::start(Options::default())?;
+    let leader = cluster.wait_leader(20 * SECOND).await?;
+    let dir = Ino(cluster.client()?.mkdir(Ino::ROOT, b"stream", 0o755).await?.ino);
+
+    let acked = Arc::new(Mutex::new(Vec::<(Instant, String)>::new()));
+    let unacked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..4 {
+        let client = cluster.client()?;
+        let (acked, unacked, stop, count) = (acked.clone(), unacked.clone(), stop.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("w{c}-{i}");
+                i += 1;
+                match client.create(dir, name.as_bytes(), 0o644).await {
+                    Ok(_) => acked.lock().unwrap().push((Instant::now(), name)),
+                    // A retried create whose first attempt committed.
+                    Err(ClientError::Errno(Errno::EEXIST)) => unacked.lock().unwrap().push(name),
+                    Err(_) => unacked.lock().unwrap().push(name),
+                }
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    while count.load(Ordering::Relaxed) < 300 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let killed_at = Instant::now();
+    cluster.kill(leader);
+    // Keep writing until well after the failover.
+    let before = acked.lock().unwrap().len();
+    let deadline = Instant::now() + 20 * SECOND;
+    while acked.lock().unwrap().len() < before + 300 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await?;
+    }
+
+    let acked = acked.lock().unwrap().clone();
+    let first_after = acked
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| *t > killed_at)
+        .min()
+        .ok_or_else(|| anyhow::anyhow!("no create succeeded after the leader was killed"))?;
+    let stall = first_after - killed_at;
+    println!("leader {leader} killed: writes resumed after {} ms", stall.as_millis());
+    assert!(stall < 3 * SECOND, "new leader served only after {stall:?}");
+
+    let client = cluster.client()?;
+    let listed = names(&client.readdir_all(dir).await?);
+    for (_, name) in &acked {
+        assert!(listed.contains(name.as_bytes()), "acknowledged create {name} is missing");
+        client.lookup(dir, name.as_bytes()).await?;
+    }
+    for name in unacked.lock().unwrap().iter() {
+        let found = client.lookup(dir, name.as_bytes()).await;
+        match found {
+            Ok(attr) => {
+                assert!(listed.contains(name.as_bytes()), "{name} has an inode but no entry");
+                assert_eq!(client.getattr(Ino(attr.ino)).await?.nlink, 1);
+            }
+            Err(ClientError::Errno(Errno::ENOENT)) => {
+                assert!(!listed.contains(name.as_bytes()), "{name} is listed but cannot be looked up")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    println!("{} acknowledged creates all present; {} unacknowledged checked", acked.len(), unacked.lock().unwrap().len());
+    Ok(())
+}
+
+/// Every node stopped (SIGKILL: nothing flushed on the way out) and started
+/// again: the namespace is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn whole_cluster_restart_keeps_the_namespace() -> anyhow::Result<()> {
+    let mut cluster = MetaCluster::start(Options::default())?;
+    cluster.wait_leader(20 * SECOND).await?;
+    let client = cluster.client()?;
+    let d = Ino(client.mkdir(Ino::ROOT, b"keep", 0o750).await?.ino);
+    for i in 0..200 {
+        client.create(d, format!("f{i}").as_bytes(), 0o600).await?;
+    }
+    client
+        .call(Op::Setxattr(pb::SetXattr {
+            ino: d.0,
+            name: b"user.tag".to_vec(),
+            value: b"blue".to_vec(),
+            flags: 0,
+        }))
+        .await?;
+    let before = cluster.wait_converged(20 * SECOND).await?;
+    let listing = client.readdir_all(d).await?;
+    drop(client);
+
+    for id in [1, 2, 3] {
+        cluster.kill(id);
+    }
+    for id in [1, 2, 3] {
+        cluster.launch(id)?;
+    }
+    cluster.wait_leader(20 * SECOND).await?;
+    let client = cluster.client()?;
+    assert_eq!(client.readdir_all(d).await?, listing);
+    let xattr = client
+        .call(Op::Getxattr(pb::GetXattr {
+            ino: d.0,
+            name: b"user.tag".to_vec(),
+        }))
+        .await?;
+    assert_eq!(xattr, pb::ns_reply::Result::Data(b"blue".to_vec()));
+    let after = cluster.wait_converged(20 * SECOND).await?;
+    assert_eq!(before.1, after.1, "same inode count after restart");
+    Ok(())
+}
+
+/// A fourth node joins, catches up through a snapshot and becomes a voter;
+/// another node is removed; writes never stop succeeding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_joins_through_snapshot_and_another_leaves() -> anyhow::Result<()> {
+    let opts = Options {
+        snapshot_every: 50,
+        ..Options::default()
+    };
+    let mut cluster = MetaCluster::start(opts)?;
+    cluster.wait_leader(20 * SECOND).await?;
+    let client = cluster.client()?;
+    let d = Ino(client.mkdir(Ino::ROOT, b"grow", 0o755).await?.ino);
+    for i in 0..300 {
+        client.create(d, format!("before{i}").as_bytes(), 0o644).await?;
+    }
+
+    // A writer that runs through the whole membership change.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let client = cluster.client()?;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                client.create(d, format!("during{n}").as_bytes(), 0o644).await?;
+                n += 1;
+            }
+            Ok::<u64, ClientError>(n)
+        })
+    };
+
+    let addr4 = cluster.spawn_joiner(4)?;
+    let admin = cluster.client()?;
+    let status = admin
+        .on_leader(|ch| {
+            let req = pb::AddMemberRequest { id: 4, addr: addr4.clone() };
+            async move { MetaClient::admin(ch).add_member(req).await }
+        })
+        .await?;
+    assert!(status.members.iter().any(|m| m.id == 4 && m.voter), "node 4 is a voter: {status:?}");
+    let s4 = admin.node_status(&addr4).await?;
+    assert!(s4.snapshot_index.is_some(), "node 4 caught up through a snapshot: {s4:?}");
+
+    let leader = cluster.wait_leader(10 * SECOND).await?;
+    let victim = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap_or(1);
+    let status = admin
+        .on_leader(|ch| async move { MetaClient::admin(ch).remove_member(pb::RemoveMemberRequest { id: victim }).await })
+        .await?;
+    assert!(!status.members.iter().any(|m| m.id == victim), "node {victim} removed: {status:?}");
+    cluster.stop(victim);
+    cluster.nodes.remove(&victim);
+
+    tokio::time::sleep(SECOND).await;
+    stop.store(true, Ordering::Relaxed);
+    let during = writer.await??;
+    assert!(during > 0);
+    let (_, inodes) = cluster.wait_converged(20 * SECOND).await?;
+    assert_eq!(inodes, 2 + 300 + during, "every write made during the change is on every node");
+    println!("{during} creates succeeded while node 4 joined and node {victim} left");
+    Ok(())
+}
+
+/// Malformed and hostile requests get errors, never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_requests_are_refused_and_the_server_survives() -> anyhow::Result<()> {
+    let cluster = MetaCluster::start(Options::default())?;
+    cluster.wait_leader(20 * SECOND).await?;
+    let client = cluster.client()?;
+    let errno = |r: Result<pb::Attr, ClientError>| match r {
+        Err(ClientError::Errno(e)) => e,
+        other => panic!("expected an errno, got {other:?}"),
+    };
+
+    assert_eq!(errno(client.getattr(Ino(987_654_321)).await), Errno::ENOENT);
+    assert_eq!(errno(client.create(Ino(987_654_321), b"x", 0o644).await), Errno::ENOENT);
+    assert_eq!(errno(client.create(Ino::ROOT, b"a/b", 0o644).await), Errno::EINVAL);
+    assert_eq!(errno(client.create(Ino::ROOT, b"nul\0", 0o644).await), Errno::EINVAL);
+    assert_eq!(errno(client.create(Ino::ROOT, b"", 0o644).await), Errno::EINVAL);
+    assert_eq!(errno(client.create(Ino::ROOT, &[b'n'; 4096], 0o644).await), Errno::ENAMETOOLONG);
+    assert_eq!(errno(client.lookup(Ino::ROOT, &[b'n'; 4096]).await), Errno::ENAMETOOLONG);
+    for (name, new_name) in [(&b"."[..], &b"x"[..]), (b"..", b"x"), (b"x", b".")] {
+        match client.rename(Ino::ROOT, name, Ino::ROOT, new_name, 0).await {
+            Err(ClientError::Errno(e)) => assert!(e == Errno::EBUSY || e == Errno::EINVAL, "{e}"),
+            other => panic!("rename of the root accepted: {other:?}"),
+        }
+    }
+    let d = client.mkdir(Ino::ROOT, b"d", 0o755).await?;
+    match client.rename(Ino::ROOT, b"d", Ino(d.ino), b"inside", 0).await {
+        Err(ClientError::Errno(Errno::EINVAL)) => {}
+        other => panic!("directory moved under itself: {other:?}"),
+    }
+    let big = client
+        .call(Op::Setxattr(pb::SetXattr {
+            ino: d.ino,
+            name: b"user.big".to_vec(),
+            value: vec![7; 1 << 20],
+            flags: 0,
+        }))
+        .await;
+    assert!(matches!(big, Err(ClientError::Errno(Errno::E2BIG))), "{big:?}");
+    // Past the gRPC message limit: refused by the transport, not the server.
+    let huge = client
+        .call(Op::Setxattr(pb::SetXattr {
+            ino: d.ino,
+            name: b"user.huge".to_vec(),
+            value: vec![7; 20 << 20],
+            flags: 0,
+        }))
+        .await;
+    assert!(huge.is_err(), "a 20 MiB request was accepted");
+    let bad_mode = client.make_node(Ino::ROOT, b"m", pb::FileKind::Regular, 0o177777).await;
+    assert!(matches!(bad_mode, Err(ClientError::Refused(_))), "{bad_mode:?}");
+    let bad_kind = client
+        .call(Op::MakeNode(pb::MakeNode {
+            parent: 1,
+            name: b"k".to_vec(),
+            kind: 99,
+            ..Default::default()
+        }))
+        .await;
+    assert!(matches!(bad_kind, Err(ClientError::Refused(_))), "{bad_kind:?}");
+
+    // Garbage to the Raft transport of every node.
+    for addr in cluster.addrs() {
+        let ch = cluster.security()?.endpoint(&addr)?.connect().await?;
+        let mut raft = pb::raft_client::RaftClient::new(ch);
+        let r = raft.append_entries(pb::RaftPayload { data: vec![0xff; 64] }).await;
+        assert_eq!(r.map(|_| ()).unwrap_err().code(), tonic::Code::InvalidArgument);
+        let r = raft.vote(pb::RaftPayload { data: vec![] }).await;
+        assert!(r.is_err());
+    }
+    // An empty request and one without an operation.
+    let ch = cluster.security()?.endpoint(&cluster.addrs()[0])?.connect().await?;
+    let r = pb::namespace_client::NamespaceClient::new(ch).call(pb::NsRequest::default()).await;
+    assert_eq!(r.map(|_| ()).unwrap_err().code(), tonic::Code::InvalidArgument);
+
+    // Still serving, on every node.
+    client.create(Ino::ROOT, b"still-alive", 0o644).await?;
+    for addr in cluster.addrs() {
+        client.node_status(&addr).await?;
+    }
+    cluster.wait_converged(20 * SECOND).await?;
+    Ok(())
+}
