@@ -45,6 +45,9 @@ impl ClientError {
     }
 }
 
+/// Longest pause between attempts while no leader answers.
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
+
 /// How long one RPC may take before the client tries elsewhere.
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -149,7 +152,9 @@ impl MetaClient {
                 return Err(ClientError::Unavailable(format!("last answer from {addr}: {}", status.message())));
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(500));
+            // An election takes about one election timeout; polling a few
+            // times a second finds the new leader without flooding anyone.
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 

@@ -41,13 +41,13 @@ pub struct Settings {
     /// cluster with `nimbus-meta cluster add`.
     #[arg(long)]
     pub initial_members: Option<String>,
-    /// Raft heartbeat interval in milliseconds. [default: 200]
+    /// Raft heartbeat interval in milliseconds. [default: 100]
     #[arg(long)]
     pub heartbeat_ms: Option<u64>,
-    /// Shortest election timeout in milliseconds. [default: 1000]
+    /// Shortest election timeout in milliseconds. [default: 500]
     #[arg(long)]
     pub election_timeout_min_ms: Option<u64>,
-    /// Longest election timeout in milliseconds. [default: 2000]
+    /// Longest election timeout in milliseconds; also the leader lease, so failover takes about this plus one election. [default: 1000]
     #[arg(long)]
     pub election_timeout_max_ms: Option<u64>,
     /// Build a snapshot and compact the log after this many entries. [default: 20000]
@@ -153,9 +153,9 @@ impl Config {
             data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from(format!("nimbus-meta-{id}"))),
             tls,
             initial_members,
-            heartbeat_ms: s.heartbeat_ms.unwrap_or(200),
-            election_timeout_min_ms: s.election_timeout_min_ms.unwrap_or(1000),
-            election_timeout_max_ms: s.election_timeout_max_ms.unwrap_or(2000),
+            heartbeat_ms: s.heartbeat_ms.unwrap_or(100),
+            election_timeout_min_ms: s.election_timeout_min_ms.unwrap_or(500),
+            election_timeout_max_ms: s.election_timeout_max_ms.unwrap_or(1000),
             snapshot_every: s.snapshot_every.unwrap_or(20_000),
         };
         if c.heartbeat_ms == 0 || c.election_timeout_min_ms <= c.heartbeat_ms * 2 {

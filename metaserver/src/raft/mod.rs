@@ -57,3 +57,31 @@ async fn blocking<T: Send + 'static>(
         Err(e) => Err(storage_error(e, openraft::ErrorSubject::Store, openraft::ErrorVerb::Write)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+    use openraft::testing::{StoreBuilder, Suite};
+    use std::sync::Arc;
+
+    struct SledBuilder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for SledBuilder {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+            let dir = tempfile::tempdir()
+                .map_err(|e| storage_error(e, openraft::ErrorSubject::Store, openraft::ErrorVerb::Write))?;
+            let store: Arc<dyn crate::store::Store> = Arc::new(
+                SledStore::open(dir.path())
+                    .map_err(|e| storage_error(e, openraft::ErrorSubject::Store, openraft::ErrorVerb::Write))?,
+            );
+            Ok((dir, LogStore::new(store.clone()), StateMachine::new(store)))
+        }
+    }
+
+    /// openraft's own conformance suite for log and state-machine storage.
+    #[test]
+    fn openraft_storage_suite() -> Result<(), StorageError> {
+        Suite::test_all(SledBuilder)
+    }
+}

@@ -170,7 +170,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut pairs: Vec<Pair> = decode(b"snapshot", &data).map_err(err)?;
         // The snapshot's own metadata is authoritative for Raft's keys.
         pairs.retain(|(k, _)| k.first() != Some(&RAFT_PREFIX));
-        pairs.push((APPLIED.to_vec(), encode(&meta.last_log_id)));
+        if let Some(applied) = meta.last_log_id {
+            pairs.push((APPLIED.to_vec(), encode(&applied)));
+        }
         pairs.push((MEMBERSHIP.to_vec(), encode(&meta.last_membership)));
         pairs.sort();
         let record = encode(&SnapshotRecord {
