@@ -1,0 +1,237 @@
+//! `nimbus dev`: a complete local cluster on 127.0.0.1 for development,
+//! started in the background with its state under one directory.
+
+use anyhow::{bail, Context};
+use nimbus_client::MetaClient;
+use nimbus_common::tls::{self, Security};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Meta servers of a dev cluster.
+const META_NODES: u64 = 3;
+
+/// What `dev up` started, kept in `DIR/cluster.json`.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct DevCluster {
+    pub dir: PathBuf,
+    pub certs: PathBuf,
+    pub meta: Vec<DevProcess>,
+}
+
+/// One process of the dev cluster.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct DevProcess {
+    pub role: String,
+    pub id: u64,
+    pub pid: u32,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+fn state_file(dir: &Path) -> PathBuf {
+    dir.join("cluster.json")
+}
+
+/// The dev cluster recorded in `dir`, if any.
+pub fn load(dir: &Path) -> anyhow::Result<Option<DevCluster>> {
+    let path = state_file(dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(
+            serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Whether `pid` is a live nimbus process (not a recycled pid).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("nimbus-"))
+        .unwrap_or(false)
+}
+
+fn free_addr() -> anyhow::Result<String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.to_string())
+}
+
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the nimbus binary")?;
+    let bin = exe.with_file_name(name);
+    if !bin.exists() {
+        bail!("{} not found next to {}; build the workspace first", name, exe.display());
+    }
+    Ok(bin)
+}
+
+impl DevCluster {
+    /// A client of this cluster, as the operator.
+    pub fn client(&self) -> anyhow::Result<MetaClient> {
+        let security = Security::load(&self.certs, "admin")?;
+        let addrs = self.meta.iter().map(|p| p.addr.clone()).collect();
+        Ok(MetaClient::new(security, addrs, Duration::from_secs(30))?)
+    }
+}
+
+/// Starts a dev cluster in `dir` (or reports the one running there).
+pub async fn up(dir: &Path) -> anyhow::Result<()> {
+    if let Some(c) = load(dir)? {
+        if c.meta.iter().any(|p| alive(p.pid)) {
+            println!("a dev cluster is already running in {} (nimbus dev status)", dir.display());
+            return Ok(());
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let certs = dir.join("certs");
+    if !certs.join("ca.key").exists() {
+        tls::create_ca(&certs)?;
+        tls::issue(&certs, "admin", &[])?;
+        for id in 1..=META_NODES {
+            tls::issue(&certs, &format!("meta{id}"), &[])?;
+        }
+    }
+    let meta_bin = sibling_binary("nimbus-meta")?;
+    // Reuse the ports of an earlier run: the Raft membership stored in the
+    // data directories names them.
+    let addrs: Vec<String> = match load(&dir)? {
+        Some(old) if old.meta.len() == META_NODES as usize => old.meta.iter().map(|p| p.addr.clone()).collect(),
+        _ => (0..META_NODES).map(|_| free_addr()).collect::<anyhow::Result<_>>()?,
+    };
+    let members = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut meta = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let id = i as u64 + 1;
+        let data_dir = dir.join(format!("meta{id}"));
+        let log = dir.join(format!("meta{id}.log"));
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let child = Command::new(&meta_bin)
+            .arg("serve")
+            .args(["--id", &id.to_string(), "--listen", addr, "--initial-members", &members])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--tls-dir")
+            .arg(&certs)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            // Its own process group: a Ctrl-C in this terminal must not stop it.
+            .process_group(0)
+            .spawn()
+            .context("starting nimbus-meta")?;
+        meta.push(DevProcess {
+            role: "meta".into(),
+            id,
+            pid: child.id(),
+            addr: addr.clone(),
+            data_dir,
+            log,
+        });
+    }
+    let cluster = DevCluster { dir: dir.clone(), certs, meta };
+    std::fs::write(state_file(&dir), serde_json::to_vec_pretty(&cluster)?)?;
+
+    print!("starting {META_NODES} meta servers in {} ", dir.display());
+    std::io::stdout().flush()?;
+    let client = cluster.client()?;
+    let started = Instant::now();
+    loop {
+        let mut leader = None;
+        for p in &cluster.meta {
+            if let Ok(s) = client.node_status(&p.addr).await {
+                if s.role == "leader" {
+                    leader = Some(s.id);
+                }
+            }
+        }
+        if let Some(l) = leader {
+            // The first write creates the root directory.
+            client.getattr(nimbus_common::Ino::ROOT).await?;
+            println!("\nready in {:.1} s; meta leader is node {l}", started.elapsed().as_secs_f64());
+            break;
+        }
+        if let Some(dead) = cluster.meta.iter().find(|p| !alive(p.pid)) {
+            bail!("\nnimbus-meta {} exited; see {}", dead.id, dead.log.display());
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("\nno leader after 60 s; see the logs in {}", dir.display());
+        }
+        print!(".");
+        std::io::stdout().flush()?;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!("try: nimbus ls /   nimbus mkdir /projects   nimbus status   nimbus dev down");
+    Ok(())
+}
+
+/// Stops every process of the dev cluster in `dir`; with `purge`, deletes
+/// its state too.
+pub fn down(dir: &Path, purge: bool) -> anyhow::Result<()> {
+    let Some(c) = load(dir)? else {
+        println!("no dev cluster in {}", dir.display());
+        return Ok(());
+    };
+    for p in c.meta.iter().filter(|p| alive(p.pid)) {
+        let _ = Command::new("kill").args(["-TERM", &p.pid.to_string()]).status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while c.meta.iter().any(|p| alive(p.pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for p in c.meta.iter().filter(|p| alive(p.pid)) {
+        eprintln!("nimbus-meta {} (pid {}) ignored SIGTERM; killing it", p.id, p.pid);
+        let _ = Command::new("kill").args(["-KILL", &p.pid.to_string()]).status();
+    }
+    println!("stopped {} meta servers", c.meta.len());
+    if purge {
+        std::fs::remove_dir_all(&c.dir).with_context(|| format!("removing {}", c.dir.display()))?;
+        println!("deleted {}", c.dir.display());
+    }
+    Ok(())
+}
+
+/// Prints the processes of the dev cluster in `dir`.
+pub async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let Some(c) = load(dir)? else {
+        bail!("no dev cluster in {} (start one with `nimbus dev up`)", dir.display());
+    };
+    let client = c.client()?;
+    let mut rows = Vec::new();
+    for p in &c.meta {
+        let s = if alive(p.pid) { client.node_status(&p.addr).await.ok() } else { None };
+        rows.push(serde_json::json!({
+            "role": p.role,
+            "id": p.id,
+            "pid": p.pid,
+            "running": alive(p.pid),
+            "address": p.addr,
+            "data_dir": p.data_dir,
+            "log": p.log,
+            "raft_role": s.as_ref().map(|s| s.role.clone()),
+            "leader": s.as_ref().is_some_and(|s| s.role == "leader"),
+        }));
+    }
+    if json {
+        let doc = serde_json::json!({ "dir": c.dir, "certs": c.certs, "processes": rows, "mount": null });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!("dev cluster in {}", c.dir.display());
+    println!("{:<6} {:>3} {:>8} {:<22} {:<10}", "ROLE", "ID", "PID", "ADDRESS", "STATE");
+    for (p, r) in c.meta.iter().zip(&rows) {
+        let state = r["raft_role"].as_str().unwrap_or(if alive(p.pid) { "no answer" } else { "stopped" });
+        println!("{:<6} {:>3} {:>8} {:<22} {:<10}", p.role, p.id, p.pid, p.addr, state);
+    }
+    Ok(())
+}

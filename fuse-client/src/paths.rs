@@ -1,0 +1,176 @@
+//! Namespace commands by path, resolved one lookup per component.
+
+use anyhow::{bail, Context};
+use nimbus_client::{ClientError, MetaClient};
+use nimbus_common::Ino;
+use nimbus_proto as pb;
+use nimbus_proto::ns_request::Op;
+
+/// Splits an absolute path into its components.
+fn components(path: &str) -> anyhow::Result<Vec<&str>> {
+    if !path.starts_with('/') {
+        bail!("{path:?}: paths in the store are absolute (start with /)");
+    }
+    Ok(path.split('/').filter(|c| !c.is_empty() && *c != ".").collect())
+}
+
+/// The inode at `path`.
+async fn resolve(client: &MetaClient, path: &str) -> anyhow::Result<pb::Attr> {
+    let mut attr = client.getattr(Ino::ROOT).await?;
+    for c in components(path)? {
+        attr = client
+            .lookup(Ino(attr.ino), c.as_bytes())
+            .await
+            .with_context(|| format!("{path}: {c}"))?;
+    }
+    Ok(attr)
+}
+
+/// The parent directory's inode and the last name of `path`.
+async fn parent_of<'p>(client: &MetaClient, path: &'p str) -> anyhow::Result<(Ino, &'p str)> {
+    let parts = components(path)?;
+    let Some((last, dirs)) = parts.split_last() else {
+        bail!("{path:?} names the root directory");
+    };
+    let mut ino = Ino::ROOT;
+    for c in dirs {
+        ino = Ino(client
+            .lookup(ino, c.as_bytes())
+            .await
+            .with_context(|| format!("{path}: {c}"))?
+            .ino);
+    }
+    Ok((ino, *last))
+}
+
+fn kind_char(kind: i32) -> char {
+    match pb::FileKind::try_from(kind) {
+        Ok(pb::FileKind::Directory) => 'd',
+        Ok(pb::FileKind::Symlink) => 'l',
+        Ok(pb::FileKind::Fifo) => 'p',
+        Ok(pb::FileKind::Socket) => 's',
+        Ok(pb::FileKind::CharDevice) => 'c',
+        Ok(pb::FileKind::BlockDevice) => 'b',
+        _ => '-',
+    }
+}
+
+fn mode_string(a: &pb::Attr) -> String {
+    let mut s = String::from(kind_char(a.kind));
+    for shift in [6, 3, 0] {
+        let bits = (a.perm >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+pub async fn ls(client: &MetaClient, path: &str) -> anyhow::Result<()> {
+    let dir = resolve(client, path).await?;
+    for e in client.readdir_all(Ino(dir.ino)).await? {
+        let a = client.getattr(Ino(e.ino)).await?;
+        println!(
+            "{} {:>3} {:>6} {:>6} {:>12} {}",
+            mode_string(&a),
+            a.nlink,
+            a.uid,
+            a.gid,
+            a.size,
+            String::from_utf8_lossy(&e.name)
+        );
+    }
+    Ok(())
+}
+
+pub async fn stat(client: &MetaClient, path: &str) -> anyhow::Result<()> {
+    let a = resolve(client, path).await?;
+    println!("  path: {path}\n inode: {}\n  mode: {} ({:04o})\n links: {}\n   uid: {}   gid: {}\n  size: {}", a.ino, mode_string(&a), a.perm, a.nlink, a.uid, a.gid, a.size);
+    Ok(())
+}
+
+pub async fn mkdir(client: &MetaClient, path: &str, mode: u32) -> anyhow::Result<()> {
+    let (parent, name) = parent_of(client, path).await?;
+    client.mkdir(parent, name.as_bytes(), mode).await.with_context(|| path.to_owned())?;
+    Ok(())
+}
+
+pub async fn touch(client: &MetaClient, path: &str, mode: u32) -> anyhow::Result<()> {
+    let (parent, name) = parent_of(client, path).await?;
+    client.create(parent, name.as_bytes(), mode).await.with_context(|| path.to_owned())?;
+    Ok(())
+}
+
+pub async fn rm(client: &MetaClient, path: &str, dir: bool) -> anyhow::Result<()> {
+    let (parent, name) = parent_of(client, path).await?;
+    let op = if dir {
+        Op::Rmdir(pb::Rmdir { parent: parent.0, name: name.as_bytes().to_vec() })
+    } else {
+        Op::Unlink(pb::Unlink { parent: parent.0, name: name.as_bytes().to_vec() })
+    };
+    client.call(op).await.with_context(|| path.to_owned())?;
+    Ok(())
+}
+
+pub async fn mv(client: &MetaClient, from: &str, to: &str) -> anyhow::Result<()> {
+    let (p1, n1) = parent_of(client, from).await?;
+    let (p2, n2) = parent_of(client, to).await?;
+    client
+        .rename(p1, n1.as_bytes(), p2, n2.as_bytes(), 0)
+        .await
+        .with_context(|| format!("{from} -> {to}"))?;
+    Ok(())
+}
+
+pub async fn status(client: &MetaClient, json: bool) -> anyhow::Result<()> {
+    // Any member answers Status; its view names the leader.
+    let leader = client
+        .on_leader(|ch| async move { MetaClient::admin(ch).status(pb::StatusRequest {}).await })
+        .await;
+    let s = match leader {
+        Ok(s) => s,
+        Err(ClientError::Unavailable(e)) => bail!("no meta leader reachable: {e}"),
+        Err(e) => return Err(e.into()),
+    };
+    let mut nodes = Vec::new();
+    for m in &s.members {
+        nodes.push((m.clone(), client.node_status(&m.addr).await.ok()));
+    }
+    let fs = client.call(Op::Statfs(pb::StatFs {})).await?;
+    let (inodes, bytes) = match fs {
+        pb::ns_reply::Result::Stats(st) => (st.inodes, st.bytes),
+        _ => (0, 0),
+    };
+    if json {
+        let members: Vec<_> = nodes
+            .iter()
+            .map(|(m, st)| {
+                serde_json::json!({
+                    "id": m.id, "addr": m.addr, "voter": m.voter,
+                    "role": st.as_ref().map(|s| s.role.clone()),
+                    "last_applied": st.as_ref().and_then(|s| s.last_applied),
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "leader": { "id": s.leader_id, "addr": s.leader_addr, "term": s.term },
+            "meta": members,
+            "namespace": { "inodes": inodes, "bytes": bytes },
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    match s.leader_id {
+        Some(id) => println!("meta leader: node {id} at {} (term {})", s.leader_addr, s.term),
+        None => println!("meta leader: none (election in progress, term {})", s.term),
+    }
+    println!("{:>4} {:<22} {:<8} {:<10} {:>10}", "ID", "ADDRESS", "VOTER", "ROLE", "APPLIED");
+    for (m, st) in &nodes {
+        let role = st.as_ref().map(|s| s.role.as_str()).unwrap_or("unreachable");
+        let applied = st.as_ref().and_then(|s| s.last_applied).map(|a| a.to_string()).unwrap_or("-".into());
+        println!("{:>4} {:<22} {:<8} {:<10} {:>10}", m.id, m.addr, if m.voter { "yes" } else { "learner" }, role, applied);
+    }
+    println!("namespace: {inodes} inodes, {bytes} bytes in files");
+    println!("data servers: none yet (they arrive with nimbus-data)");
+    Ok(())
+}
