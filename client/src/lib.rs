@@ -149,7 +149,10 @@ impl MetaClient {
                 _ => return Err(ClientError::Refused(format!("{addr}: {}", status.message()))),
             }
             if started.elapsed() >= self.deadline {
-                return Err(ClientError::Unavailable(format!("last answer from {addr}: {}", status.message())));
+                return Err(ClientError::Unavailable(format!(
+                    "last answer from {addr}: {}",
+                    status.message()
+                )));
             }
             tokio::time::sleep(backoff).await;
             // An election takes about one election timeout; polling a few

@@ -7,15 +7,9 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("invalid configuration in {path}: {source}")]
-    Parse {
-        path: String,
-        source: Box<toml::de::Error>,
-    },
+    Parse { path: String, source: Box<toml::de::Error> },
 }
 
 /// Reads a TOML file into `T`. Unknown keys are errors (serde's

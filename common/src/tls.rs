@@ -10,8 +10,8 @@
 //! [`tonic::Request::peer_certs`] themselves.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,10 +27,7 @@ pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("{0} already exists; refusing to overwrite a cluster CA")]
@@ -209,21 +206,12 @@ pub fn issue(dir: &Path, name: &str, extra_names: &[String]) -> Result<(), TlsEr
     let mut names = vec![CLUSTER_NAME.to_owned(), "localhost".to_owned()];
     names.extend(extra_names.iter().cloned());
     let mut params = CertificateParams::new(names)?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, name.to_owned());
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    params.distinguished_name.push(DnType::CommonName, name.to_owned());
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     validity(&mut params, 825);
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
-    write(
-        &dir.join(format!("{name}.key")),
-        key.serialize_pem().as_bytes(),
-        true,
-    )?;
+    write(&dir.join(format!("{name}.key")), key.serialize_pem().as_bytes(), true)?;
     write(&dir.join(format!("{name}.pem")), cert.pem().as_bytes(), false)
 }
 

@@ -65,7 +65,11 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the nimbus binary")?;
     let bin = exe.with_file_name(name);
     if !bin.exists() {
-        bail!("{} not found next to {}; build the workspace first", name, exe.display());
+        bail!(
+            "{} not found next to {}; build the workspace first",
+            name,
+            exe.display()
+        );
     }
     Ok(bin)
 }
@@ -83,7 +87,10 @@ impl DevCluster {
 pub async fn up(dir: &Path) -> anyhow::Result<()> {
     if let Some(c) = load(dir)? {
         if c.meta.iter().any(|p| alive(p.pid)) {
-            println!("a dev cluster is already running in {} (nimbus dev status)", dir.display());
+            println!(
+                "a dev cluster is already running in {} (nimbus dev status)",
+                dir.display()
+            );
             return Ok(());
         }
     }
@@ -139,7 +146,11 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
             log,
         });
     }
-    let cluster = DevCluster { dir: dir.clone(), certs, meta };
+    let cluster = DevCluster {
+        dir: dir.clone(),
+        certs,
+        meta,
+    };
     std::fs::write(state_file(&dir), serde_json::to_vec_pretty(&cluster)?)?;
 
     print!("starting {META_NODES} meta servers in {} ", dir.display());
@@ -158,7 +169,10 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         if let Some(l) = leader {
             // The first write creates the root directory.
             client.getattr(nimbus_common::Ino::ROOT).await?;
-            println!("\nready in {:.1} s; meta leader is node {l}", started.elapsed().as_secs_f64());
+            println!(
+                "\nready in {:.1} s; meta leader is node {l}",
+                started.elapsed().as_secs_f64()
+            );
             break;
         }
         if let Some(dead) = cluster.meta.iter().find(|p| !alive(p.pid)) {
@@ -209,7 +223,11 @@ pub async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
     let client = c.client()?;
     let mut rows = Vec::new();
     for p in &c.meta {
-        let s = if alive(p.pid) { client.node_status(&p.addr).await.ok() } else { None };
+        let s = if alive(p.pid) {
+            client.node_status(&p.addr).await.ok()
+        } else {
+            None
+        };
         rows.push(serde_json::json!({
             "role": p.role,
             "id": p.id,
@@ -228,9 +246,14 @@ pub async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("dev cluster in {}", c.dir.display());
-    println!("{:<6} {:>3} {:>8} {:<22} {:<10}", "ROLE", "ID", "PID", "ADDRESS", "STATE");
+    println!(
+        "{:<6} {:>3} {:>8} {:<22} {:<10}",
+        "ROLE", "ID", "PID", "ADDRESS", "STATE"
+    );
     for (p, r) in c.meta.iter().zip(&rows) {
-        let state = r["raft_role"].as_str().unwrap_or(if alive(p.pid) { "no answer" } else { "stopped" });
+        let state = r["raft_role"]
+            .as_str()
+            .unwrap_or(if alive(p.pid) { "no answer" } else { "stopped" });
         println!("{:<6} {:>3} {:>8} {:<22} {:<10}", p.role, p.id, p.pid, p.addr, state);
     }
     Ok(())

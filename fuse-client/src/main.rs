@@ -113,9 +113,7 @@ impl Conn {
     fn client(&self) -> anyhow::Result<MetaClient> {
         if self.meta.is_empty() {
             let Some(dev) = dev::load(&self.dev_dir)? else {
-                bail!(
-                    "no cluster given: pass --meta HOST:PORT (or NIMBUS_META), or start one with `nimbus dev up`"
-                );
+                bail!("no cluster given: pass --meta HOST:PORT (or NIMBUS_META), or start one with `nimbus dev up`");
             };
             return dev.client();
         }

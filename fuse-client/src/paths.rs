@@ -85,28 +85,49 @@ pub async fn ls(client: &MetaClient, path: &str) -> anyhow::Result<()> {
 
 pub async fn stat(client: &MetaClient, path: &str) -> anyhow::Result<()> {
     let a = resolve(client, path).await?;
-    println!("  path: {path}\n inode: {}\n  mode: {} ({:04o})\n links: {}\n   uid: {}   gid: {}\n  size: {}", a.ino, mode_string(&a), a.perm, a.nlink, a.uid, a.gid, a.size);
+    println!(
+        "  path: {path}\n inode: {}\n  mode: {} ({:04o})\n links: {}\n   uid: {}   gid: {}\n  size: {}",
+        a.ino,
+        mode_string(&a),
+        a.perm,
+        a.nlink,
+        a.uid,
+        a.gid,
+        a.size
+    );
     Ok(())
 }
 
 pub async fn mkdir(client: &MetaClient, path: &str, mode: u32) -> anyhow::Result<()> {
     let (parent, name) = parent_of(client, path).await?;
-    client.mkdir(parent, name.as_bytes(), mode).await.with_context(|| path.to_owned())?;
+    client
+        .mkdir(parent, name.as_bytes(), mode)
+        .await
+        .with_context(|| path.to_owned())?;
     Ok(())
 }
 
 pub async fn touch(client: &MetaClient, path: &str, mode: u32) -> anyhow::Result<()> {
     let (parent, name) = parent_of(client, path).await?;
-    client.create(parent, name.as_bytes(), mode).await.with_context(|| path.to_owned())?;
+    client
+        .create(parent, name.as_bytes(), mode)
+        .await
+        .with_context(|| path.to_owned())?;
     Ok(())
 }
 
 pub async fn rm(client: &MetaClient, path: &str, dir: bool) -> anyhow::Result<()> {
     let (parent, name) = parent_of(client, path).await?;
     let op = if dir {
-        Op::Rmdir(pb::Rmdir { parent: parent.0, name: name.as_bytes().to_vec() })
+        Op::Rmdir(pb::Rmdir {
+            parent: parent.0,
+            name: name.as_bytes().to_vec(),
+        })
     } else {
-        Op::Unlink(pb::Unlink { parent: parent.0, name: name.as_bytes().to_vec() })
+        Op::Unlink(pb::Unlink {
+            parent: parent.0,
+            name: name.as_bytes().to_vec(),
+        })
     };
     client.call(op).await.with_context(|| path.to_owned())?;
     Ok(())
@@ -164,11 +185,25 @@ pub async fn status(client: &MetaClient, json: bool) -> anyhow::Result<()> {
         Some(id) => println!("meta leader: node {id} at {} (term {})", s.leader_addr, s.term),
         None => println!("meta leader: none (election in progress, term {})", s.term),
     }
-    println!("{:>4} {:<22} {:<8} {:<10} {:>10}", "ID", "ADDRESS", "VOTER", "ROLE", "APPLIED");
+    println!(
+        "{:>4} {:<22} {:<8} {:<10} {:>10}",
+        "ID", "ADDRESS", "VOTER", "ROLE", "APPLIED"
+    );
     for (m, st) in &nodes {
         let role = st.as_ref().map(|s| s.role.as_str()).unwrap_or("unreachable");
-        let applied = st.as_ref().and_then(|s| s.last_applied).map(|a| a.to_string()).unwrap_or("-".into());
-        println!("{:>4} {:<22} {:<8} {:<10} {:>10}", m.id, m.addr, if m.voter { "yes" } else { "learner" }, role, applied);
+        let applied = st
+            .as_ref()
+            .and_then(|s| s.last_applied)
+            .map(|a| a.to_string())
+            .unwrap_or("-".into());
+        println!(
+            "{:>4} {:<22} {:<8} {:<10} {:>10}",
+            m.id,
+            m.addr,
+            if m.voter { "yes" } else { "learner" },
+            role,
+            applied
+        );
     }
     println!("namespace: {inodes} inodes, {bytes} bytes in files");
     println!("data servers: none yet (they arrive with nimbus-data)");

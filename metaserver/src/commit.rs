@@ -170,7 +170,9 @@ async fn run_barrier(raft: Raft, mut rx: mpsc::Receiver<oneshot::Sender<Result<(
         }
         let result = match raft.ensure_linearizable().await {
             Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(f.leader_id, f.leader_node)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(not_leader(f.leader_id, f.leader_node))
+            }
             Err(e) => Err(ServeError::Unavailable(e.to_string())),
         };
         for w in waiters {

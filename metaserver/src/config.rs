@@ -101,7 +101,10 @@ pub fn parse_members(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
         let (id, addr) = part
             .split_once('=')
             .with_context(|| format!("member {part:?} is not ID=HOST:PORT"))?;
-        let id: u64 = id.trim().parse().with_context(|| format!("member id {id:?} is not a number"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("member id {id:?} is not a number"))?;
         check_addr(addr)?;
         if id == 0 {
             bail!("member ids start at 1");
@@ -123,7 +126,8 @@ fn check_addr(addr: &str) -> anyhow::Result<()> {
 impl Config {
     /// Applies defaults and checks the combination.
     pub fn resolve(s: Settings) -> anyhow::Result<Config> {
-        let id = s.id.context("--id is required (a positive integer, unique in the cluster)")?;
+        let id =
+            s.id.context("--id is required (a positive integer, unique in the cluster)")?;
         if id == 0 {
             bail!("--id must be positive");
         }
@@ -134,9 +138,9 @@ impl Config {
         let tls = if s.insecure.unwrap_or(false) {
             None
         } else {
-            let dir = s
-                .tls_dir
-                .context("--tls-dir is required (or --insecure for plaintext); create one with `nimbus-meta ca init`")?;
+            let dir = s.tls_dir.context(
+                "--tls-dir is required (or --insecure for plaintext); create one with `nimbus-meta ca init`",
+            )?;
             Some((dir, s.tls_name.unwrap_or_else(|| format!("meta{id}"))))
         };
         let initial_members = match &s.initial_members {

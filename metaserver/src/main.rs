@@ -83,7 +83,13 @@ enum CaCommand {
 #[derive(clap::Args)]
 struct Conn {
     /// Meta servers to contact (host:port, comma-separated, any members).
-    #[arg(long, global = true, env = "NIMBUS_META", value_delimiter = ',', default_value = "127.0.0.1:7100")]
+    #[arg(
+        long,
+        global = true,
+        env = "NIMBUS_META",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7100"
+    )]
     meta: Vec<String>,
     /// Directory with ca.pem and the operator certificate.
     #[arg(long, global = true, env = "NIMBUS_TLS_DIR")]
@@ -192,7 +198,11 @@ async fn cluster(conn: Conn, command: ClusterCommand) -> anyhow::Result<()> {
         }
         ClusterCommand::Remove { id } => {
             client
-                .on_leader(|ch| async move { MetaClient::admin(ch).remove_member(pb::RemoveMemberRequest { id }).await })
+                .on_leader(|ch| async move {
+                    MetaClient::admin(ch)
+                        .remove_member(pb::RemoveMemberRequest { id })
+                        .await
+                })
                 .await?
         }
         ClusterCommand::Snapshot => {
@@ -206,9 +216,18 @@ async fn cluster(conn: Conn, command: ClusterCommand) -> anyhow::Result<()> {
 }
 
 fn print_members(s: &pb::NodeStatus) {
-    println!("leader: {} ({})", s.leader_id.map(|l| l.to_string()).unwrap_or("none".into()), s.leader_addr);
+    println!(
+        "leader: {} ({})",
+        s.leader_id.map(|l| l.to_string()).unwrap_or("none".into()),
+        s.leader_addr
+    );
     for m in &s.members {
-        println!("  {:>4}  {:<22} {}", m.id, m.addr, if m.voter { "voter" } else { "learner" });
+        println!(
+            "  {:>4}  {:<22} {}",
+            m.id,
+            m.addr,
+            if m.voter { "voter" } else { "learner" }
+        );
     }
 }
 
@@ -249,13 +268,22 @@ async fn print_status(client: &MetaClient, seeds: &[String], json: bool) -> anyh
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
-    println!("{:<22} {:>4} {:<10} {:>6} {:>10} {:>10} {:>10}", "ADDRESS", "ID", "ROLE", "TERM", "LAST LOG", "APPLIED", "SNAPSHOT");
+    println!(
+        "{:<22} {:>4} {:<10} {:>6} {:>10} {:>10} {:>10}",
+        "ADDRESS", "ID", "ROLE", "TERM", "LAST LOG", "APPLIED", "SNAPSHOT"
+    );
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or("-".into());
     for (addr, s) in &nodes {
         match s {
             Ok(s) => println!(
                 "{:<22} {:>4} {:<10} {:>6} {:>10} {:>10} {:>10}",
-                addr, s.id, s.role, s.term, opt(s.last_log_index), opt(s.last_applied), opt(s.snapshot_index)
+                addr,
+                s.id,
+                s.role,
+                s.term,
+                opt(s.last_log_index),
+                opt(s.last_applied),
+                opt(s.snapshot_index)
             ),
             Err(e) => println!("{addr:<22} unreachable: {e}"),
         }

@@ -29,8 +29,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let db = cfg.data_dir.join("db");
-    let store: Arc<dyn Store> =
-        Arc::new(SledStore::open(&db).with_context(|| format!("opening {} (is another nimbus-meta using it?)", db.display()))?);
+    let store: Arc<dyn Store> = Arc::new(
+        SledStore::open(&db).with_context(|| format!("opening {} (is another nimbus-meta using it?)", db.display()))?,
+    );
 
     let raft_config = openraft::Config {
         cluster_name: "nimbus".into(),

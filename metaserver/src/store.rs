@@ -57,13 +57,7 @@ pub trait Store: Send + Sync + 'static {
     /// Applies every write or none of them.
     fn apply(&self, tree: Tree, writes: Vec<Write>) -> Result<(), StoreError>;
     /// Up to `limit` pairs with keys `>= start` that begin with `prefix`, in order.
-    fn scan(
-        &self,
-        tree: Tree,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Pair>, StoreError>;
+    fn scan(&self, tree: Tree, prefix: &[u8], start: &[u8], limit: usize) -> Result<Vec<Pair>, StoreError>;
     /// The last pair whose key begins with `prefix`.
     fn last(&self, tree: Tree, prefix: &[u8]) -> Result<Option<Pair>, StoreError>;
     /// Replaces a whole tree atomically (snapshot install).
@@ -124,13 +118,7 @@ impl Store for SledStore {
         self.tree(tree).apply_batch(batch).map_err(engine)
     }
 
-    fn scan(
-        &self,
-        tree: Tree,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Pair>, StoreError> {
+    fn scan(&self, tree: Tree, prefix: &[u8], start: &[u8], limit: usize) -> Result<Vec<Pair>, StoreError> {
         let from = if start > prefix { start } else { prefix };
         let mut out = Vec::new();
         for item in self.tree(tree).range(from..) {
@@ -174,14 +162,17 @@ impl Store for SledStore {
     }
 }
 
+/// One tree of the in-memory engine.
+type MemTree = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// An in-memory engine for unit tests of the state machine.
 #[derive(Default)]
 pub struct MemStore {
-    trees: Mutex<BTreeMap<Tree, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    trees: Mutex<BTreeMap<Tree, MemTree>>,
 }
 
 impl MemStore {
-    fn with<R>(&self, tree: Tree, f: impl FnOnce(&mut BTreeMap<Vec<u8>, Vec<u8>>) -> R) -> R {
+    fn with<R>(&self, tree: Tree, f: impl FnOnce(&mut MemTree) -> R) -> R {
         let mut trees = self.trees.lock().unwrap_or_else(|p| p.into_inner());
         f(trees.entry(tree).or_default())
     }
@@ -204,13 +195,7 @@ impl Store for MemStore {
         Ok(())
     }
 
-    fn scan(
-        &self,
-        tree: Tree,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Pair>, StoreError> {
+    fn scan(&self, tree: Tree, prefix: &[u8], start: &[u8], limit: usize) -> Result<Vec<Pair>, StoreError> {
         let from = if start > prefix { start } else { prefix }.to_vec();
         Ok(self.with(tree, |t| {
             t.range(from..)
@@ -260,10 +245,7 @@ mod tests {
             keys(s.scan(Tree::State, b"a", b"", 10).unwrap()),
             vec![b"a1".to_vec(), b"a2".to_vec(), b"a3".to_vec()]
         );
-        assert_eq!(
-            keys(s.scan(Tree::State, b"a", b"a2", 1).unwrap()),
-            vec![b"a2".to_vec()]
-        );
+        assert_eq!(keys(s.scan(Tree::State, b"a", b"a2", 1).unwrap()), vec![b"a2".to_vec()]);
         assert_eq!(s.last(Tree::State, b"a").unwrap().unwrap().0, b"a3".to_vec());
         assert_eq!(s.last(Tree::State, b"c").unwrap(), None);
 
@@ -273,12 +255,8 @@ mod tests {
         assert_eq!(s.get(Tree::State, b"a1").unwrap(), None);
         assert_eq!(scan_all(s, Tree::State).unwrap().len(), 4);
 
-        s.replace(Tree::State, vec![(b"n".to_vec(), b"1".to_vec())])
-            .unwrap();
-        assert_eq!(
-            scan_all(s, Tree::State).unwrap(),
-            vec![(b"n".to_vec(), b"1".to_vec())]
-        );
+        s.replace(Tree::State, vec![(b"n".to_vec(), b"1".to_vec())]).unwrap();
+        assert_eq!(scan_all(s, Tree::State).unwrap(), vec![(b"n".to_vec(), b"1".to_vec())]);
         s.flush().unwrap();
     }
 

@@ -99,8 +99,15 @@ impl MetaCluster {
             opts: opts.clone(),
         };
         let ids: Vec<u64> = (1..=opts.nodes).collect();
-        let addrs: BTreeMap<u64, String> = ids.iter().map(|id| (*id, format!("127.0.0.1:{}", free_port()))).collect();
-        let members = addrs.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
+        let addrs: BTreeMap<u64, String> = ids
+            .iter()
+            .map(|id| (*id, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let members = addrs
+            .iter()
+            .map(|(id, a)| format!("{id}={a}"))
+            .collect::<Vec<_>>()
+            .join(",");
         for id in ids {
             cluster.add_process(id, addrs[&id].clone(), Some(members.clone()))?;
         }
@@ -186,7 +193,11 @@ impl MetaCluster {
 
     /// The addresses of the running nodes.
     pub fn addrs(&self) -> Vec<String> {
-        self.nodes.values().filter(|n| n.child.is_some()).map(|n| n.addr.clone()).collect()
+        self.nodes
+            .values()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.addr.clone())
+            .collect()
     }
 
     /// The operator's TLS identity.
@@ -196,7 +207,11 @@ impl MetaCluster {
 
     /// A client of the running nodes, acting as the file-system root.
     pub fn client(&self) -> anyhow::Result<MetaClient> {
-        Ok(MetaClient::new(self.security()?, self.addrs(), Duration::from_secs(30))?)
+        Ok(MetaClient::new(
+            self.security()?,
+            self.addrs(),
+            Duration::from_secs(30),
+        )?)
     }
 
     /// Waits until a running node reports itself leader; returns its id.
@@ -232,7 +247,9 @@ impl MetaCluster {
                 }
             }
             if digests.len() == self.addrs().len()
-                && digests.windows(2).all(|w| w[0].last_applied == w[1].last_applied && w[0].digest == w[1].digest)
+                && digests
+                    .windows(2)
+                    .all(|w| w[0].last_applied == w[1].last_applied && w[0].digest == w[1].digest)
             {
                 let d = &digests[0];
                 return Ok((d.last_applied.unwrap_or(0), d.inodes));

@@ -31,7 +31,9 @@ async fn concurrent_creates_replicate_to_every_node() -> anyhow::Result<()> {
         let client = cluster.client()?;
         tasks.push(tokio::spawn(async move {
             for i in 0..125 {
-                client.create(Ino(dir.ino), format!("c{c}-f{i}").as_bytes(), 0o644).await?;
+                client
+                    .create(Ino(dir.ino), format!("c{c}-f{i}").as_bytes(), 0o644)
+                    .await?;
             }
             Ok::<_, ClientError>(())
         }));
@@ -109,10 +111,14 @@ async fn leader_killed_mid_stream_loses_no_acknowledged_create() -> anyhow::Resu
     let client = cluster.client()?;
     let listed = names(&client.readdir_all(dir).await?);
     for (_, name) in &acked {
-        assert!(listed.contains(name.as_bytes()), "acknowledged create {name} is missing");
+        assert!(
+            listed.contains(name.as_bytes()),
+            "acknowledged create {name} is missing"
+        );
         client.lookup(dir, name.as_bytes()).await?;
     }
-    for name in unacked.lock().unwrap().iter() {
+    let unacked = unacked.lock().unwrap().clone();
+    for name in &unacked {
         let found = client.lookup(dir, name.as_bytes()).await;
         match found {
             Ok(attr) => {
@@ -120,12 +126,19 @@ async fn leader_killed_mid_stream_loses_no_acknowledged_create() -> anyhow::Resu
                 assert_eq!(client.getattr(Ino(attr.ino)).await?.nlink, 1);
             }
             Err(ClientError::Errno(Errno::ENOENT)) => {
-                assert!(!listed.contains(name.as_bytes()), "{name} is listed but cannot be looked up")
+                assert!(
+                    !listed.contains(name.as_bytes()),
+                    "{name} is listed but cannot be looked up"
+                )
             }
             Err(e) => return Err(e.into()),
         }
     }
-    println!("{} acknowledged creates all present; {} unacknowledged checked", acked.len(), unacked.lock().unwrap().len());
+    println!(
+        "{} acknowledged creates all present; {} unacknowledged checked",
+        acked.len(),
+        unacked.len()
+    );
     Ok(())
 }
 
@@ -208,20 +221,36 @@ async fn node_joins_through_snapshot_and_another_leaves() -> anyhow::Result<()> 
     let admin = cluster.client()?;
     let status = admin
         .on_leader(|ch| {
-            let req = pb::AddMemberRequest { id: 4, addr: addr4.clone() };
+            let req = pb::AddMemberRequest {
+                id: 4,
+                addr: addr4.clone(),
+            };
             async move { MetaClient::admin(ch).add_member(req).await }
         })
         .await?;
-    assert!(status.members.iter().any(|m| m.id == 4 && m.voter), "node 4 is a voter: {status:?}");
+    assert!(
+        status.members.iter().any(|m| m.id == 4 && m.voter),
+        "node 4 is a voter: {status:?}"
+    );
     let s4 = admin.node_status(&addr4).await?;
-    assert!(s4.snapshot_index.is_some(), "node 4 caught up through a snapshot: {s4:?}");
+    assert!(
+        s4.snapshot_index.is_some(),
+        "node 4 caught up through a snapshot: {s4:?}"
+    );
 
     let leader = cluster.wait_leader(10 * SECOND).await?;
     let victim = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap_or(1);
     let status = admin
-        .on_leader(|ch| async move { MetaClient::admin(ch).remove_member(pb::RemoveMemberRequest { id: victim }).await })
+        .on_leader(|ch| async move {
+            MetaClient::admin(ch)
+                .remove_member(pb::RemoveMemberRequest { id: victim })
+                .await
+        })
         .await?;
-    assert!(!status.members.iter().any(|m| m.id == victim), "node {victim} removed: {status:?}");
+    assert!(
+        !status.members.iter().any(|m| m.id == victim),
+        "node {victim} removed: {status:?}"
+    );
     cluster.stop(victim);
     cluster.nodes.remove(&victim);
 
@@ -230,7 +259,11 @@ async fn node_joins_through_snapshot_and_another_leaves() -> anyhow::Result<()> 
     let during = writer.await??;
     assert!(during > 0);
     let (_, inodes) = cluster.wait_converged(20 * SECOND).await?;
-    assert_eq!(inodes, 2 + 300 + during, "every write made during the change is on every node");
+    assert_eq!(
+        inodes,
+        2 + 300 + during,
+        "every write made during the change is on every node"
+    );
     println!("{during} creates succeeded while node 4 joined and node {victim} left");
     Ok(())
 }
@@ -251,8 +284,14 @@ async fn hostile_requests_are_refused_and_the_server_survives() -> anyhow::Resul
     assert_eq!(errno(client.create(Ino::ROOT, b"a/b", 0o644).await), Errno::EINVAL);
     assert_eq!(errno(client.create(Ino::ROOT, b"nul\0", 0o644).await), Errno::EINVAL);
     assert_eq!(errno(client.create(Ino::ROOT, b"", 0o644).await), Errno::EINVAL);
-    assert_eq!(errno(client.create(Ino::ROOT, &[b'n'; 4096], 0o644).await), Errno::ENAMETOOLONG);
-    assert_eq!(errno(client.lookup(Ino::ROOT, &[b'n'; 4096]).await), Errno::ENAMETOOLONG);
+    assert_eq!(
+        errno(client.create(Ino::ROOT, &[b'n'; 4096], 0o644).await),
+        Errno::ENAMETOOLONG
+    );
+    assert_eq!(
+        errno(client.lookup(Ino::ROOT, &[b'n'; 4096]).await),
+        Errno::ENAMETOOLONG
+    );
     for (name, new_name) in [(&b"."[..], &b"x"[..]), (b"..", b"x"), (b"x", b".")] {
         match client.rename(Ino::ROOT, name, Ino::ROOT, new_name, 0).await {
             Err(ClientError::Errno(e)) => assert!(e == Errno::EBUSY || e == Errno::EINVAL, "{e}"),
@@ -306,7 +345,9 @@ async fn hostile_requests_are_refused_and_the_server_survives() -> anyhow::Resul
     }
     // An empty request and one without an operation.
     let ch = cluster.security()?.endpoint(&cluster.addrs()[0])?.connect().await?;
-    let r = pb::namespace_client::NamespaceClient::new(ch).call(pb::NsRequest::default()).await;
+    let r = pb::namespace_client::NamespaceClient::new(ch)
+        .call(pb::NsRequest::default())
+        .await;
     assert_eq!(r.map(|_| ()).unwrap_err().code(), tonic::Code::InvalidArgument);
 
     // Still serving, on every node.

@@ -11,7 +11,15 @@ pub(super) fn ensure_root(txn: &mut Txn, time: Timestamp) -> Result<(), StoreErr
     if sb.next_ino != 0 {
         return Ok(());
     }
-    let root = new_inode(Ino::ROOT, FileKind::Directory, 0o755, Uid::ROOT, Gid(0), time, Ino::ROOT);
+    let root = new_inode(
+        Ino::ROOT,
+        FileKind::Directory,
+        0o755,
+        Uid::ROOT,
+        Gid(0),
+        time,
+        Ino::ROOT,
+    );
     txn.put_inode(&root);
     sb.next_ino = Ino::ROOT.0 + 1;
     sb.inodes = 1;
@@ -118,13 +126,7 @@ fn add_entry(
 }
 
 /// Removes `name` (dentry `d`) from `parent`.
-fn remove_entry(
-    txn: &mut Txn,
-    time: Timestamp,
-    parent: Ino,
-    name: &[u8],
-    d: &Dentry,
-) -> Result<(), NsError> {
+fn remove_entry(txn: &mut Txn, time: Timestamp, parent: Ino, name: &[u8], d: &Dentry) -> Result<(), NsError> {
     txn.remove_dentry(parent, name, d);
     update(txn, parent, |p| {
         p.entries = p.entries.saturating_sub(1);
@@ -152,11 +154,9 @@ fn drop_link(txn: &mut Txn, time: Timestamp, ino: Ino) -> Result<(), NsError> {
         txn.remove_inode(ino);
         let mut sb = txn.superblock()?;
         sb.inodes = sb.inodes.saturating_sub(1);
-        sb.bytes = sb.bytes.saturating_sub(if inode.kind == FileKind::Regular {
-            inode.size
-        } else {
-            0
-        });
+        sb.bytes = sb
+            .bytes
+            .saturating_sub(if inode.kind == FileKind::Regular { inode.size } else { 0 });
         txn.put_superblock(&sb);
     } else {
         txn.put_inode(&inode);
@@ -191,10 +191,12 @@ fn make_node(
         }
     }
     let dir = directory(txn, parent)?;
-    perm::check(&dir, caller, W | X)?;
+    // As in Linux: an existing name is EEXIST even where one may not write.
+    perm::check(&dir, caller, X)?;
     if txn.dentry(parent, name)?.is_some() {
         return Err(Errno::EEXIST.into());
     }
+    perm::check(&dir, caller, W)?;
 
     let mut sb = txn.superblock()?;
     let ino = Ino(sb.next_ino);
@@ -203,11 +205,7 @@ fn make_node(
     txn.put_superblock(&sb);
 
     let setgid_dir = dir.perm & S_ISGID != 0;
-    let gid = if setgid_dir {
-        dir.gid
-    } else {
-        caller.primary_gid()
-    };
+    let gid = if setgid_dir { dir.gid } else { caller.primary_gid() };
     let mut perm = match kind {
         FileKind::Symlink => 0o777,
         _ => perm & 0o7777,
@@ -233,6 +231,9 @@ fn make_node(
 
 fn unlink(txn: &mut Txn, time: Timestamp, caller: &Caller, parent: Ino, name: &[u8]) -> Result<Reply, NsError> {
     validate_name(name)?;
+    if name == b"." || name == b".." {
+        return Err(Errno::EISDIR.into());
+    }
     let dir = directory(txn, parent)?;
     perm::check(&dir, caller, W | X)?;
     let d = txn.dentry(parent, name)?.ok_or(Errno::ENOENT)?;
@@ -261,10 +262,11 @@ fn rmdir(txn: &mut Txn, time: Timestamp, caller: &Caller, parent: Ino, name: &[u
         return Err(Errno::ENOTDIR.into());
     }
     let victim = txn.existing(d.ino)?;
+    // Linux decides "may I delete this" before "is it empty".
+    perm::sticky(&dir, &victim, caller)?;
     if victim.entries > 0 {
         return Err(Errno::ENOTEMPTY.into());
     }
-    perm::sticky(&dir, &victim, caller)?;
     remove_entry(txn, time, parent, name, &d)?;
     drop_link(txn, time, d.ino)?;
     Ok(Reply::Done)
@@ -297,9 +299,7 @@ fn rename(
     new_name: &[u8],
     flags: u32,
 ) -> Result<Reply, NsError> {
-    if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
-        || flags == RENAME_NOREPLACE | RENAME_EXCHANGE
-    {
+    if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 || flags == RENAME_NOREPLACE | RENAME_EXCHANGE {
         return Err(Errno::EINVAL.into());
     }
     validate_name(name)?;
@@ -318,6 +318,9 @@ fn rename(
 
     if src.kind == FileKind::Directory && is_ancestor(txn, src.ino, new_parent)? {
         return Err(Errno::EINVAL.into());
+    }
+    if dst.is_some() && flags & RENAME_NOREPLACE != 0 {
+        return Err(Errno::EEXIST.into());
     }
     if let Some(dst) = &dst {
         if dst.ino == src.ino {
@@ -344,15 +347,10 @@ fn rename(
     }
 
     if let Some(dst) = &dst {
-        if flags & RENAME_NOREPLACE != 0 {
-            return Err(Errno::EEXIST.into());
-        }
         match (src.kind == FileKind::Directory, dst.kind == FileKind::Directory) {
             (true, false) => return Err(Errno::ENOTDIR.into()),
             (false, true) => return Err(Errno::EISDIR.into()),
-            (true, true) if txn.existing(dst.ino)?.entries > 0 => {
-                return Err(Errno::ENOTEMPTY.into())
-            }
+            (true, true) if txn.existing(dst.ino)?.entries > 0 => return Err(Errno::ENOTEMPTY.into()),
             _ => {}
         }
         remove_entry(txn, time, new_parent, new_name, dst)?;
@@ -444,10 +442,11 @@ fn link(
         return Err(Errno::EPERM.into());
     }
     let dir = directory(txn, new_parent)?;
-    perm::check(&dir, caller, W | X)?;
+    perm::check(&dir, caller, X)?;
     if txn.dentry(new_parent, new_name)?.is_some() {
         return Err(Errno::EEXIST.into());
     }
+    perm::check(&dir, caller, W)?;
     if inode.nlink >= LINK_MAX {
         return Err(Errno::EMLINK.into());
     }
@@ -502,20 +501,23 @@ fn setattr(txn: &mut Txn, time: Timestamp, caller: &Caller, ino: Ino, ch: &AttrC
     if let Some(mut p) = ch.perm {
         p &= 0o7777;
         // A non-member may not make a file set-group-id to a group it is not in.
-        if !inode.is_dir() && !caller.is_root() && !caller.in_group(inode.gid) {
+        // Linux drops set-group-id on chmod by a non-member, whatever the type.
+        let gid = ch.gid.unwrap_or(inode.gid);
+        if !caller.is_root() && !caller.in_group(gid) {
             p &= !S_ISGID;
         }
         inode.perm = p;
     }
-    let owner_changed = ch.uid.is_some_and(|u| u != inode.uid) || ch.gid.is_some_and(|g| g != inode.gid);
     if let Some(uid) = ch.uid {
         inode.uid = uid;
     }
     if let Some(gid) = ch.gid {
         inode.gid = gid;
     }
-    if (ch.uid.is_some() || ch.gid.is_some()) && inode.kind == FileKind::Regular && (owner_changed || !caller.is_root()) {
-        // Handing a set-id program to someone else must not hand over privileges.
+    if (ch.uid.is_some() || ch.gid.is_some()) && !inode.is_dir() {
+        // As in Linux, any chown of a non-directory, even by root, drops
+        // set-user-id (and set-group-id of a group-executable file): handing
+        // a set-id program to someone must not hand over privileges.
         inode.perm &= !S_ISUID;
         if inode.perm & 0o010 != 0 {
             inode.perm &= !S_ISGID;

@@ -2,7 +2,7 @@
 
 use super::ops::{directory, xattr_access};
 use super::perm::{self, Caller, R, X};
-use super::tables::{cookie_of, cookie_prefix, cookie_key};
+use super::tables::{cookie_key, cookie_of, cookie_prefix};
 use super::*;
 use crate::store::Tree;
 
@@ -67,9 +67,7 @@ pub fn readdir(
     perm::check(&dir, caller, R)?;
     let limit = limit.clamp(1, READDIR_MAX);
     let start = cookie_key(ino, after.saturating_add(1));
-    let rows = txn
-        .store()
-        .scan(Tree::State, &cookie_prefix(ino), &start, limit + 1)?;
+    let rows = txn.store().scan(Tree::State, &cookie_prefix(ino), &start, limit + 1)?;
     let more = rows.len() > limit;
     let mut out = Vec::with_capacity(limit);
     for (key, name) in rows.into_iter().take(limit) {

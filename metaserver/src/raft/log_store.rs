@@ -117,7 +117,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
         // A vote must be on disk before it is sent, or a restarted node could
         // vote twice in one term.
-        self.write_durably(Tree::Raft, vec![(VOTE.to_vec(), Some(encode(vote)))]).await
+        self.write_durably(Tree::Raft, vec![(VOTE.to_vec(), Some(encode(vote)))])
+            .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
@@ -147,20 +148,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // openraft counts an entry as persisted only when the callback fires:
         // after the fsync, never before.
         let result = self.write_durably(Tree::Log, writes).await;
-        callback.log_io_completed(result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
+        callback.log_io_completed(
+            result
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| std::io::Error::other(e.to_string())),
+        );
         result
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
         let keys = self.index_keys(log_id.index, u64::MAX)?;
-        self.write_durably(Tree::Log, keys.into_iter().map(|k| (k, None)).collect()).await
+        self.write_durably(Tree::Log, keys.into_iter().map(|k| (k, None)).collect())
+            .await
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
         // Record the purge point first: a crash between the two writes then
         // leaves extra entries, never a log state that claims missing ones.
-        self.write_durably(Tree::Raft, vec![(PURGED.to_vec(), Some(encode(&log_id)))]).await?;
+        self.write_durably(Tree::Raft, vec![(PURGED.to_vec(), Some(encode(&log_id)))])
+            .await?;
         let keys = self.index_keys(0, log_id.index)?;
-        self.write_durably(Tree::Log, keys.into_iter().map(|k| (k, None)).collect()).await
+        self.write_durably(Tree::Log, keys.into_iter().map(|k| (k, None)).collect())
+            .await
     }
 }

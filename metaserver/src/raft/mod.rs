@@ -1,6 +1,10 @@
 //! Replication of the namespace with openraft: type configuration, durable
 //! log and state machine over [`crate::store`], and the gRPC transport.
 
+// openraft's traits return its own StorageError, which is large; boxing it
+// here would only add conversions at every trait boundary.
+#![allow(clippy::result_large_err)]
+
 mod log_store;
 mod network;
 mod state_machine;
@@ -44,7 +48,11 @@ pub type Raft = openraft::Raft<TypeConfig>;
 /// openraft's storage error for our node ids.
 pub type StorageError = openraft::StorageError<u64>;
 
-fn storage_error(e: impl std::fmt::Display, what: openraft::ErrorSubject<u64>, verb: openraft::ErrorVerb) -> StorageError {
+fn storage_error(
+    e: impl std::fmt::Display,
+    what: openraft::ErrorSubject<u64>,
+    verb: openraft::ErrorVerb,
+) -> StorageError {
     openraft::StorageIOError::new(what, verb, openraft::AnyError::error(e.to_string())).into()
 }
 
@@ -54,7 +62,11 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, StorageError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
-        Err(e) => Err(storage_error(e, openraft::ErrorSubject::Store, openraft::ErrorVerb::Write)),
+        Err(e) => Err(storage_error(
+            e,
+            openraft::ErrorSubject::Store,
+            openraft::ErrorVerb::Write,
+        )),
     }
 }
 

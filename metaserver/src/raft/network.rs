@@ -38,11 +38,7 @@ impl Network {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let channel = self
-            .security
-            .endpoint(addr)
-            .map_err(|e| e.to_string())?
-            .connect_lazy();
+        let channel = self.security.endpoint(addr).map_err(|e| e.to_string())?.connect_lazy();
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }

@@ -7,8 +7,7 @@ use crate::namespace::{apply_batch, Txn};
 use crate::store::{scan_all, Pair, Store, Tree};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, SnapshotMeta,
-    StoredMembership,
+    BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, SnapshotMeta, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
@@ -88,9 +87,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), StorageError> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), StorageError> {
         let applied = self.read::<LogId<u64>>(Tree::State, APPLIED)?;
         let membership = self.read(Tree::State, MEMBERSHIP)?.unwrap_or_default();
         Ok((applied, membership))

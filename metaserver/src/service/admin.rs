@@ -106,7 +106,10 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(self.status()))
     }
 
-    async fn remove_member(&self, request: Request<pb::RemoveMemberRequest>) -> Result<Response<pb::NodeStatus>, Status> {
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::NodeStatus>, Status> {
         require_cluster_cert(self.tls, &request)?;
         let id = request.into_inner().id;
         let m = self.raft.metrics().borrow().clone();
@@ -141,7 +144,10 @@ impl pb::admin_server::Admin for AdminService {
         }))
     }
 
-    async fn trigger_snapshot(&self, request: Request<pb::SnapshotRequest>) -> Result<Response<pb::NodeStatus>, Status> {
+    async fn trigger_snapshot(
+        &self,
+        request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::NodeStatus>, Status> {
         require_cluster_cert(self.tls, &request)?;
         let applied = self.raft.metrics().borrow().last_applied;
         self.raft

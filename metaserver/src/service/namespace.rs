@@ -163,7 +163,9 @@ impl pb::namespace_server::Namespace for NamespaceService {
     async fn call(&self, request: Request<pb::NsRequest>) -> Result<Response<pb::NsReply>, Status> {
         let req = request.into_inner();
         let caller = caller_from_pb(req.caller)?;
-        let op = req.op.ok_or_else(|| Status::invalid_argument("request names no operation"))?;
+        let op = req
+            .op
+            .ok_or_else(|| Status::invalid_argument("request names no operation"))?;
         let result = match write_op(&op)? {
             Some(w) => self.write(caller, w).await?,
             None => self.read(&caller, op).await?,

@@ -48,7 +48,9 @@ async fn run(cluster: &MetaCluster, clients: usize, seconds: u64) -> anyhow::Res
             let mut i = 0;
             while Instant::now() < until {
                 let t = Instant::now();
-                client.create(Ino(dir.ino), format!("c{c}-{i}").as_bytes(), 0o644).await?;
+                client
+                    .create(Ino(dir.ino), format!("c{c}-{i}").as_bytes(), 0o644)
+                    .await?;
                 lat.push(t.elapsed());
                 i += 1;
             }
@@ -81,7 +83,10 @@ async fn main() -> anyhow::Result<()> {
     cluster.wait_leader(Duration::from_secs(30)).await?;
     println!("3 nimbus-meta nodes on 127.0.0.1, TLS on every connection;");
     println!("fsync: every Raft log append is flushed (sled flush = fsync) before it counts, on every node.");
-    println!("{:>8} {:>10} {:>12} {:>10} {:>10}", "clients", "creates", "creates/s", "p50 ms", "p99 ms");
+    println!(
+        "{:>8} {:>10} {:>12} {:>10} {:>10}",
+        "clients", "creates", "creates/s", "p50 ms", "p99 ms"
+    );
     for clients in args.clients {
         let r = run(&cluster, clients, args.seconds).await?;
         println!(
