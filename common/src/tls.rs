@@ -32,6 +32,10 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     #[error("{0} already exists; refusing to overwrite a cluster CA")]
     Exists(PathBuf),
+    #[error("a server needs a certificate of its own, not only the CA")]
+    NoIdentity,
+    #[error("TLS configuration: {0}")]
+    Config(#[from] tonic::transport::Error),
     #[error("invalid endpoint address {addr}: {source}")]
     Endpoint {
         addr: String,
@@ -43,8 +47,8 @@ pub enum TlsError {
 #[derive(Clone, Debug)]
 pub struct TlsMaterial {
     ca: Vec<u8>,
-    cert: Vec<u8>,
-    key: Vec<u8>,
+    /// Certificate and key; servers need one, user clients have none.
+    identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// How a process connects: TLS with cluster certificates, or plaintext.
@@ -92,13 +96,24 @@ impl Security {
     pub fn load(dir: &Path, name: &str) -> Result<Security, TlsError> {
         Ok(Security::Tls(TlsMaterial {
             ca: read(&dir.join("ca.pem"))?,
-            cert: read(&dir.join(format!("{name}.pem")))?,
-            key: read(&dir.join(format!("{name}.key")))?,
+            identity: Some((
+                read(&dir.join(format!("{name}.pem")))?,
+                read(&dir.join(format!("{name}.key")))?,
+            )),
+        }))
+    }
+
+    /// Loads only `ca.pem`: a client that verifies servers and presents no
+    /// certificate (users' workstations).
+    pub fn load_ca(dir: &Path) -> Result<Security, TlsError> {
+        Ok(Security::Tls(TlsMaterial {
+            ca: read(&dir.join("ca.pem"))?,
+            identity: None,
         }))
     }
 
     /// A server builder with TLS configured and message-friendly HTTP/2 windows.
-    pub fn server(&self) -> Result<Server, tonic::transport::Error> {
+    pub fn server(&self) -> Result<Server, TlsError> {
         let builder = Server::builder()
             .tcp_nodelay(true)
             .initial_stream_window_size(4 << 20)
@@ -106,12 +121,15 @@ impl Security {
             .http2_keepalive_interval(Some(Duration::from_secs(10)));
         match self {
             Security::Insecure => Ok(builder),
-            Security::Tls(m) => builder.tls_config(
-                ServerTlsConfig::new()
-                    .identity(Identity::from_pem(&m.cert, &m.key))
-                    .client_ca_root(Certificate::from_pem(&m.ca))
-                    .client_auth_optional(true),
-            ),
+            Security::Tls(m) => {
+                let (cert, key) = m.identity.as_ref().ok_or(TlsError::NoIdentity)?;
+                Ok(builder.tls_config(
+                    ServerTlsConfig::new()
+                        .identity(Identity::from_pem(cert, key))
+                        .client_ca_root(Certificate::from_pem(&m.ca))
+                        .client_auth_optional(true),
+                )?)
+            }
         }
     }
 
@@ -137,14 +155,15 @@ impl Security {
             .keep_alive_timeout(Duration::from_secs(5));
         match self {
             Security::Insecure => Ok(ep),
-            Security::Tls(m) => ep
-                .tls_config(
-                    ClientTlsConfig::new()
-                        .ca_certificate(Certificate::from_pem(&m.ca))
-                        .identity(Identity::from_pem(&m.cert, &m.key))
-                        .domain_name(CLUSTER_NAME),
-                )
-                .map_err(bad),
+            Security::Tls(m) => {
+                let mut config = ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&m.ca))
+                    .domain_name(CLUSTER_NAME);
+                if let Some((cert, key)) = &m.identity {
+                    config = config.identity(Identity::from_pem(cert, key));
+                }
+                ep.tls_config(config).map_err(bad)
+            }
         }
     }
 
@@ -230,5 +249,8 @@ mod tests {
         assert!(sec.is_tls());
         sec.server().unwrap();
         sec.endpoint("127.0.0.1:1").unwrap();
+        let ca_only = Security::load_ca(dir.path()).unwrap();
+        ca_only.endpoint("127.0.0.1:1").unwrap();
+        assert!(matches!(ca_only.server(), Err(TlsError::NoIdentity)));
     }
 }

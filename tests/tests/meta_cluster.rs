@@ -350,11 +350,62 @@ async fn hostile_requests_are_refused_and_the_server_survives() -> anyhow::Resul
         .await;
     assert_eq!(r.map(|_| ()).unwrap_err().code(), tonic::Code::InvalidArgument);
 
+    // A client with only the CA (a user's workstation) may use the namespace
+    // but not the services meant for servers and operators.
+    let ca_only = nimbus_common::tls::Security::load_ca(&cluster.certs)?;
+    for addr in cluster.addrs() {
+        let ch = ca_only.endpoint(&addr)?.connect().await?;
+        let r = pb::raft_client::RaftClient::new(ch.clone())
+            .vote(pb::RaftPayload { data: vec![] })
+            .await;
+        assert_eq!(r.map(|_| ()).unwrap_err().code(), tonic::Code::PermissionDenied);
+        let r = pb::admin_client::AdminClient::new(ch.clone())
+            .remove_member(pb::RemoveMemberRequest { id: 1 })
+            .await;
+        assert_eq!(r.map(|_| ()).unwrap_err().code(), tonic::Code::PermissionDenied);
+    }
+    let user = MetaClient::new(ca_only, cluster.addrs(), 10 * SECOND)?;
+    user.getattr(Ino::ROOT).await?;
+
     // Still serving, on every node.
     client.create(Ino::ROOT, b"still-alive", 0o644).await?;
     for addr in cluster.addrs() {
         client.node_status(&addr).await?;
     }
     cluster.wait_converged(20 * SECOND).await?;
+    Ok(())
+}
+
+/// Reads are linearizable whichever node a client asks: a client that knows
+/// only a follower sees every write acknowledged before its read began, and
+/// its own writes reach the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_through_a_follower_see_every_acknowledged_write() -> anyhow::Result<()> {
+    let cluster = MetaCluster::start(Options::default())?;
+    let leader = cluster.wait_leader(20 * SECOND).await?;
+    let follower = cluster.nodes.values().find(|n| n.id != leader).map(|n| n.addr.clone());
+    let follower = follower.ok_or_else(|| anyhow::anyhow!("no follower"))?;
+    let writer = cluster.client()?;
+    let reader = MetaClient::new(cluster.security()?, vec![follower.clone()], 10 * SECOND)?;
+
+    let d = Ino(writer.mkdir(Ino::ROOT, b"lin", 0o755).await?.ino);
+    for i in 0..100 {
+        let name = format!("f{i}");
+        writer.create(d, name.as_bytes(), 0o644).await?;
+        // Acknowledged above, so visible to any later read, via any node.
+        reader.lookup(d, name.as_bytes()).await?;
+        writer
+            .rename(d, name.as_bytes(), d, format!("g{i}").as_bytes(), 0)
+            .await?;
+        assert!(matches!(
+            reader.lookup(d, name.as_bytes()).await,
+            Err(ClientError::Errno(Errno::ENOENT))
+        ));
+    }
+    // Writes sent to a follower reach the leader.
+    let only_follower = MetaClient::new(cluster.security()?, vec![follower], 10 * SECOND)?;
+    only_follower.create(d, b"via-follower", 0o644).await?;
+    writer.lookup(d, b"via-follower").await?;
+    assert_eq!(writer.readdir_all(d).await?.len(), 101);
     Ok(())
 }
