@@ -2,7 +2,7 @@
 
 use super::ops::{directory, xattr_access};
 use super::perm::{self, Caller, R, X};
-use super::tables::{cookie_key, cookie_of, cookie_prefix};
+use super::tables::{cookie_key, cookie_of, cookie_prefix, decode, IndexEntry};
 use super::*;
 use crate::store::Tree;
 
@@ -70,17 +70,16 @@ pub fn readdir(
     let rows = txn.store().scan(Tree::State, &cookie_prefix(ino), &start, limit + 1)?;
     let more = rows.len() > limit;
     let mut out = Vec::with_capacity(limit);
-    for (key, name) in rows.into_iter().take(limit) {
-        let corrupt = || StoreError::Corrupt {
+    for (key, value) in rows.into_iter().take(limit) {
+        let entry: IndexEntry = decode(&key, &value)?;
+        let cookie = cookie_of(&key).ok_or_else(|| StoreError::Corrupt {
             key: String::from_utf8_lossy(&key).into_owned(),
-            detail: "readdir index without its entry".into(),
-        };
-        let cookie = cookie_of(&key).ok_or_else(corrupt)?;
-        let d = txn.dentry(ino, &name)?.ok_or_else(corrupt)?;
+            detail: "readdir index key without a cookie".into(),
+        })?;
         out.push(DirEntry {
-            name,
-            ino: d.ino,
-            kind: d.kind,
+            name: entry.name,
+            ino: entry.ino,
+            kind: entry.kind,
             cookie,
         });
     }

@@ -5,13 +5,13 @@
 //! |-------------------------------------|----------------|
 //! | `i` ino                             | [`Inode`]      |
 //! | `d` parent name                     | [`Dentry`]     |
-//! | `c` parent cookie                   | name (readdir) |
+//! | `c` parent cookie                   | [`IndexEntry`] (readdir) |
 //! | `s`                                 | [`Super`]      |
 //! | `r` ...                             | Raft's applied log id and membership |
 //!
 //! Integers are big-endian so that keys sort numerically.
 
-use super::{Dentry, Inode, NsError, Super};
+use super::{Dentry, FileKind, Inode, NsError, Super};
 use crate::store::{Store, StoreError, Tree, Write};
 use nimbus_common::Ino;
 use serde::{de::DeserializeOwned, Serialize};
@@ -61,6 +61,15 @@ pub fn cookie_key(parent: Ino, cookie: u64) -> Vec<u8> {
 pub fn cookie_of(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(9..17)?.try_into().ok()?;
     Some(u64::from_be_bytes(tail))
+}
+
+/// A readdir index entry: everything a listing shows, so that a page is one
+/// scan, consistent entry by entry even while other commands apply.
+#[derive(Serialize, serde::Deserialize)]
+pub struct IndexEntry {
+    pub name: Vec<u8>,
+    pub ino: Ino,
+    pub kind: FileKind,
 }
 
 /// Decodes a stored record; a failure means the store is corrupt.
@@ -169,7 +178,12 @@ impl<'a> Txn<'a> {
     /// Adds or replaces the entry `name` in `parent`, with its readdir index.
     pub fn put_dentry(&mut self, parent: Ino, name: &[u8], d: &Dentry) {
         self.put_raw(dentry_key(parent, name), Some(encode(d)));
-        self.put_raw(cookie_key(parent, d.cookie), Some(name.to_vec()));
+        let entry = IndexEntry {
+            name: name.to_vec(),
+            ino: d.ino,
+            kind: d.kind,
+        };
+        self.put_raw(cookie_key(parent, d.cookie), Some(encode(&entry)));
     }
 
     /// Removes the entry `name` (whose dentry is `d`) from `parent`.
