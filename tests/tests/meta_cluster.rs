@@ -58,7 +58,8 @@ async fn leader_killed_mid_stream_loses_no_acknowledged_create() -> anyhow::Resu
     let leader = cluster.wait_leader(20 * SECOND).await?;
     let dir = Ino(cluster.client()?.mkdir(Ino::ROOT, b"stream", 0o755).await?.ino);
 
-    let acked = Arc::new(Mutex::new(Vec::<(Instant, String)>::new()));
+    // (started, acknowledged, name) of every acknowledged create.
+    let acked = Arc::new(Mutex::new(Vec::<(Instant, Instant, String)>::new()));
     let unacked = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
@@ -71,8 +72,9 @@ async fn leader_killed_mid_stream_loses_no_acknowledged_create() -> anyhow::Resu
             while !stop.load(Ordering::Relaxed) {
                 let name = format!("w{c}-{i}");
                 i += 1;
+                let started = Instant::now();
                 match client.create(dir, name.as_bytes(), 0o644).await {
-                    Ok(_) => acked.lock().unwrap().push((Instant::now(), name)),
+                    Ok(_) => acked.lock().unwrap().push((started, Instant::now(), name)),
                     // A retried create whose first attempt committed.
                     Err(ClientError::Errno(Errno::EEXIST)) => unacked.lock().unwrap().push(name),
                     Err(_) => unacked.lock().unwrap().push(name),
@@ -98,10 +100,12 @@ async fn leader_killed_mid_stream_loses_no_acknowledged_create() -> anyhow::Resu
     }
 
     let acked = acked.lock().unwrap().clone();
+    // Only creates begun after the kill show when a new leader served; one
+    // committed just before it may be acknowledged just after.
     let first_after = acked
         .iter()
-        .map(|(t, _)| *t)
-        .filter(|t| *t > killed_at)
+        .filter(|(started, _, _)| *started >= killed_at)
+        .map(|(_, done, _)| *done)
         .min()
         .ok_or_else(|| anyhow::anyhow!("no create succeeded after the leader was killed"))?;
     let stall = first_after - killed_at;
@@ -110,7 +114,7 @@ async fn leader_killed_mid_stream_loses_no_acknowledged_create() -> anyhow::Resu
 
     let client = cluster.client()?;
     let listed = names(&client.readdir_all(dir).await?);
-    for (_, name) in &acked {
+    for (_, _, name) in &acked {
         assert!(
             listed.contains(name.as_bytes()),
             "acknowledged create {name} is missing"
