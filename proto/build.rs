@@ -1,7 +1,7 @@
 //! Compiles the .proto files with protox, so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/namespace.proto", "proto/cluster.proto"];
+    let files = ["proto/namespace.proto", "proto/cluster.proto", "proto/data.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

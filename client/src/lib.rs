@@ -9,6 +9,8 @@ use nimbus_proto::admin_client::AdminClient;
 use nimbus_proto::namespace_client::NamespaceClient;
 use nimbus_proto::ns_reply::Result as R;
 use nimbus_proto::ns_request::Op;
+pub mod blocks;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
@@ -31,6 +33,12 @@ pub enum ClientError {
     /// The client was set up wrongly (bad address, TLS files).
     #[error("{0}")]
     Setup(String),
+    /// No data server has room.
+    #[error("{0}")]
+    NoSpace(String),
+    /// Every replica of a block failed.
+    #[error("{0}")]
+    DataUnavailable(String),
 }
 
 impl ClientError {
@@ -41,6 +49,8 @@ impl ClientError {
             ClientError::Unavailable(_) => Errno::EIO,
             ClientError::Refused(_) => Errno::EINVAL,
             ClientError::Setup(_) => Errno::EIO,
+            ClientError::NoSpace(_) => Errno::ENOSPC,
+            ClientError::DataUnavailable(_) => Errno::EIO,
         }
     }
 }
@@ -84,7 +94,8 @@ impl MetaClient {
         self
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
+    /// The shared channel to `addr`.
+    pub fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
@@ -146,6 +157,7 @@ impl MetaClient {
                 Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled | Code::Aborted => {
                     self.set_leader(None)
                 }
+                Code::ResourceExhausted => return Err(ClientError::NoSpace(status.message().to_owned())),
                 _ => return Err(ClientError::Refused(format!("{addr}: {}", status.message()))),
             }
             if started.elapsed() >= self.deadline {

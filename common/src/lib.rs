@@ -5,7 +5,8 @@ pub mod config;
 pub mod errno;
 pub mod logging;
 pub mod tls;
+pub mod token;
 pub mod types;
 
 pub use errno::Errno;
-pub use types::{Gid, Ino, NodeId, Timestamp, Uid};
+pub use types::{BlockId, Gid, Ino, NodeId, ServerId, Timestamp, Uid};

@@ -196,7 +196,8 @@ fn validity(params: &mut CertificateParams, days: i64) {
     params.not_after = (now + Duration::from_secs(days as u64 * 86_400)).into();
 }
 
-/// Creates a new cluster CA in `dir` (`ca.pem`, `ca.key` mode 0600).
+/// Creates a new cluster CA in `dir` (`ca.pem`, `ca.key` mode 0600) and the
+/// block-token key pair (`token.key` mode 0600, `token.pub`).
 pub fn create_ca(dir: &Path) -> Result<(), TlsError> {
     let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
     if key_path.exists() {
@@ -211,7 +212,12 @@ pub fn create_ca(dir: &Path) -> Result<(), TlsError> {
     validity(&mut params, 3650);
     let cert = params.self_signed(&key)?;
     write(&key_path, key.serialize_pem().as_bytes(), true)?;
-    write(&cert_path, cert.pem().as_bytes(), false)
+    write(&cert_path, cert.pem().as_bytes(), false)?;
+    // The block-token keys belong to the cluster as much as its CA does.
+    crate::token::create_keys(dir).map_err(|e| TlsError::Io {
+        path: dir.join("token.key"),
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 /// Issues `NAME.pem`/`NAME.key` in `dir`, signed by the CA there. The

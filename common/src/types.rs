@@ -58,3 +58,36 @@ impl Timestamp {
         Timestamp(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
     }
 }
+
+/// A block of file data: 16 random bytes chosen by the meta leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct BlockId(pub [u8; 16]);
+
+impl BlockId {
+    /// Parses the wire form; None unless exactly 16 bytes.
+    pub fn from_bytes(b: &[u8]) -> Option<BlockId> {
+        Some(BlockId(b.try_into().ok()?))
+    }
+
+    /// A new random id.
+    pub fn random() -> BlockId {
+        let mut b = [0u8; 16];
+        // SystemRandom only fails if the OS has no entropy source at all.
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+        BlockId(b)
+    }
+}
+
+impl fmt::Display for BlockId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+id_type!(
+    /// A data server's id: random, chosen on its first start, never reused.
+    ServerId(u64)
+);

@@ -1,5 +1,7 @@
-//! The Nimbus data server: replicated, checksummed, immutable block storage.
-//!
-//! Reserved for the issue "Data servers"; the crate exists so that the
-//! workspace has its final shape and the meta server's TLS module and client
-//! are shared with it from the start.
+//! The Nimbus data server: replicated, checksummed, immutable block storage,
+//! served against block tokens from the meta leader.
+
+pub mod block_store;
+pub mod heartbeat;
+pub mod scrub;
+pub mod service;

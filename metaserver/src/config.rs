@@ -53,6 +53,20 @@ pub struct Settings {
     /// Build a snapshot and compact the log after this many entries. [default: 20000]
     #[arg(long)]
     pub snapshot_every: Option<u64>,
+    /// Directory holding the block-token key (token.key). [default: the TLS directory]
+    #[arg(long)]
+    pub token_dir: Option<PathBuf>,
+    /// A data server silent this long is dead and its blocks are re-replicated,
+    /// in milliseconds. [default: 30000]
+    #[arg(long)]
+    pub dead_after_ms: Option<u64>,
+    /// How often data servers send heartbeats, in milliseconds. [default: 1000]
+    #[arg(long)]
+    pub data_heartbeat_ms: Option<u64>,
+    /// Most block copies (repair, drain, rebalance) in flight at once; bounds
+    /// the repair rate. [default: 16]
+    #[arg(long)]
+    pub max_copies: Option<u64>,
 }
 
 impl Settings {
@@ -73,7 +87,11 @@ impl Settings {
             heartbeat_ms,
             election_timeout_min_ms,
             election_timeout_max_ms,
-            snapshot_every
+            snapshot_every,
+            token_dir,
+            dead_after_ms,
+            data_heartbeat_ms,
+            max_copies
         )
     }
 }
@@ -92,6 +110,11 @@ pub struct Config {
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     pub snapshot_every: u64,
+    /// None: no token key, so no block allocation on this node.
+    pub token_dir: Option<PathBuf>,
+    pub dead_after_ms: u64,
+    pub data_heartbeat_ms: u64,
+    pub max_copies: u64,
 }
 
 /// Parses `ID=HOST:PORT,...`.
@@ -150,7 +173,12 @@ impl Config {
         if !initial_members.is_empty() && !initial_members.contains_key(&id) {
             bail!("--initial-members does not list this node's id {id}");
         }
+        let token_dir = s.token_dir.or_else(|| tls.as_ref().map(|(d, _)| d.clone()));
         let c = Config {
+            token_dir,
+            dead_after_ms: s.dead_after_ms.unwrap_or(30_000),
+            data_heartbeat_ms: s.data_heartbeat_ms.unwrap_or(1000),
+            max_copies: s.max_copies.unwrap_or(16),
             id,
             listen,
             advertise,
@@ -167,6 +195,12 @@ impl Config {
         }
         if c.election_timeout_max_ms <= c.election_timeout_min_ms {
             bail!("--election-timeout-max-ms must exceed --election-timeout-min-ms");
+        }
+        if c.data_heartbeat_ms == 0 || c.dead_after_ms < 3 * c.data_heartbeat_ms {
+            bail!("--dead-after-ms must be at least three data heartbeats");
+        }
+        if c.max_copies == 0 {
+            bail!("--max-copies must be positive");
         }
         if c.snapshot_every == 0 {
             bail!("--snapshot-every must be positive");

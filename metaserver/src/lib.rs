@@ -2,6 +2,7 @@
 //! openraft over sled, served over gRPC.
 
 pub mod commit;
+pub mod data;
 pub mod namespace;
 pub mod raft;
 pub mod service;

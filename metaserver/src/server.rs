@@ -4,14 +4,18 @@
 use crate::config::Config;
 use anyhow::Context;
 use nimbus_common::tls::{Security, MAX_MESSAGE_BYTES};
+use nimbus_common::token::Signer;
 use nimbus_meta::commit::{Committer, ReadBarrier};
+use nimbus_meta::data::{DataService, DataSettings};
 use nimbus_meta::raft::{LogStore, Network, Raft, StateMachine};
 use nimbus_meta::service::{AdminService, NamespaceService, RaftService};
 use nimbus_meta::store::{SledStore, Store};
+use nimbus_proto::data_cluster_server::DataClusterServer;
 use nimbus_proto::{admin_server::AdminServer, namespace_server::NamespaceServer, raft_server::RaftServer};
 use openraft::{BasicNode, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_stream::wrappers::TcpListenerStream;
 
 /// Serves until SIGTERM or SIGINT, then shuts Raft down and flushes.
@@ -65,6 +69,30 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", cfg.listen))?;
     let committer = Committer::start(raft.clone());
     let barrier = ReadBarrier::start(raft.clone());
+    let signer = match &cfg.token_dir {
+        Some(dir) => {
+            Some(Signer::load(dir).with_context(|| format!("loading the block-token key from {}", dir.display()))?)
+        }
+        None => {
+            tracing::warn!("no --token-dir: this node cannot hand out block tokens");
+            None
+        }
+    };
+    let data = DataService::new(
+        raft.clone(),
+        store.clone(),
+        committer.clone(),
+        barrier.clone(),
+        signer,
+        DataSettings {
+            dead_after: Duration::from_millis(cfg.dead_after_ms),
+            heartbeat_interval: Duration::from_millis(cfg.data_heartbeat_ms),
+            max_copies: cfg.max_copies as usize,
+            max_copies_per_server: 4,
+            token_ttl: Duration::from_secs(600),
+        },
+    );
+    tokio::spawn(data.clone().run_repair());
     let router = security
         .server()
         .context("configuring TLS")?
@@ -74,6 +102,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(AdminServer::new(AdminService::new(raft.clone(), store.clone(), tls)))
+        .add_service(DataClusterServer::new(data))
         .add_service(
             RaftServer::new(RaftService::new(raft.clone(), tls))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -7,6 +7,7 @@
 //! Every check that decides an errno runs here, in apply, which makes the
 //! outcome linearizable.
 
+pub mod blocks;
 mod ops;
 mod perm;
 mod read;
@@ -83,6 +84,11 @@ pub struct Inode {
     pub entries: u64,
     /// Directories: the readdir cookie the next entry gets.
     pub next_cookie: u64,
+    /// Regular files: the block of each written slot.
+    pub slots: BTreeMap<u64, blocks::SlotRef>,
+    /// Replicas of each block; inherited from the parent directory; 0 is
+    /// the cluster default.
+    pub replication: u8,
 }
 
 /// The attributes a client sees.
@@ -223,6 +229,45 @@ pub enum Op {
     RemoveXattr {
         ino: Ino,
         name: Vec<u8>,
+    },
+    /// Swaps written blocks into a file's slots and sets its size.
+    CommitWrite {
+        ino: Ino,
+        slots: Vec<blocks::SlotWrite>,
+        size: u64,
+    },
+    /// Replicas for blocks written under a directory from now on.
+    SetReplication {
+        ino: Ino,
+        replication: u8,
+    },
+    /// A data server announces itself (the meta leader, on its heartbeat).
+    RegisterServer {
+        id: nimbus_common::ServerId,
+        addr: String,
+        zone: String,
+    },
+    /// An operator drains or removes a data server.
+    SetServerState {
+        id: nimbus_common::ServerId,
+        state: blocks::ServerState,
+    },
+    /// A new copy of a block exists on `server`.
+    AddReplica {
+        block: nimbus_common::BlockId,
+        server: nimbus_common::ServerId,
+    },
+    /// The copy on `server` no longer counts; with `delete`, the server must
+    /// delete it.
+    RemoveReplica {
+        block: nimbus_common::BlockId,
+        server: nimbus_common::ServerId,
+        delete: bool,
+    },
+    /// `server` deleted these copies.
+    GarbageDone {
+        server: nimbus_common::ServerId,
+        blocks: Vec<nimbus_common::BlockId>,
     },
 }
 

@@ -46,6 +46,8 @@ fn new_inode(ino: Ino, kind: FileKind, perm: u16, uid: Uid, gid: Gid, time: Time
         parent,
         entries: 0,
         next_cookie: 1,
+        slots: BTreeMap::new(),
+        replication: 0,
     }
 }
 
@@ -83,6 +85,14 @@ pub(super) fn apply(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Rep
             flags,
         } => setxattr(txn, time, c, *ino, name, value, *flags),
         Op::RemoveXattr { ino, name } => removexattr(txn, time, c, *ino, name),
+        Op::CommitWrite { ino, slots, size } => blocks::commit_write(txn, time, c, *ino, slots, *size),
+        Op::SetReplication { ino, replication } => blocks::set_replication(txn, c, *ino, *replication),
+        // The operations below come only from the leader's own services.
+        Op::RegisterServer { id, addr, zone } => blocks::register_server(txn, *id, addr, zone),
+        Op::SetServerState { id, state } => blocks::set_server_state(txn, *id, *state),
+        Op::AddReplica { block, server } => blocks::add_replica(txn, *block, *server),
+        Op::RemoveReplica { block, server, delete } => blocks::remove_replica(txn, *block, *server, *delete),
+        Op::GarbageDone { server, blocks } => blocks::garbage_done(txn, *server, blocks),
     }
 }
 
@@ -149,8 +159,9 @@ fn drop_link(txn: &mut Txn, time: Timestamp, ino: Ino) -> Result<(), NsError> {
     };
     inode.ctime = time;
     if inode.nlink == 0 {
-        // File data (blocks) are released by the data path's garbage
-        // collection once block maps exist; here only the inode goes.
+        for slot in std::mem::take(&mut inode.slots).into_values() {
+            blocks::release(txn, slot.block)?;
+        }
         txn.remove_inode(ino);
         let mut sb = txn.superblock()?;
         sb.inodes = sb.inodes.saturating_sub(1);
@@ -217,6 +228,7 @@ fn make_node(
         perm &= !S_ISGID;
     }
     let mut inode = new_inode(ino, kind, perm, caller.uid, gid, time, parent);
+    inode.replication = dir.replication;
     if matches!(kind, FileKind::CharDevice | FileKind::BlockDevice) {
         inode.rdev = rdev;
     }
@@ -524,6 +536,9 @@ fn setattr(txn: &mut Txn, time: Timestamp, caller: &Caller, ino: Ino, ch: &AttrC
         }
     }
     if let Some(size) = ch.size {
+        if size < old_size {
+            blocks::release_beyond(txn, &mut inode, size)?;
+        }
         inode.size = size;
         inode.mtime = time;
         let mut sb = txn.superblock()?;

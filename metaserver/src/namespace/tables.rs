@@ -7,13 +7,17 @@
 //! | `d` parent name                     | [`Dentry`]     |
 //! | `c` parent cookie                   | [`IndexEntry`] (readdir) |
 //! | `s`                                 | [`Super`]      |
+//! | `b` block id                        | [`BlockInfo`]  |
+//! | `v` server id                       | [`ServerRecord`] |
+//! | `g` server id, block id             | () — a replica to delete |
 //! | `r` ...                             | Raft's applied log id and membership |
 //!
 //! Integers are big-endian so that keys sort numerically.
 
+use super::blocks::{BlockInfo, ServerRecord};
 use super::{Dentry, FileKind, Inode, NsError, Super};
 use crate::store::{Store, StoreError, Tree, Write};
-use nimbus_common::Ino;
+use nimbus_common::{BlockId, Ino, ServerId};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
 
@@ -21,6 +25,48 @@ const INODE: u8 = b'i';
 const DENTRY: u8 = b'd';
 const COOKIE: u8 = b'c';
 const SUPER: &[u8] = b"s";
+const BLOCK: u8 = b'b';
+const SERVER: u8 = b'v';
+const GARBAGE: u8 = b'g';
+
+/// The key of a block record.
+pub fn block_key(id: BlockId) -> Vec<u8> {
+    let mut k = vec![BLOCK];
+    k.extend_from_slice(&id.0);
+    k
+}
+
+/// The prefix of every block record.
+pub fn block_prefix() -> Vec<u8> {
+    vec![BLOCK]
+}
+
+/// The key of a data server record.
+pub fn server_key(id: ServerId) -> Vec<u8> {
+    let mut k = vec![SERVER];
+    k.extend_from_slice(&id.0.to_be_bytes());
+    k
+}
+
+/// The prefix of every data server record.
+pub fn server_prefix() -> Vec<u8> {
+    vec![SERVER]
+}
+
+/// The prefix of the replicas to delete from `server`.
+pub fn garbage_prefix(server: ServerId) -> Vec<u8> {
+    let mut k = vec![GARBAGE];
+    k.extend_from_slice(&server.0.to_be_bytes());
+    k
+}
+
+/// The key recording that `server` must delete its copy of `block`.
+pub fn garbage_key(server: ServerId, block: BlockId) -> Vec<u8> {
+    let mut k = garbage_prefix(server);
+    k.extend_from_slice(&block.0);
+    k
+}
+
 /// Prefix of the keys Raft keeps in the State tree, outside the namespace.
 pub const RAFT_PREFIX: u8 = b'r';
 
@@ -190,6 +236,32 @@ impl<'a> Txn<'a> {
     pub fn remove_dentry(&mut self, parent: Ino, name: &[u8], d: &Dentry) {
         self.put_raw(dentry_key(parent, name), None);
         self.put_raw(cookie_key(parent, d.cookie), None);
+    }
+
+    /// A block record.
+    pub fn block(&self, id: BlockId) -> Result<Option<BlockInfo>, StoreError> {
+        self.get(&block_key(id))
+    }
+
+    /// Stores or, with None, removes a block record.
+    pub fn put_block(&mut self, id: BlockId, info: Option<&BlockInfo>) {
+        self.put_raw(block_key(id), info.map(encode));
+    }
+
+    /// A data server record.
+    pub fn server(&self, id: ServerId) -> Result<Option<ServerRecord>, StoreError> {
+        self.get(&server_key(id))
+    }
+
+    /// Stores a data server record.
+    pub fn put_server(&mut self, r: &ServerRecord) {
+        self.put_raw(server_key(r.id), Some(encode(r)));
+    }
+
+    /// Records that `server` must delete its copy of `block`, or, with
+    /// `pending` false, that it has.
+    pub fn set_garbage(&mut self, server: ServerId, block: BlockId, pending: bool) {
+        self.put_raw(garbage_key(server, block), pending.then(Vec::new));
     }
 
     /// The file-system-wide counters.

@@ -4,7 +4,7 @@ use super::convert::{attr_to_pb, caller_from_pb, changes_from_pb, kind_from_pb, 
 use crate::commit::{Committer, ReadBarrier};
 use crate::namespace::{self as ns, Caller, Command, NsError, Op, Reply, Txn};
 use crate::store::Store;
-use nimbus_common::{Errno, Ino};
+use nimbus_common::{BlockId, Errno, Ino, ServerId};
 use nimbus_proto as pb;
 use nimbus_proto::ns_reply::Result as R;
 use nimbus_proto::ns_request::Op as P;
@@ -68,6 +68,21 @@ impl NamespaceService {
             }),
             P::Getxattr(r) => ns::getxattr(&txn, caller, Ino(r.ino), &r.name).map(R::Data),
             P::Listxattr(r) => ns::listxattr(&txn, caller, Ino(r.ino)).map(|names| R::Names(pb::XattrNames { names })),
+            P::GetLayout(r) => ns::blocks::layout(&txn, Ino(r.ino)).map(|(size, slots)| {
+                R::Layout(pb::Layout {
+                    size,
+                    slot_size: ns::blocks::SLOT_SIZE,
+                    slots: slots
+                        .into_iter()
+                        .map(|(slot, s)| pb::SlotBlock {
+                            slot,
+                            block_id: s.block.0.to_vec(),
+                            length: s.len,
+                            crc32c: s.crc,
+                        })
+                        .collect(),
+                })
+            }),
             _ => return Err(Status::internal("write routed as a read")),
         };
         match outcome {
@@ -153,6 +168,28 @@ fn write_op(op: &P) -> Result<Option<Op>, Status> {
         P::Removexattr(r) => Op::RemoveXattr {
             ino: Ino(r.ino),
             name: r.name.clone(),
+        },
+        P::CommitWrite(r) => Op::CommitWrite {
+            ino: Ino(r.ino),
+            slots: r
+                .slots
+                .iter()
+                .map(|w| {
+                    Ok(ns::blocks::SlotWrite {
+                        slot: w.slot,
+                        block: BlockId::from_bytes(&w.block_id)
+                            .ok_or_else(|| Status::invalid_argument("a block id is 16 bytes"))?,
+                        len: w.length,
+                        crc: w.crc32c,
+                        servers: w.server_ids.iter().map(|s| ServerId(*s)).collect(),
+                    })
+                })
+                .collect::<Result<_, Status>>()?,
+            size: r.size,
+        },
+        P::SetReplication(r) => Op::SetReplication {
+            ino: Ino(r.ino),
+            replication: u8::try_from(r.replication).unwrap_or(u8::MAX),
         },
         _ => return Ok(None),
     }))

@@ -1,0 +1,259 @@
+//! File data: blocks allocated by the meta leader, written down a chain of
+//! data servers, read from whichever replica answers with good bytes.
+
+use crate::{ClientError, MetaClient};
+use nimbus_common::tls::MAX_MESSAGE_BYTES;
+use nimbus_common::BlockId;
+use nimbus_proto as pb;
+use nimbus_proto::blocks_client::BlocksClient;
+use nimbus_proto::data_cluster_client::DataClusterClient;
+use std::time::Duration;
+use tonic::transport::Channel;
+use tonic::Code;
+
+/// Bytes per message when streaming a block.
+pub const CHUNK: usize = 1 << 20;
+/// How long one block transfer may take.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Allocations tried before a write gives up.
+const WRITE_ATTEMPTS: usize = 4;
+
+/// A block written to every replica of its chain.
+#[derive(Clone, Debug)]
+pub struct WrittenBlock {
+    pub id: BlockId,
+    pub len: u64,
+    pub crc32c: u32,
+    pub server_ids: Vec<u64>,
+}
+
+fn data_client(ch: Channel) -> DataClusterClient<Channel> {
+    DataClusterClient::new(ch)
+}
+
+fn blocks_client(ch: Channel) -> BlocksClient<Channel> {
+    BlocksClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// Sends `data` as block `header.block_id` to `addr`, which forwards it down
+/// `header.chain`.
+pub async fn send_block(
+    channel: Channel,
+    header: pb::WriteHeader,
+    data: &[u8],
+) -> Result<pb::WriteReply, tonic::Status> {
+    let mut messages = vec![pb::WriteChunk {
+        part: Some(pb::write_chunk::Part::Header(header)),
+    }];
+    messages.extend(data.chunks(CHUNK).map(|c| pb::WriteChunk {
+        part: Some(pb::write_chunk::Part::Data(c.to_vec())),
+    }));
+    let mut request = tonic::Request::new(tokio_stream::iter(messages));
+    request.set_timeout(TRANSFER_TIMEOUT);
+    blocks_client(channel).write(request).await.map(|r| r.into_inner())
+}
+
+/// Reads `[offset, offset+len)` of a block from one data server.
+pub async fn fetch_block(
+    channel: Channel,
+    block: BlockId,
+    token: Vec<u8>,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut request = tonic::Request::new(pb::ReadRequest {
+        block_id: block.0.to_vec(),
+        token,
+        offset,
+        length: len,
+    });
+    request.set_timeout(TRANSFER_TIMEOUT);
+    let mut stream = blocks_client(channel).read(request).await?.into_inner();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        out.extend_from_slice(&chunk.data);
+    }
+    Ok(out)
+}
+
+impl MetaClient {
+    /// Asks the leader for `replication` servers (0: the default) to hold a
+    /// block of `len` bytes, avoiding `exclude`.
+    pub async fn allocate(&self, len: u64, replication: u32, exclude: &[u64]) -> Result<pb::Allocation, ClientError> {
+        let req = pb::AllocateRequest {
+            replication,
+            length: len,
+            exclude: exclude.to_vec(),
+        };
+        self.on_leader(|ch| {
+            let req = req.clone();
+            async move { data_client(ch).allocate(req).await }
+        })
+        .await
+    }
+
+    /// Where a block's replicas are, with a read token.
+    pub async fn locate(&self, block: BlockId) -> Result<pb::Location, ClientError> {
+        let req = pb::LocateRequest {
+            block_id: block.0.to_vec(),
+        };
+        self.on_leader(|ch| {
+            let req = req.clone();
+            async move { data_client(ch).locate(req).await }
+        })
+        .await
+        .map_err(|e| match e {
+            ClientError::Refused(m) if m.contains("not recorded") => ClientError::DataUnavailable(m),
+            other => other,
+        })
+    }
+
+    /// Writes `data` as a new block on `replication` servers; `durable` asks
+    /// every replica to fsync before acknowledging. A server that refuses
+    /// (full, unreachable) is avoided on the next attempt.
+    pub async fn write_block(&self, data: &[u8], replication: u32, durable: bool) -> Result<WrittenBlock, ClientError> {
+        let mut exclude = Vec::new();
+        let mut last = String::new();
+        for _ in 0..WRITE_ATTEMPTS {
+            let a = self.allocate(data.len() as u64, replication, &exclude).await?;
+            let id = BlockId::from_bytes(&a.block_id).ok_or_else(|| ClientError::Refused("bad block id".into()))?;
+            let Some(first) = a.replicas.first() else {
+                return Err(ClientError::NoSpace("no replica allocated".into()));
+            };
+            let header = pb::WriteHeader {
+                block_id: a.block_id.clone(),
+                token: a.write_token.clone(),
+                length: data.len() as u64,
+                chain: a.replicas[1..].to_vec(),
+                durable,
+            };
+            match send_block(self.channel(first)?, header, data).await {
+                Ok(reply) => {
+                    return Ok(WrittenBlock {
+                        id,
+                        len: data.len() as u64,
+                        crc32c: reply.crc32c,
+                        server_ids: a.server_ids,
+                    })
+                }
+                Err(s) => {
+                    last = format!("{first}: {}", s.message());
+                    match s.code() {
+                        // The chain is only as good as its weakest server:
+                        // avoid every one the message names, else the first.
+                        Code::ResourceExhausted | Code::Unavailable | Code::DeadlineExceeded | Code::Internal => {
+                            let named: Vec<u64> = a
+                                .replicas
+                                .iter()
+                                .zip(&a.server_ids)
+                                .filter(|(addr, _)| s.message().contains(addr.as_str()))
+                                .map(|(_, id)| *id)
+                                .collect();
+                            if named.is_empty() {
+                                exclude.extend(a.server_ids.first());
+                            } else {
+                                exclude.extend(named);
+                            }
+                        }
+                        _ => return Err(ClientError::Refused(last)),
+                    }
+                }
+            }
+        }
+        Err(ClientError::NoSpace(format!(
+            "no data server accepted the block: {last}"
+        )))
+    }
+
+    /// Reads `[offset, offset+len)` of `block` (len 0: to its end), trying
+    /// each replica; a replica that returns corrupt data is reported.
+    pub async fn read_block(&self, block: BlockId, offset: u64, len: u64) -> Result<Vec<u8>, ClientError> {
+        let loc = self.locate(block).await?;
+        let mut errors = Vec::new();
+        for (addr, server) in loc.replicas.iter().zip(&loc.server_ids) {
+            match fetch_block(self.channel(addr)?, block, loc.read_token.clone(), offset, len).await {
+                Ok(data) => return Ok(data),
+                Err(s) => {
+                    if s.code() == Code::DataLoss {
+                        self.report_bad_replica(block, *server, s.message()).await;
+                    }
+                    errors.push(format!("{addr}: {}", s.message()));
+                }
+            }
+        }
+        Err(ClientError::DataUnavailable(format!(
+            "no replica of block {block} could be read: {}",
+            errors.join("; ")
+        )))
+    }
+
+    /// Tells the leader a replica is bad; best effort.
+    pub async fn report_bad_replica(&self, block: BlockId, server: u64, detail: &str) {
+        let req = pb::BadReplicaReport {
+            block_id: block.0.to_vec(),
+            server_id: server,
+            detail: detail.to_owned(),
+        };
+        let r = self
+            .on_leader(|ch| {
+                let req = req.clone();
+                async move { data_client(ch).report_bad_replica(req).await }
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!("could not report bad replica of {block} on {server}: {e}");
+        }
+    }
+
+    /// The data servers, blocks and repair progress.
+    pub async fn data_health(&self) -> Result<pb::DataHealth, ClientError> {
+        self.on_leader(|ch| async move { data_client(ch).health(pb::ListServersRequest {}).await })
+            .await
+    }
+
+    /// Drains (`draining`), re-activates (`active`) or removes (`removed`) a
+    /// data server.
+    pub async fn set_server_state(&self, server: u64, state: &str) -> Result<(), ClientError> {
+        let req = pb::ServerStateRequest {
+            server_id: server,
+            state: state.to_owned(),
+        };
+        self.on_leader(|ch| {
+            let req = req.clone();
+            async move { data_client(ch).set_server_state(req).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Commits written blocks into slots of file `ino` and sets its size.
+    pub async fn commit_write(
+        &self,
+        ino: nimbus_common::Ino,
+        slots: &[(u64, &WrittenBlock)],
+        size: u64,
+    ) -> Result<pb::Attr, ClientError> {
+        let r = self
+            .call(pb::ns_request::Op::CommitWrite(pb::CommitWrite {
+                ino: ino.0,
+                slots: slots
+                    .iter()
+                    .map(|(slot, b)| pb::SlotWrite {
+                        slot: *slot,
+                        block_id: b.id.0.to_vec(),
+                        length: b.len,
+                        crc32c: b.crc32c,
+                        server_ids: b.server_ids.clone(),
+                    })
+                    .collect(),
+                size,
+            }))
+            .await?;
+        match r {
+            pb::ns_reply::Result::Attr(a) => Ok(a),
+            other => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Block tokens: short-lived permissions, signed by the meta leader, to read
+//! or write one block. Data servers check them before serving anything.
+//!
+//! Ed25519: meta servers hold the private key (`token.key`), data servers only
+//! the public one (`token.pub`), so a data server cannot mint tokens.
+
+use crate::types::BlockId;
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// What a token allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// The signed content of a token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub block: BlockId,
+    pub access: Access,
+    /// Milliseconds since the Unix epoch after which the token is void.
+    pub expires_ms: u64,
+}
+
+const SIGNATURE_LEN: usize = 64;
+
+/// Why a token was refused, or keys could not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("no block token")]
+    Missing,
+    #[error("malformed block token")]
+    Malformed,
+    #[error("block token signature is not valid")]
+    BadSignature,
+    #[error("block token expired")]
+    Expired,
+    #[error("block token is for another block")]
+    WrongBlock,
+    #[error("block token does not allow this access")]
+    WrongAccess,
+    #[error("token key {0}: {1}")]
+    Key(String, String),
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Mints tokens (meta servers).
+pub struct Signer {
+    key: Ed25519KeyPair,
+}
+
+/// Checks tokens (data servers).
+#[derive(Clone)]
+pub struct Verifier {
+    public: Vec<u8>,
+}
+
+fn key_error(path: &Path, e: impl std::fmt::Display) -> TokenError {
+    TokenError::Key(path.display().to_string(), e.to_string())
+}
+
+/// Creates `token.key` (0600) and `token.pub` in `dir`, unless they exist.
+pub fn create_keys(dir: &Path) -> Result<(), TokenError> {
+    let key_path = dir.join("token.key");
+    if key_path.exists() {
+        return Ok(());
+    }
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|e| key_error(&key_path, e))?;
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| key_error(&key_path, e))?;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_path)
+        .map_err(|e| key_error(&key_path, e))?;
+    f.write_all(pkcs8.as_ref()).map_err(|e| key_error(&key_path, e))?;
+    f.sync_all().map_err(|e| key_error(&key_path, e))?;
+    let pub_path = dir.join("token.pub");
+    std::fs::write(&pub_path, pair.public_key().as_ref()).map_err(|e| key_error(&pub_path, e))
+}
+
+impl Signer {
+    /// Loads `token.key` from `dir`.
+    pub fn load(dir: &Path) -> Result<Signer, TokenError> {
+        let path = dir.join("token.key");
+        let bytes = std::fs::read(&path).map_err(|e| key_error(&path, e))?;
+        let key = Ed25519KeyPair::from_pkcs8(&bytes).map_err(|e| key_error(&path, e))?;
+        Ok(Signer { key })
+    }
+
+    /// A token for `access` to `block`, valid for `ttl_ms`.
+    pub fn sign(&self, block: BlockId, access: Access, ttl_ms: u64) -> Vec<u8> {
+        let claims = Claims {
+            block,
+            access,
+            expires_ms: now_ms().saturating_add(ttl_ms),
+        };
+        self.sign_claims(&claims)
+    }
+
+    /// A token carrying exactly `claims` (tests forge expired ones with it).
+    pub fn sign_claims(&self, claims: &Claims) -> Vec<u8> {
+        // Serialising a plain struct into a Vec cannot fail.
+        let mut out = postcard::to_allocvec(claims).unwrap_or_default();
+        let sig = self.key.sign(&out);
+        out.extend_from_slice(sig.as_ref());
+        out
+    }
+
+    /// The matching verifier.
+    pub fn verifier(&self) -> Verifier {
+        Verifier {
+            public: self.key.public_key().as_ref().to_vec(),
+        }
+    }
+}
+
+impl Verifier {
+    /// Loads `token.pub` from `dir`.
+    pub fn load(dir: &Path) -> Result<Verifier, TokenError> {
+        let path = dir.join("token.pub");
+        let public = std::fs::read(&path).map_err(|e| key_error(&path, e))?;
+        if public.len() != 32 {
+            return Err(key_error(&path, "not an Ed25519 public key"));
+        }
+        Ok(Verifier { public })
+    }
+
+    /// Checks that `token` allows `access` to `block` now.
+    pub fn check(&self, token: &[u8], block: BlockId, access: Access) -> Result<(), TokenError> {
+        if token.is_empty() {
+            return Err(TokenError::Missing);
+        }
+        if token.len() <= SIGNATURE_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let (body, sig) = token.split_at(token.len() - SIGNATURE_LEN);
+        UnparsedPublicKey::new(&ED25519, &self.public)
+            .verify(body, sig)
+            .map_err(|_| TokenError::BadSignature)?;
+        let claims: Claims = postcard::from_bytes(body).map_err(|_| TokenError::Malformed)?;
+        if claims.block != block {
+            return Err(TokenError::WrongBlock);
+        }
+        if claims.access != access {
+            return Err(TokenError::WrongAccess);
+        }
+        if claims.expires_ms < now_ms() {
+            return Err(TokenError::Expired);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        create_keys(dir.path()).unwrap();
+        let signer = Signer::load(dir.path()).unwrap();
+        let verifier = Verifier::load(dir.path()).unwrap();
+        let (a, b) = (BlockId([1; 16]), BlockId([2; 16]));
+        let t = signer.sign(a, Access::Write, 60_000);
+        assert_eq!(verifier.check(&t, a, Access::Write), Ok(()));
+        assert_eq!(verifier.check(&t, b, Access::Write), Err(TokenError::WrongBlock));
+        assert_eq!(verifier.check(&t, a, Access::Read), Err(TokenError::WrongAccess));
+        assert_eq!(verifier.check(&[], a, Access::Write), Err(TokenError::Missing));
+        let mut forged = t.clone();
+        forged[0] ^= 1;
+        assert_eq!(verifier.check(&forged, a, Access::Write), Err(TokenError::BadSignature));
+        let expired = signer.sign_claims(&Claims {
+            block: a,
+            access: Access::Read,
+            expires_ms: 1,
+        });
+        assert_eq!(verifier.check(&expired, a, Access::Read), Err(TokenError::Expired));
+        // Another cluster's key.
+        let other = tempfile::tempdir().unwrap();
+        create_keys(other.path()).unwrap();
+        let t2 = Signer::load(other.path()).unwrap().sign(a, Access::Write, 60_000);
+        assert_eq!(verifier.check(&t2, a, Access::Write), Err(TokenError::BadSignature));
+    }
+}

@@ -1,0 +1,255 @@
+//! `nimbus-data`: a Nimbus data server. Stores blocks on local directories,
+//! serves them to clients and peers over TLS, reports to the meta leader, and
+//! scrubs its disks.
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use nimbus_client::MetaClient;
+use nimbus_common::tls::{self, Security, MAX_MESSAGE_BYTES};
+use nimbus_common::token::Verifier;
+use nimbus_common::ServerId;
+use nimbus_data::block_store::BlockStore;
+use nimbus_data::{heartbeat, scrub, service::BlockService};
+use nimbus_proto::blocks_server::BlocksServer;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Largest block this server accepts (the meta cluster's slot size).
+const MAX_BLOCK: u64 = 4 << 20;
+
+#[derive(Parser)]
+#[command(
+    name = "nimbus-data",
+    version,
+    about = "Nimbus data server: replicated, checksummed block storage",
+    long_about = "Nimbus data server. Stores immutable file blocks on one or more local \
+                  directories (crc32c per 64 KiB, verified on every read and by a background \
+                  scrubber), serves them only against block tokens signed by the meta leader, \
+                  and registers itself with the meta cluster, which tells it what to copy and \
+                  delete.\n\nExample:\n  nimbus-data serve --listen 10.0.0.21:7200 --data-dir /srv/nimbus \
+                  --meta 10.0.0.11:7100,10.0.0.12:7100 --tls-dir /etc/nimbus/tls --tls-name data1 --zone rack1"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the data server until SIGTERM or SIGINT.
+    Serve {
+        /// TOML file with any of the settings below (`_` for `-`); flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+/// Settings, as flags or as keys of the configuration file.
+#[derive(Args, Deserialize, Default, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// Address to listen on (host:port). [default: 127.0.0.1:7200]
+    #[arg(long)]
+    listen: Option<String>,
+    /// Address clients and peers reach this server at. [default: the listen address]
+    #[arg(long)]
+    advertise: Option<String>,
+    /// A directory to store blocks in; repeat for several disks.
+    #[arg(long = "data-dir")]
+    #[serde(default)]
+    data_dirs: Vec<PathBuf>,
+    /// Meta servers (host:port, comma-separated, any members).
+    #[arg(long, value_delimiter = ',')]
+    #[serde(default)]
+    meta: Vec<String>,
+    /// Directory with ca.pem, token.pub and this server's certificate.
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// File name (without .pem/.key) of this server's certificate. [default: data]
+    #[arg(long)]
+    tls_name: Option<String>,
+    /// Serve plaintext without TLS; token.pub is then read from --token-dir.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    insecure: Option<bool>,
+    /// Directory holding token.pub. [default: the TLS directory]
+    #[arg(long)]
+    token_dir: Option<PathBuf>,
+    /// Failure domain (rack, room); replicas spread over zones. [default: default]
+    #[arg(long)]
+    zone: Option<String>,
+    /// Most bytes of blocks to store, across all data directories. [default: the disks' size]
+    #[arg(long)]
+    capacity: Option<u64>,
+    /// Scrubber read rate in MiB/s. [default: 16]
+    #[arg(long)]
+    scrub_mib_per_sec: Option<u64>,
+    /// Seconds between two scrub passes. [default: 3600]
+    #[arg(long)]
+    scrub_pause_secs: Option<u64>,
+}
+
+impl Settings {
+    fn or(self, file: Settings) -> Settings {
+        Settings {
+            listen: self.listen.or(file.listen),
+            advertise: self.advertise.or(file.advertise),
+            data_dirs: if self.data_dirs.is_empty() {
+                file.data_dirs
+            } else {
+                self.data_dirs
+            },
+            meta: if self.meta.is_empty() { file.meta } else { self.meta },
+            tls_dir: self.tls_dir.or(file.tls_dir),
+            tls_name: self.tls_name.or(file.tls_name),
+            insecure: self.insecure.or(file.insecure),
+            token_dir: self.token_dir.or(file.token_dir),
+            zone: self.zone.or(file.zone),
+            capacity: self.capacity.or(file.capacity),
+            scrub_mib_per_sec: self.scrub_mib_per_sec.or(file.scrub_mib_per_sec),
+            scrub_pause_secs: self.scrub_pause_secs.or(file.scrub_pause_secs),
+        }
+    }
+}
+
+/// This server's id: made once, kept in the first data directory.
+fn server_id(dir: &Path) -> anyhow::Result<ServerId> {
+    let path = dir.join("server.id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            Ok(ServerId(s.trim().parse().with_context(|| {
+                format!("{} does not hold a server id", path.display())
+            })?))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id =
+                ServerId(u64::from_le_bytes(nimbus_common::BlockId::random().0[..8].try_into().unwrap_or([1; 8])) | 1);
+            std::fs::write(&path, format!("{}\n", id.0)).with_context(|| format!("writing {}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+async fn serve(s: Settings) -> anyhow::Result<()> {
+    let listen = s.listen.unwrap_or_else(|| "127.0.0.1:7200".into());
+    let addr = s.advertise.unwrap_or_else(|| listen.clone());
+    if s.data_dirs.is_empty() {
+        bail!("--data-dir is required (repeat it for several disks)");
+    }
+    if s.meta.is_empty() {
+        bail!("--meta is required: the meta servers to register with");
+    }
+    let zone = s.zone.unwrap_or_else(|| "default".into());
+    let security = if s.insecure.unwrap_or(false) {
+        tracing::warn!("serving WITHOUT TLS (--insecure)");
+        Security::Insecure
+    } else {
+        let dir = s.tls_dir.as_ref().context("--tls-dir is required (or --insecure)")?;
+        Security::load(dir, s.tls_name.as_deref().unwrap_or("data"))?
+    };
+    let token_dir = s
+        .token_dir
+        .or(s.tls_dir)
+        .context("--token-dir is required to check block tokens")?;
+    let verifier = Verifier::load(&token_dir)?;
+    for d in &s.data_dirs {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let id = server_id(&s.data_dirs[0])?;
+    let store = Arc::new(BlockStore::open(&s.data_dirs, s.capacity, MAX_BLOCK)?);
+    let meta = Arc::new(MetaClient::new(
+        security.clone(),
+        s.meta.clone(),
+        Duration::from_secs(10),
+    )?);
+    let load = Arc::new(AtomicU32::new(0));
+
+    let usage = store.usage();
+    tracing::info!(%id, %listen, %addr, %zone, blocks = usage.blocks, used = usage.used, capacity = usage.capacity, "nimbus-data serving");
+
+    tokio::spawn(heartbeat::run(
+        meta.clone(),
+        store.clone(),
+        heartbeat::Identity {
+            id,
+            addr: addr.clone(),
+            zone,
+        },
+        load.clone(),
+    ));
+    tokio::spawn(scrub::run(
+        meta.clone(),
+        store.clone(),
+        id,
+        s.scrub_mib_per_sec.unwrap_or(16) << 20,
+        Duration::from_secs(s.scrub_pause_secs.unwrap_or(3600)),
+        Arc::default(),
+    ));
+
+    let service = BlockService::new(store, verifier, meta, id, addr, MAX_BLOCK, load);
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    security
+        .server()?
+        .add_service(
+            BlocksServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
+        .await
+        .context("gRPC server")?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    nimbus_common::logging::init();
+    tls::install_crypto_provider();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("nimbus-data: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config, settings } => {
+                let file = match config {
+                    Some(p) => nimbus_common::config::load(&p)?,
+                    None => Settings::default(),
+                };
+                serve(settings.or(file)).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nimbus-data: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
