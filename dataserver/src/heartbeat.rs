@@ -10,6 +10,7 @@ use nimbus_proto::data_cluster_client::DataClusterClient;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// What this server reports about itself.
 pub struct Identity {
@@ -29,6 +30,9 @@ struct Done {
 /// Sends heartbeats until the process ends.
 pub async fn run(meta: Arc<MetaClient>, store: Arc<BlockStore>, me: Identity, load: Arc<AtomicU32>) {
     let done = Arc::new(Mutex::new(Done::default()));
+    // A finished copy is reported at once rather than at the next tick: the
+    // leader schedules the next copies only when it hears of this one.
+    let finished = Arc::new(Notify::new());
     let mut interval = Duration::from_secs(1);
     loop {
         let usage = store.usage();
@@ -61,7 +65,7 @@ pub async fn run(meta: Arc<MetaClient>, store: Arc<BlockStore>, me: Identity, lo
         match reply {
             Ok(reply) => {
                 interval = Duration::from_millis(u64::from(reply.interval_ms.clamp(100, 60_000)));
-                apply(&meta, &store, reply, &done).await;
+                apply(&meta, &store, reply, &done, &finished).await;
             }
             Err(e) => {
                 tracing::warn!("heartbeat: {e}");
@@ -72,12 +76,21 @@ pub async fn run(meta: Arc<MetaClient>, store: Arc<BlockStore>, me: Identity, lo
                 d.failed.extend(failed);
             }
         }
-        tokio::time::sleep(interval).await;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = finished.notified() => {}
+        }
     }
 }
 
 /// Deletes what the leader says is garbage, then starts the copies it asks for.
-async fn apply(meta: &Arc<MetaClient>, store: &Arc<BlockStore>, reply: pb::HeartbeatReply, done: &Arc<Mutex<Done>>) {
+async fn apply(
+    meta: &Arc<MetaClient>,
+    store: &Arc<BlockStore>,
+    reply: pb::HeartbeatReply,
+    done: &Arc<Mutex<Done>>,
+    finished: &Arc<Notify>,
+) {
     let ids: Vec<BlockId> = reply.delete.iter().filter_map(|b| BlockId::from_bytes(b)).collect();
     if !ids.is_empty() {
         let s = store.clone();
@@ -98,17 +111,20 @@ async fn apply(meta: &Arc<MetaClient>, store: &Arc<BlockStore>, reply: pb::Heart
         done.lock().unwrap_or_else(|p| p.into_inner()).deleted.extend(deleted);
     }
     for task in reply.replicate {
-        let (meta, store, done) = (meta.clone(), store.clone(), done.clone());
+        let (meta, store, done, finished) = (meta.clone(), store.clone(), done.clone(), finished.clone());
         tokio::spawn(async move {
             let ok = copy_block(&meta, &store, &task).await;
-            let mut d = done.lock().unwrap_or_else(|p| p.into_inner());
-            match ok {
-                Ok(()) => d.replicated.push(task.block_id),
-                Err(e) => {
-                    tracing::warn!("copy from {}: {e}", task.source);
-                    d.failed.push(task.block_id);
+            {
+                let mut d = done.lock().unwrap_or_else(|p| p.into_inner());
+                match ok {
+                    Ok(()) => d.replicated.push(task.block_id),
+                    Err(e) => {
+                        tracing::warn!("copy from {}: {e}", task.source);
+                        d.failed.push(task.block_id);
+                    }
                 }
             }
+            finished.notify_one();
         });
     }
 }

@@ -88,7 +88,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             dead_after: Duration::from_millis(cfg.dead_after_ms),
             heartbeat_interval: Duration::from_millis(cfg.data_heartbeat_ms),
             max_copies: cfg.max_copies as usize,
-            max_copies_per_server: 4,
+            max_copies_per_server: (cfg.max_copies as usize / 2).max(1),
             token_ttl: Duration::from_secs(600),
         },
     );

@@ -42,6 +42,10 @@ pub struct Options {
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
+    /// Data servers silent this long are dead.
+    pub dead_after_ms: u64,
+    /// Data server heartbeat interval.
+    pub data_heartbeat_ms: u64,
 }
 
 impl Default for Options {
@@ -52,6 +56,8 @@ impl Default for Options {
             heartbeat_ms: 100,
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 1000,
+            dead_after_ms: 3000,
+            data_heartbeat_ms: 300,
         }
     }
 }
@@ -72,8 +78,50 @@ impl Node {
     }
 }
 
+/// One data server process.
+pub struct DataNode {
+    pub name: String,
+    pub addr: String,
+    pub dir: PathBuf,
+    pub zone: String,
+    pub capacity: Option<u64>,
+    child: Option<Child>,
+}
+
+impl DataNode {
+    /// The pid, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Every block file this server holds.
+    pub fn block_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            let Ok(rd) = std::fs::read_dir(dir) else { return };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "blk") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.dir.join("blocks"), &mut out);
+        out
+    }
+
+    /// Files left in the temporary directory (half-written blocks).
+    pub fn temp_files(&self) -> usize {
+        std::fs::read_dir(self.dir.join("tmp")).map(|r| r.count()).unwrap_or(0)
+    }
+}
+
 /// A meta cluster of real processes under a temporary directory.
 pub struct MetaCluster {
+    /// Data servers by index (1, 2, ...).
+    pub data: BTreeMap<usize, DataNode>,
     /// Certificates, data directories and logs of every node.
     pub dir: PathBuf,
     tmp: Option<tempfile::TempDir>,
@@ -96,6 +144,7 @@ impl MetaCluster {
             tmp: Some(dir),
             certs,
             nodes: BTreeMap::new(),
+            data: BTreeMap::new(),
             opts: opts.clone(),
         };
         let ids: Vec<u64> = (1..=opts.nodes).collect();
@@ -156,6 +205,8 @@ impl MetaCluster {
             .args(["--heartbeat-ms", &opts.heartbeat_ms.to_string()])
             .args(["--election-timeout-min-ms", &opts.election_timeout_min_ms.to_string()])
             .args(["--election-timeout-max-ms", &opts.election_timeout_max_ms.to_string()])
+            .args(["--dead-after-ms", &opts.dead_after_ms.to_string()])
+            .args(["--data-heartbeat-ms", &opts.data_heartbeat_ms.to_string()])
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -165,6 +216,103 @@ impl MetaCluster {
         }
         node.child = Some(cmd.spawn().context("spawning nimbus-meta")?);
         Ok(())
+    }
+
+    /// Starts data server number `index` (a new one) in `zone`, storing at
+    /// most `capacity` bytes if given.
+    pub fn add_data(&mut self, index: usize, zone: &str, capacity: Option<u64>) -> anyhow::Result<()> {
+        let name = format!("data{index}");
+        tls::issue(&self.certs, &name, &[])?;
+        let node = DataNode {
+            name,
+            addr: format!("127.0.0.1:{}", free_port()),
+            dir: self.dir.join(format!("data{index}")),
+            zone: zone.to_owned(),
+            capacity,
+            child: None,
+        };
+        self.data.insert(index, node);
+        self.launch_data(index)
+    }
+
+    /// (Re)starts data server `index` on its directory.
+    pub fn launch_data(&mut self, index: usize) -> anyhow::Result<()> {
+        let bin = bin_dir().join("nimbus-data");
+        if !bin.exists() {
+            bail!("{} not found: run `cargo build --workspace` first", bin.display());
+        }
+        let meta = self.nodes.values().map(|n| n.addr.clone()).collect::<Vec<_>>().join(",");
+        let certs = self.certs.clone();
+        let log_path = self.dir.join(format!("data{index}.log"));
+        let node = self.data.get_mut(&index).context("no such data server")?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .args(["--listen", &node.addr, "--meta", &meta, "--zone", &node.zone, "--tls-name", &node.name])
+            .arg("--data-dir")
+            .arg(&node.dir)
+            .arg("--tls-dir")
+            .arg(&certs)
+            .args(["--scrub-pause-secs", "1", "--scrub-mib-per-sec", "256"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if let Some(c) = node.capacity {
+            cmd.args(["--capacity", &c.to_string()]);
+        }
+        node.child = Some(cmd.spawn().context("spawning nimbus-data")?);
+        Ok(())
+    }
+
+    /// `kill -9` of data server `index`.
+    pub fn kill_data(&mut self, index: usize) {
+        if let Some(mut c) = self.data.get_mut(&index).and_then(|n| n.child.take()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits until the leader sees `n` data servers in state `active` with a
+    /// capacity reported.
+    pub async fn wait_data(&self, n: usize, timeout: Duration) -> anyhow::Result<pb::DataHealth> {
+        let client = self.client()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(h) = client.data_health().await {
+                let ready = h.servers.iter().filter(|s| s.state == "active" && s.capacity > 0).count();
+                if ready >= n {
+                    return Ok(h);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{n} data servers not active within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls `check` on the data health until it holds.
+    pub async fn wait_health(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&pb::DataHealth) -> bool,
+    ) -> anyhow::Result<pb::DataHealth> {
+        let client = self.client()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let h = client.data_health().await;
+            if let Ok(h) = &h {
+                if check(h) {
+                    return Ok(h.clone());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{what}: not within {timeout:?}; last health: {h:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// `kill -9` of node `id`.
@@ -273,6 +421,10 @@ impl Drop for MetaCluster {
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
             self.kill(id);
+        }
+        let data: Vec<usize> = self.data.keys().copied().collect();
+        for i in data {
+            self.kill_data(i);
         }
         if std::env::var_os("NIMBUS_KEEP_TEST_DIRS").is_some() {
             if let Some(t) = self.tmp.take() {

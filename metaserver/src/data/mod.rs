@@ -182,9 +182,9 @@ impl DataService {
         }
     }
 
-    /// Servers that may take new replicas now.
-    fn candidates(&self, servers: &[ServerRecord]) -> Vec<Candidate> {
-        let soft = self.soft();
+    /// Servers that may take new replicas now. Takes the soft state already
+    /// locked: the mutex is not reentrant.
+    fn candidates(&self, soft: &Soft, servers: &[ServerRecord]) -> Vec<Candidate> {
         servers
             .iter()
             .filter(|r| r.state == ServerState::Active && soft.alive(r.id, self.settings.dead_after))
@@ -251,6 +251,9 @@ impl pb::data_cluster_server::DataCluster for DataService {
         let mut done = Vec::new();
         {
             let mut soft = self.soft();
+            // The barrier above proved leadership; the repair pass may not
+            // have noticed yet.
+            soft.leader_since.get_or_insert_with(Instant::now);
             for b in r.replicated.iter().filter_map(|b| BlockId::from_bytes(b)) {
                 if let Some(c) = soft.copies.get(&b).filter(|c| c.target == id).cloned() {
                     soft.copies.remove(&b);
@@ -328,7 +331,8 @@ impl pb::data_cluster_server::DataCluster for DataService {
             )));
         }
         let exclude: Vec<ServerId> = r.exclude.iter().map(|s| ServerId(*s)).collect();
-        let candidates = self.candidates(&self.servers()?);
+        let servers = self.servers()?;
+        let candidates = self.candidates(&self.soft(), &servers);
         let picked = placement::choose(
             &candidates,
             usize::from(replication),

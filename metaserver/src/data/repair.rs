@@ -1,4 +1,4 @@
-//! The leader's repair pass, twice a second: copies under-replicated blocks
+//! The leader's repair pass, four times a second: copies under-replicated blocks
 //! from a surviving replica, retires replicas on dead and draining servers
 //! once enough others exist, and moves blocks from full servers to empty ones
 //! until usage is within 10%. Copies in flight are bounded, overall and per
@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// How often the pass runs.
-const PERIOD: Duration = Duration::from_millis(500);
+const PERIOD: Duration = Duration::from_millis(250);
 /// A copy not reported done within this long is given up and retried.
 const COPY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Rebalancing stops when the fullest and emptiest servers' usage (as a
@@ -31,13 +31,14 @@ impl DataService {
             {
                 let mut soft = self.soft();
                 match (leading, soft.leader_since) {
-                    (true, None) => {
-                        // Fresh leadership: what the last leader knew is gone.
-                        soft.leader_since = Some(Instant::now());
+                    (true, None) => soft.leader_since = Some(Instant::now()),
+                    (false, Some(_)) => {
+                        // What this node knew as leader goes stale from now:
+                        // forget it, so that a later term starts clean.
+                        soft.leader_since = None;
                         soft.live.clear();
                         soft.copies.clear();
                     }
-                    (false, Some(_)) => soft.leader_since = None,
                     _ => {}
                 }
             }
@@ -72,7 +73,7 @@ impl DataService {
         {
             let mut soft = self.soft();
             soft.copies.retain(|_, c| c.started.elapsed() < COPY_TIMEOUT);
-            let candidates = self.candidates(&servers);
+            let candidates = self.candidates(&soft, &servers);
             for (id, info) in &all {
                 let want = usize::from(if info.replication == 0 {
                     DEFAULT_REPLICATION

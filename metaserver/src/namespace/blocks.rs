@@ -102,7 +102,7 @@ pub(super) fn release_beyond(txn: &mut Txn, inode: &mut Inode, size: u64) -> Res
             release(txn, r.block)?;
         }
     }
-    if size % SLOT_SIZE != 0 {
+    if !size.is_multiple_of(SLOT_SIZE) {
         if let Some(r) = inode.slots.get_mut(&(size / SLOT_SIZE)) {
             r.len = r.len.min(size % SLOT_SIZE);
         }
