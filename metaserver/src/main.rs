@@ -43,7 +43,7 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
         #[command(flatten)]
-        settings: Settings,
+        settings: Box<Settings>,
     },
     /// Create the cluster CA and certificates for servers and operators.
     Ca {

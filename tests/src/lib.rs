@@ -241,14 +241,28 @@ impl MetaCluster {
         if !bin.exists() {
             bail!("{} not found: run `cargo build --workspace` first", bin.display());
         }
-        let meta = self.nodes.values().map(|n| n.addr.clone()).collect::<Vec<_>>().join(",");
+        let meta = self
+            .nodes
+            .values()
+            .map(|n| n.addr.clone())
+            .collect::<Vec<_>>()
+            .join(",");
         let certs = self.certs.clone();
         let log_path = self.dir.join(format!("data{index}.log"));
         let node = self.data.get_mut(&index).context("no such data server")?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
-            .args(["--listen", &node.addr, "--meta", &meta, "--zone", &node.zone, "--tls-name", &node.name])
+            .args([
+                "--listen",
+                &node.addr,
+                "--meta",
+                &meta,
+                "--zone",
+                &node.zone,
+                "--tls-name",
+                &node.name,
+            ])
             .arg("--data-dir")
             .arg(&node.dir)
             .arg("--tls-dir")
@@ -280,7 +294,11 @@ impl MetaCluster {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(h) = client.data_health().await {
-                let ready = h.servers.iter().filter(|s| s.state == "active" && s.capacity > 0).count();
+                let ready = h
+                    .servers
+                    .iter()
+                    .filter(|s| s.state == "active" && s.capacity > 0)
+                    .count();
                 if ready >= n {
                     return Ok(h);
                 }
