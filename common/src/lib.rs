@@ -4,6 +4,7 @@
 pub mod config;
 pub mod errno;
 pub mod logging;
+pub mod metrics;
 pub mod tls;
 pub mod token;
 pub mod types;

@@ -92,6 +92,9 @@ struct Settings {
     /// Seconds between two scrub passes. [default: 3600]
     #[arg(long)]
     scrub_pause_secs: Option<u64>,
+    /// Serve Prometheus metrics over HTTP on this host:port. [default: off]
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 impl Settings {
@@ -113,6 +116,7 @@ impl Settings {
             capacity: self.capacity.or(file.capacity),
             scrub_mib_per_sec: self.scrub_mib_per_sec.or(file.scrub_mib_per_sec),
             scrub_pause_secs: self.scrub_pause_secs.or(file.scrub_pause_secs),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
         }
     }
 }
@@ -183,14 +187,23 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         },
         load.clone(),
     ));
+    let scrub_stats = Arc::new(scrub::ScrubStats::default());
     tokio::spawn(scrub::run(
         meta.clone(),
         store.clone(),
         id,
         s.scrub_mib_per_sec.unwrap_or(16) << 20,
         Duration::from_secs(s.scrub_pause_secs.unwrap_or(3600)),
-        Arc::default(),
+        scrub_stats.clone(),
     ));
+    if let Some(addr) = s.metrics_listen.clone() {
+        let render = metrics_page(store.clone(), load.clone(), scrub_stats);
+        tokio::spawn(async move {
+            if let Err(e) = nimbus_common::metrics::serve(addr, render).await {
+                tracing::error!("metrics endpoint: {e}");
+            }
+        });
+    }
 
     let service = BlockService::new(store, verifier, meta, id, addr, MAX_BLOCK, load);
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -208,6 +221,57 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         .context("gRPC server")?;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// This server's metrics: space, blocks, load and scrub counters.
+fn metrics_page(
+    store: Arc<BlockStore>,
+    load: Arc<AtomicU32>,
+    scrub: Arc<scrub::ScrubStats>,
+) -> nimbus_common::metrics::Render {
+    use std::sync::atomic::Ordering::Relaxed;
+    Arc::new(move || {
+        let u = store.usage();
+        let mut page = nimbus_common::metrics::Page::default();
+        page.metric(
+            "nimbus_data_capacity_bytes",
+            "gauge",
+            "bytes this server may store",
+            &[("", u.capacity as f64)],
+        )
+        .metric(
+            "nimbus_data_used_bytes",
+            "gauge",
+            "bytes of block data stored",
+            &[("", u.used as f64)],
+        )
+        .metric("nimbus_data_blocks", "gauge", "blocks stored", &[("", u.blocks as f64)])
+        .metric(
+            "nimbus_data_load",
+            "gauge",
+            "block operations in progress",
+            &[("", f64::from(load.load(Relaxed)))],
+        )
+        .metric(
+            "nimbus_scrub_verified_total",
+            "counter",
+            "blocks verified by the scrubber",
+            &[("", scrub.verified.load(Relaxed) as f64)],
+        )
+        .metric(
+            "nimbus_scrub_corrupt_total",
+            "counter",
+            "corrupt replicas the scrubber found",
+            &[("", scrub.corrupt.load(Relaxed) as f64)],
+        )
+        .metric(
+            "nimbus_scrub_passes_total",
+            "counter",
+            "complete scrub passes",
+            &[("", scrub.passes.load(Relaxed) as f64)],
+        );
+        page.finish()
+    })
 }
 
 async fn shutdown_signal() {

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 /// Meta servers of a dev cluster.
 const META_NODES: u64 = 3;
+/// Data servers of a dev cluster.
+const DATA_NODES: u64 = 3;
 
 /// What `dev up` started, kept in `DIR/cluster.json`.
 #[derive(Serialize, Deserialize, Debug)]
@@ -20,6 +22,8 @@ pub struct DevCluster {
     pub dir: PathBuf,
     pub certs: PathBuf,
     pub meta: Vec<DevProcess>,
+    #[serde(default)]
+    pub data: Vec<DevProcess>,
 }
 
 /// One process of the dev cluster.
@@ -49,10 +53,12 @@ pub fn load(dir: &Path) -> anyhow::Result<Option<DevCluster>> {
     }
 }
 
-/// Whether `pid` is a live nimbus process (not a recycled pid).
+/// Whether `pid` is a live nimbus process (not a recycled pid). Between
+/// fork and exec a child still shows `nimbus dev up` as its command line,
+/// hence "nimbus", not "nimbus-meta". A zombie's command line is empty.
 pub fn alive(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains("nimbus-"))
+        .map(|c| String::from_utf8_lossy(&c).contains("nimbus"))
         .unwrap_or(false)
 }
 
@@ -104,12 +110,23 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
             tls::issue(&certs, &format!("meta{id}"), &[])?;
         }
     }
+    for id in 1..=DATA_NODES {
+        if !certs.join(format!("data{id}.pem")).exists() {
+            tls::issue(&certs, &format!("data{id}"), &[])?;
+        }
+    }
     let meta_bin = sibling_binary("nimbus-meta")?;
-    // Reuse the ports of an earlier run: the Raft membership stored in the
-    // data directories names them.
-    let addrs: Vec<String> = match load(&dir)? {
+    let data_bin = sibling_binary("nimbus-data")?;
+    // Reuse the ports of an earlier run: the Raft membership and the data
+    // servers' registrations stored in the state directory name them.
+    let old = load(&dir)?;
+    let addrs: Vec<String> = match &old {
         Some(old) if old.meta.len() == META_NODES as usize => old.meta.iter().map(|p| p.addr.clone()).collect(),
         _ => (0..META_NODES).map(|_| free_addr()).collect::<anyhow::Result<_>>()?,
+    };
+    let data_addrs: Vec<String> = match &old {
+        Some(old) if old.data.len() == DATA_NODES as usize => old.data.iter().map(|p| p.addr.clone()).collect(),
+        _ => (0..DATA_NODES).map(|_| free_addr()).collect::<anyhow::Result<_>>()?,
     };
     let members = addrs
         .iter()
@@ -146,14 +163,48 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
             log,
         });
     }
+    let meta_list = addrs.join(",");
+    let mut data = Vec::new();
+    for (i, addr) in data_addrs.iter().enumerate() {
+        let id = i as u64 + 1;
+        let data_dir = dir.join(format!("data{id}"));
+        let log = dir.join(format!("data{id}.log"));
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let child = Command::new(&data_bin)
+            .arg("serve")
+            .args(["--listen", addr, "--meta", &meta_list, "--zone", &format!("zone{id}")])
+            .args(["--tls-name", &format!("data{id}")])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--tls-dir")
+            .arg(&certs)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .process_group(0)
+            .spawn()
+            .context("starting nimbus-data")?;
+        data.push(DevProcess {
+            role: "data".into(),
+            id,
+            pid: child.id(),
+            addr: addr.clone(),
+            data_dir,
+            log,
+        });
+    }
     let cluster = DevCluster {
         dir: dir.clone(),
         certs,
         meta,
+        data,
     };
     std::fs::write(state_file(&dir), serde_json::to_vec_pretty(&cluster)?)?;
 
-    print!("starting {META_NODES} meta servers in {} ", dir.display());
+    print!(
+        "starting {META_NODES} meta and {DATA_NODES} data servers in {} ",
+        dir.display()
+    );
     std::io::stdout().flush()?;
     let client = cluster.client()?;
     let started = Instant::now();
@@ -169,14 +220,26 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         if let Some(l) = leader {
             // The first write creates the root directory.
             client.getattr(nimbus_common::Ino::ROOT).await?;
-            println!(
-                "\nready in {:.1} s; meta leader is node {l}",
-                started.elapsed().as_secs_f64()
-            );
-            break;
+            let active = client
+                .data_health()
+                .await
+                .map(|h| {
+                    h.servers
+                        .iter()
+                        .filter(|s| s.state == "active" && s.capacity > 0)
+                        .count()
+                })
+                .unwrap_or(0);
+            if active >= DATA_NODES as usize {
+                println!(
+                    "\nready in {:.1} s; meta leader is node {l}; {active} data servers active",
+                    started.elapsed().as_secs_f64()
+                );
+                break;
+            }
         }
-        if let Some(dead) = cluster.meta.iter().find(|p| !alive(p.pid)) {
-            bail!("\nnimbus-meta {} exited; see {}", dead.id, dead.log.display());
+        if let Some(dead) = cluster.meta.iter().chain(&cluster.data).find(|p| !alive(p.pid)) {
+            bail!("\nnimbus-{} {} exited; see {}", dead.role, dead.id, dead.log.display());
         }
         if started.elapsed() > Duration::from_secs(60) {
             bail!("\nno leader after 60 s; see the logs in {}", dir.display());
@@ -196,18 +259,19 @@ pub fn down(dir: &Path, purge: bool) -> anyhow::Result<()> {
         println!("no dev cluster in {}", dir.display());
         return Ok(());
     };
-    for p in c.meta.iter().filter(|p| alive(p.pid)) {
+    let all: Vec<&DevProcess> = c.data.iter().chain(&c.meta).collect();
+    for p in all.iter().filter(|p| alive(p.pid)) {
         let _ = Command::new("kill").args(["-TERM", &p.pid.to_string()]).status();
     }
     let deadline = Instant::now() + Duration::from_secs(15);
-    while c.meta.iter().any(|p| alive(p.pid)) && Instant::now() < deadline {
+    while all.iter().any(|p| alive(p.pid)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    for p in c.meta.iter().filter(|p| alive(p.pid)) {
-        eprintln!("nimbus-meta {} (pid {}) ignored SIGTERM; killing it", p.id, p.pid);
+    for p in all.iter().filter(|p| alive(p.pid)) {
+        eprintln!("nimbus-{} {} (pid {}) ignored SIGTERM; killing it", p.role, p.id, p.pid);
         let _ = Command::new("kill").args(["-KILL", &p.pid.to_string()]).status();
     }
-    println!("stopped {} meta servers", c.meta.len());
+    println!("stopped {} meta and {} data servers", c.meta.len(), c.data.len());
     if purge {
         std::fs::remove_dir_all(&c.dir).with_context(|| format!("removing {}", c.dir.display()))?;
         println!("deleted {}", c.dir.display());
@@ -221,7 +285,25 @@ pub async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         bail!("no dev cluster in {} (start one with `nimbus dev up`)", dir.display());
     };
     let client = c.client()?;
+    let health = client.data_health().await.ok();
     let mut rows = Vec::new();
+    for p in &c.data {
+        let state = health
+            .as_ref()
+            .and_then(|h| h.servers.iter().find(|s| s.addr == p.addr))
+            .map(|s| s.state.clone());
+        rows.push(serde_json::json!({
+            "role": p.role,
+            "id": p.id,
+            "pid": p.pid,
+            "running": alive(p.pid),
+            "address": p.addr,
+            "data_dir": p.data_dir,
+            "log": p.log,
+            "state": state,
+            "leader": false,
+        }));
+    }
     for p in &c.meta {
         let s = if alive(p.pid) {
             client.node_status(&p.addr).await.ok()
@@ -250,9 +332,10 @@ pub async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         "{:<6} {:>3} {:>8} {:<22} {:<10}",
         "ROLE", "ID", "PID", "ADDRESS", "STATE"
     );
-    for (p, r) in c.meta.iter().zip(&rows) {
+    for (p, r) in c.data.iter().chain(&c.meta).zip(&rows) {
         let state = r["raft_role"]
             .as_str()
+            .or(r["state"].as_str())
             .unwrap_or(if alive(p.pid) { "no answer" } else { "stopped" });
         println!("{:<6} {:>3} {:>8} {:<22} {:<10}", p.role, p.id, p.pid, p.addr, state);
     }

@@ -82,6 +82,21 @@ enum Cmd {
     Rmdir { path: String },
     /// Rename a file or directory.
     Mv { from: String, to: String },
+    /// Administer data servers (ids as `nimbus status` shows them).
+    Server {
+        #[command(subcommand)]
+        command: ServerCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServerCmd {
+    /// Stop placing blocks on a server and move its blocks elsewhere.
+    Drain { id: u64 },
+    /// Take a drained or draining server back into service.
+    Activate { id: u64 },
+    /// Remove an emptied (drained) server for good; its id is never reused.
+    Remove { id: u64 },
 }
 
 #[derive(Subcommand)]
@@ -161,5 +176,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Rm { path } => paths::rm(&conn.client()?, &path, false).await,
         Cmd::Rmdir { path } => paths::rm(&conn.client()?, &path, true).await,
         Cmd::Mv { from, to } => paths::mv(&conn.client()?, &from, &to).await,
+        Cmd::Server { command } => {
+            let (id, state) = match command {
+                ServerCmd::Drain { id } => (id, "draining"),
+                ServerCmd::Activate { id } => (id, "active"),
+                ServerCmd::Remove { id } => (id, "removed"),
+            };
+            paths::server_state(&conn.client()?, id, state).await
+        }
     }
 }

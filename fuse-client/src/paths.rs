@@ -157,6 +157,7 @@ pub async fn status(client: &MetaClient, json: bool) -> anyhow::Result<()> {
     for m in &s.members {
         nodes.push((m.clone(), client.node_status(&m.addr).await.ok()));
     }
+    let data = client.data_health().await.ok();
     let fs = client.call(Op::Statfs(pb::StatFs {})).await?;
     let (inodes, bytes) = match fs {
         pb::ns_reply::Result::Stats(st) => (st.inodes, st.bytes),
@@ -177,6 +178,18 @@ pub async fn status(client: &MetaClient, json: bool) -> anyhow::Result<()> {
             "leader": { "id": s.leader_id, "addr": s.leader_addr, "term": s.term },
             "meta": members,
             "namespace": { "inodes": inodes, "bytes": bytes },
+            "data": data.as_ref().map(|d| serde_json::json!({
+                "servers": d.servers.iter().map(|s| serde_json::json!({
+                    "id": s.id, "addr": s.addr, "zone": s.zone, "state": s.state,
+                    "capacity": s.capacity, "used": s.used, "blocks": s.recorded_blocks,
+                    "load": s.load, "last_seen_ms": s.last_seen_ms,
+                })).collect::<Vec<_>>(),
+                "blocks": d.blocks,
+                "under_replicated": d.under_replicated,
+                "copies_in_flight": d.repairs_in_flight,
+                "copies_done": d.repaired_total,
+                "deletes_pending": d.pending_deletes,
+            })),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
@@ -206,6 +219,55 @@ pub async fn status(client: &MetaClient, json: bool) -> anyhow::Result<()> {
         );
     }
     println!("namespace: {inodes} inodes, {bytes} bytes in files");
-    println!("data servers: none yet (they arrive with nimbus-data)");
+    match data {
+        None => println!("data servers: unknown (no answer from the leader)"),
+        Some(d) => print_data(&d),
+    }
+    Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", units[u])
+}
+
+fn print_data(d: &pb::DataHealth) {
+    println!(
+        "\ndata: {} blocks, {} under-replicated, {} copies in flight ({} done), {} deletions pending",
+        d.blocks, d.under_replicated, d.repairs_in_flight, d.repaired_total, d.pending_deletes
+    );
+    println!(
+        "{:>20} {:<22} {:<8} {:<9} {:>10} {:>10} {:>8} {:>6}",
+        "SERVER", "ADDRESS", "ZONE", "STATE", "USED", "CAPACITY", "BLOCKS", "LOAD"
+    );
+    for s in &d.servers {
+        println!(
+            "{:>20} {:<22} {:<8} {:<9} {:>10} {:>10} {:>8} {:>6}",
+            s.id,
+            s.addr,
+            s.zone,
+            s.state,
+            human(s.used),
+            human(s.capacity),
+            s.recorded_blocks,
+            s.load
+        );
+    }
+}
+
+/// Drains, re-activates or removes a data server.
+pub async fn server_state(client: &MetaClient, id: u64, state: &str) -> anyhow::Result<()> {
+    client.set_server_state(id, state).await?;
+    match state {
+        "draining" => println!("server {id} is draining: its blocks move elsewhere (watch `nimbus status`)"),
+        "removed" => println!("server {id} removed; stop its process"),
+        _ => println!("server {id} is {state}"),
+    }
     Ok(())
 }

@@ -67,6 +67,9 @@ pub struct Settings {
     /// the repair rate. [default: 16]
     #[arg(long)]
     pub max_copies: Option<u64>,
+    /// Serve Prometheus metrics over HTTP on this host:port. [default: off]
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
 }
 
 impl Settings {
@@ -91,7 +94,8 @@ impl Settings {
             token_dir,
             dead_after_ms,
             data_heartbeat_ms,
-            max_copies
+            max_copies,
+            metrics_listen
         )
     }
 }
@@ -115,6 +119,7 @@ pub struct Config {
     pub dead_after_ms: u64,
     pub data_heartbeat_ms: u64,
     pub max_copies: u64,
+    pub metrics_listen: Option<String>,
 }
 
 /// Parses `ID=HOST:PORT,...`.
@@ -179,6 +184,7 @@ impl Config {
             dead_after_ms: s.dead_after_ms.unwrap_or(30_000),
             data_heartbeat_ms: s.data_heartbeat_ms.unwrap_or(1000),
             max_copies: s.max_copies.unwrap_or(16),
+            metrics_listen: s.metrics_listen,
             id,
             listen,
             advertise,

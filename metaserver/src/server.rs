@@ -93,6 +93,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         },
     );
     tokio::spawn(data.clone().run_repair());
+    if let Some(addr) = cfg.metrics_listen.clone() {
+        let d = data.clone();
+        tokio::spawn(async move {
+            if let Err(e) = nimbus_common::metrics::serve(addr, std::sync::Arc::new(move || d.metrics())).await {
+                tracing::error!("metrics endpoint: {e}");
+            }
+        });
+    }
     let router = security
         .server()
         .context("configuring TLS")?

@@ -472,3 +472,76 @@ impl pb::data_cluster_server::DataCluster for DataService {
         Ok(Response::new(pb::Empty {}))
     }
 }
+
+impl DataService {
+    /// This node's metrics in the Prometheus text format. Data figures are
+    /// the leader's; followers report zeros for them.
+    pub fn metrics(&self) -> String {
+        use nimbus_common::metrics::Page;
+        let m = self.raft.metrics().borrow().clone();
+        let leader = matches!(m.state, openraft::ServerState::Leader);
+        let mut page = Page::default();
+        page.metric(
+            "nimbus_meta_is_leader",
+            "gauge",
+            "1 on the Raft leader",
+            &[("", f64::from(u8::from(leader)))],
+        )
+        .metric(
+            "nimbus_meta_term",
+            "gauge",
+            "current Raft term",
+            &[("", m.current_term as f64)],
+        )
+        .metric(
+            "nimbus_meta_last_applied",
+            "gauge",
+            "index of the last applied log entry",
+            &[("", m.last_applied.map(|l| l.index as f64).unwrap_or(0.0))],
+        );
+        let soft = self.soft();
+        let h = &soft.health;
+        let states = ["active", "draining", "drained", "dead", "removed"];
+        let servers = self.servers().unwrap_or_default();
+        let mut by_state: Vec<(String, f64)> = states.iter().map(|s| (format!("state=\"{s}\""), 0.0)).collect();
+        for r in &servers {
+            let recorded = h.recorded.get(&r.id).map(|r| r.0).unwrap_or(0);
+            let name = state_name(r, soft.alive(r.id, self.settings.dead_after), recorded);
+            if let Some(e) = by_state.iter_mut().find(|(l, _)| l.contains(&format!("\"{name}\""))) {
+                e.1 += 1.0;
+            }
+        }
+        let by_state: Vec<(&str, f64)> = if leader {
+            by_state.iter().map(|(l, v)| (l.as_str(), *v)).collect()
+        } else {
+            Vec::new()
+        };
+        page.metric("nimbus_blocks", "gauge", "blocks recorded", &[("", h.blocks as f64)])
+            .metric(
+                "nimbus_blocks_under_replicated",
+                "gauge",
+                "blocks with fewer live replicas on active servers than wanted",
+                &[("", h.under_replicated as f64)],
+            )
+            .metric(
+                "nimbus_block_copies_in_flight",
+                "gauge",
+                "repair, drain and rebalance copies under way",
+                &[("", soft.copies.len() as f64)],
+            )
+            .metric(
+                "nimbus_block_copies_total",
+                "counter",
+                "copies completed since this node became leader",
+                &[("", soft.repaired_total as f64)],
+            )
+            .metric(
+                "nimbus_block_deletes_pending",
+                "gauge",
+                "replicas data servers still have to delete",
+                &[("", h.pending_deletes as f64)],
+            )
+            .metric("nimbus_data_servers", "gauge", "data servers by state", &by_state);
+        page.finish()
+    }
+}
