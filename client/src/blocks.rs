@@ -82,10 +82,23 @@ impl MetaClient {
     /// Asks the leader for `replication` servers (0: the default) to hold a
     /// block of `len` bytes, avoiding `exclude`.
     pub async fn allocate(&self, len: u64, replication: u32, exclude: &[u64]) -> Result<pb::Allocation, ClientError> {
+        self.allocate_for(None, len, replication, exclude).await
+    }
+
+    /// Like [`MetaClient::allocate`], for a block of file `ino`: with
+    /// `replication` 0, the file's directory decides.
+    pub async fn allocate_for(
+        &self,
+        ino: Option<nimbus_common::Ino>,
+        len: u64,
+        replication: u32,
+        exclude: &[u64],
+    ) -> Result<pb::Allocation, ClientError> {
         let req = pb::AllocateRequest {
             replication,
             length: len,
             exclude: exclude.to_vec(),
+            ino: ino.map(|i| i.0).unwrap_or(0),
         };
         self.on_leader(|ch| {
             let req = req.clone();
@@ -114,10 +127,31 @@ impl MetaClient {
     /// every replica to fsync before acknowledging. A server that refuses
     /// (full, unreachable) is avoided on the next attempt.
     pub async fn write_block(&self, data: &[u8], replication: u32, durable: bool) -> Result<WrittenBlock, ClientError> {
+        self.write_block_for(None, data, replication, durable).await
+    }
+
+    /// Writes `data` as a new block of file `ino`, replicated as the file's
+    /// directory says.
+    pub async fn write_file_block(
+        &self,
+        ino: nimbus_common::Ino,
+        data: &[u8],
+        durable: bool,
+    ) -> Result<WrittenBlock, ClientError> {
+        self.write_block_for(Some(ino), data, 0, durable).await
+    }
+
+    async fn write_block_for(
+        &self,
+        ino: Option<nimbus_common::Ino>,
+        data: &[u8],
+        replication: u32,
+        durable: bool,
+    ) -> Result<WrittenBlock, ClientError> {
         let mut exclude = Vec::new();
         let mut last = String::new();
         for _ in 0..WRITE_ATTEMPTS {
-            let a = self.allocate(data.len() as u64, replication, &exclude).await?;
+            let a = self.allocate_for(ino, data.len() as u64, replication, &exclude).await?;
             let id = BlockId::from_bytes(&a.block_id).ok_or_else(|| ClientError::Refused("bad block id".into()))?;
             let Some(first) = a.replicas.first() else {
                 return Err(ClientError::NoSpace("no replica allocated".into()));

@@ -423,3 +423,35 @@ async fn blocks_of_deleted_files_are_collected() -> anyhow::Result<()> {
     println!("100 blocks (200 files) collected from every server");
     Ok(())
 }
+
+/// Replication is set per directory: files created under it get that many
+/// replicas per block, and repair keeps that many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replication_is_set_per_directory() -> anyhow::Result<()> {
+    let cluster = cluster_with_data(3, None).await?;
+    let client = cluster.client()?;
+    let triple = Ino(client.mkdir(Ino::ROOT, b"triple", 0o755).await?.ino);
+    client
+        .call(pb::ns_request::Op::SetReplication(pb::SetReplication {
+            ino: triple.0,
+            replication: 3,
+        }))
+        .await?;
+    let bad = client
+        .call(pb::ns_request::Op::SetReplication(pb::SetReplication {
+            ino: triple.0,
+            replication: 9,
+        }))
+        .await;
+    assert!(
+        matches!(bad, Err(ClientError::Errno(nimbus_common::Errno::EINVAL))),
+        "{bad:?}"
+    );
+    for (dir, want) in [(triple, 3), (Ino::ROOT, 2)] {
+        let f = Ino(client.create(dir, b"f", 0o644).await?.ino);
+        let b = client.write_file_block(f, &[7u8; 4096], false).await?;
+        client.commit_write(f, &[(0, &b)], 4096).await?;
+        assert_eq!(client.locate(b.id).await?.replicas.len(), want);
+    }
+    Ok(())
+}

@@ -316,7 +316,16 @@ impl pb::data_cluster_server::DataCluster for DataService {
         self.barrier.wait().await?;
         let r = request.into_inner();
         let signer = self.signer()?;
+        let inherited = match r.ino {
+            0 => 0,
+            ino => Txn::new(self.store.as_ref())
+                .inode(nimbus_common::Ino(ino))
+                .map_err(|e| ns_status(e.into()))?
+                .map(|i| i.replication)
+                .unwrap_or(0),
+        };
         let replication = match r.replication {
+            0 if inherited > 0 => inherited,
             0 => DEFAULT_REPLICATION,
             n if n <= u32::from(MAX_REPLICATION) => n as u8,
             n => {

@@ -72,7 +72,18 @@ impl DataService {
         let mut under = 0;
         {
             let mut soft = self.soft();
-            soft.copies.retain(|_, c| c.started.elapsed() < COPY_TIMEOUT);
+            // A copy from or to a server that died will never be reported:
+            // drop it now rather than at the timeout, so the block is
+            // scheduled again from a live replica.
+            let dead: Vec<ServerId> = soft
+                .copies
+                .values()
+                .flat_map(|c| [c.source, c.target])
+                .filter(|s| !soft.alive(*s, dead_after))
+                .collect();
+            soft.copies.retain(|_, c| {
+                c.started.elapsed() < COPY_TIMEOUT && !dead.contains(&c.source) && !dead.contains(&c.target)
+            });
             let candidates = self.candidates(&soft, &servers);
             for (id, info) in &all {
                 let want = usize::from(if info.replication == 0 {

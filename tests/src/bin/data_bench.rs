@@ -37,7 +37,9 @@ async fn write_all(
         let mut tasks = Vec::new();
         for _ in chunk {
             let (client, data) = (client.clone(), data.clone());
-            tasks.push(tokio::spawn(async move { client.write_block(&data, replication, durable).await }));
+            tasks.push(tokio::spawn(async move {
+                client.write_block(&data, replication, durable).await
+            }));
         }
         for t in tasks {
             out.push(t.await??);
@@ -65,7 +67,11 @@ async fn read_all(client: &Arc<MetaClient>, ids: &[BlockId], parallel: usize) ->
 async fn commit(client: &MetaClient, name: &str, blocks: &[WrittenBlock]) -> anyhow::Result<()> {
     let ino = Ino(client.create(Ino::ROOT, name.as_bytes(), 0o644).await?.ino);
     for (i, chunk) in blocks.chunks(64).enumerate() {
-        let slots: Vec<(u64, &WrittenBlock)> = chunk.iter().enumerate().map(|(j, b)| ((i * 64 + j) as u64, b)).collect();
+        let slots: Vec<(u64, &WrittenBlock)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, b)| ((i * 64 + j) as u64, b))
+            .collect();
         let size = ((i * 64 + chunk.len()) * BLOCK) as u64;
         client.commit_write(ino, &slots, size).await?;
     }
@@ -88,7 +94,10 @@ async fn main() -> anyhow::Result<()> {
     cluster.wait_data(3, Duration::from_secs(30)).await?;
     let client = Arc::new(cluster.client()?);
     let bytes = blocks * BLOCK;
-    println!("3 meta + 3 data servers on 127.0.0.1, TLS; {blocks} blocks of 4 MiB per run, {} in parallel", args.parallel);
+    println!(
+        "3 meta + 3 data servers on 127.0.0.1, TLS; {blocks} blocks of 4 MiB per run, {} in parallel",
+        args.parallel
+    );
     println!("{:<28} {:>12} {:>12}", "run", "write MiB/s", "read MiB/s");
     let mut kept = Vec::new();
     for (r, durable) in [(1, false), (2, false), (3, false), (2, true)] {
@@ -116,7 +125,9 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
     // Copying starts once the server is declared dead.
-    let copying = killed.elapsed().saturating_sub(Duration::from_millis(Options::default().dead_after_ms));
+    let copying = killed
+        .elapsed()
+        .saturating_sub(Duration::from_millis(Options::default().dead_after_ms));
     let copied = (h.repaired_total - before) as usize * BLOCK;
     println!(
         "repair after a data server died: {} blocks ({:.0} MiB) re-replicated at {:.1} MiB/s (dead-server timeout {} ms not counted)",
