@@ -3,5 +3,6 @@
 
 pub mod block_store;
 pub mod heartbeat;
+pub mod orphans;
 pub mod scrub;
 pub mod service;

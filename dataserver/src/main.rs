@@ -9,7 +9,7 @@ use nimbus_common::tls::{self, Security, MAX_MESSAGE_BYTES};
 use nimbus_common::token::Verifier;
 use nimbus_common::ServerId;
 use nimbus_data::block_store::BlockStore;
-use nimbus_data::{heartbeat, scrub, service::BlockService};
+use nimbus_data::{heartbeat, orphans, scrub, service::BlockService};
 use nimbus_proto::blocks_server::BlocksServer;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -95,6 +95,13 @@ struct Settings {
     /// Serve Prometheus metrics over HTTP on this host:port. [default: off]
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// Blocks younger than this are never taken for orphans; it must exceed
+    /// the longest a client keeps written blocks uncommitted. [default: 21600]
+    #[arg(long)]
+    orphan_grace_secs: Option<u64>,
+    /// Seconds between two orphan scans. [default: 3600]
+    #[arg(long)]
+    orphan_scan_secs: Option<u64>,
 }
 
 impl Settings {
@@ -117,6 +124,8 @@ impl Settings {
             scrub_mib_per_sec: self.scrub_mib_per_sec.or(file.scrub_mib_per_sec),
             scrub_pause_secs: self.scrub_pause_secs.or(file.scrub_pause_secs),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            orphan_grace_secs: self.orphan_grace_secs.or(file.orphan_grace_secs),
+            orphan_scan_secs: self.orphan_scan_secs.or(file.orphan_scan_secs),
         }
     }
 }
@@ -195,6 +204,13 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         s.scrub_mib_per_sec.unwrap_or(16) << 20,
         Duration::from_secs(s.scrub_pause_secs.unwrap_or(3600)),
         scrub_stats.clone(),
+    ));
+    tokio::spawn(orphans::run(
+        meta.clone(),
+        store.clone(),
+        id,
+        Duration::from_secs(s.orphan_grace_secs.unwrap_or(6 * 3600)),
+        Duration::from_secs(s.orphan_scan_secs.unwrap_or(3600).max(1)),
     ));
     if let Some(addr) = s.metrics_listen.clone() {
         let render = metrics_page(store.clone(), load.clone(), scrub_stats);

@@ -268,6 +268,7 @@ impl MetaCluster {
             .arg("--tls-dir")
             .arg(&certs)
             .args(["--scrub-pause-secs", "1", "--scrub-mib-per-sec", "256"])
+            .args(["--orphan-grace-secs", "5", "--orphan-scan-secs", "2"])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -92,7 +92,8 @@ async fn a_dead_server_is_read_around_and_repaired() -> anyhow::Result<()> {
     let mut cluster = cluster_with_data(3, None).await?;
     let client = cluster.client()?;
     let files = write_files(&client, "d", 20, 10, 1).await?;
-    assert_eq!(total_blocks(&cluster), 400, "200 blocks, 2 replicas each");
+    // At least: a rebalance copy may exist before its source is deleted.
+    assert!(total_blocks(&cluster) >= 400, "200 blocks, 2 replicas each");
 
     cluster.kill_data(2);
     let killed = std::time::Instant::now();
@@ -109,8 +110,37 @@ async fn a_dead_server_is_read_around_and_repaired() -> anyhow::Result<()> {
         killed.elapsed().as_secs_f64(),
         h.repaired_total
     );
-    let live: usize = [1, 3].iter().map(|i| cluster.data[i].block_files().len()).sum();
-    assert_eq!(live, 400, "the two survivors hold 2 copies of every block");
+    let dead = cluster.data[&2].addr.clone();
+    for f in &files {
+        for (id, _) in &f.slots {
+            let loc = client.locate(*id).await?;
+            let live = loc.replicas.iter().filter(|r| **r != dead).count();
+            assert!(live >= 2, "block {id} has {live} live replicas");
+        }
+    }
+    check_files(&client, &files).await?;
+
+    // The dead server comes back: its given-up copies are orphans, collected.
+    cluster.launch_data(2)?;
+    let deadline = std::time::Instant::now() + 30 * SECOND;
+    loop {
+        let h = client.data_health().await?;
+        let recorded = h
+            .servers
+            .iter()
+            .find(|s| s.addr == cluster.data[&2].addr)
+            .map(|s| s.recorded_blocks);
+        let on_disk = cluster.data[&2].block_files().len() as u64;
+        if h.servers.iter().all(|s| s.state == "active") && recorded == Some(on_disk) {
+            println!("server 2 back: {on_disk} block files, as many as recorded on it");
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "orphans not collected: {on_disk} on disk, {recorded:?} recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     check_files(&client, &files).await?;
     Ok(())
 }
@@ -400,7 +430,7 @@ async fn blocks_of_deleted_files_are_collected() -> anyhow::Result<()> {
     let cluster = cluster_with_data(3, None).await?;
     let client = cluster.client()?;
     let files = write_files(&client, "g", 10, 10, 6).await?;
-    assert_eq!(total_blocks(&cluster), 200);
+    assert!(total_blocks(&cluster) >= 200);
     let dir = Ino(client.lookup(Ino::ROOT, b"g").await?.ino);
     for i in 0..10 {
         client.unlink(dir, format!("f{i}").as_bytes()).await?;

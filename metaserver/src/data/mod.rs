@@ -453,6 +453,29 @@ impl pb::data_cluster_server::DataCluster for DataService {
         }))
     }
 
+    async fn inventory(&self, request: Request<pb::InventoryRequest>) -> Result<Response<pb::InventoryReply>, Status> {
+        self.barrier.wait().await?;
+        let r = request.into_inner();
+        if r.blocks.len() > 10_000 {
+            return Err(Status::invalid_argument("at most 10,000 blocks per inventory message"));
+        }
+        let server = ServerId(r.server_id);
+        let txn = Txn::new(self.store.as_ref());
+        let mut orphans = Vec::new();
+        for raw in &r.blocks {
+            let id = block_id(raw)?;
+            let recorded = txn
+                .block(id)
+                .map_err(|e| ns_status(e.into()))?
+                .is_some_and(|b| b.replicas.contains(&server));
+            let arriving = self.soft().copies.get(&id).is_some_and(|c| c.target == server);
+            if !recorded && !arriving {
+                orphans.push(raw.clone());
+            }
+        }
+        Ok(Response::new(pb::InventoryReply { orphans }))
+    }
+
     async fn set_server_state(&self, request: Request<pb::ServerStateRequest>) -> Result<Response<pb::Empty>, Status> {
         self.barrier.wait().await?;
         let r = request.into_inner();
