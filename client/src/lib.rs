@@ -175,8 +175,13 @@ impl MetaClient {
 
     /// Sends one namespace operation and returns its result.
     pub async fn call(&self, op: Op) -> Result<R, ClientError> {
+        self.call_as(self.caller.clone(), op).await
+    }
+
+    /// Sends one namespace operation on behalf of `caller`.
+    pub async fn call_as(&self, caller: pb::Caller, op: Op) -> Result<R, ClientError> {
         let req = pb::NsRequest {
-            caller: Some(self.caller.clone()),
+            caller: Some(caller),
             op: Some(op),
         };
         let reply = self
