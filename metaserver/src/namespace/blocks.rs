@@ -133,7 +133,10 @@ pub(super) fn commit_write(
             return Err(Errno::EINVAL.into());
         }
     }
+    // Every new reference is added before any old one is dropped: a block
+    // that moves between slots in one commit never reaches zero references.
     let replication = inode.replication;
+    let mut replaced = Vec::new();
     for w in writes {
         let info = match txn.block(w.block)? {
             // The same block committed twice (a retried commit) is one more reference.
@@ -141,13 +144,20 @@ pub(super) fn commit_write(
                 info.refs += 1;
                 info
             }
-            None => BlockInfo {
-                len: w.len,
-                crc: w.crc,
-                replicas: w.servers.clone(),
-                refs: 1,
-                replication,
-            },
+            None => {
+                // Recorded anew (perhaps after an earlier release): deletions
+                // still queued for its replicas must not destroy it.
+                for s in &w.servers {
+                    txn.set_garbage(*s, w.block, false);
+                }
+                BlockInfo {
+                    len: w.len,
+                    crc: w.crc,
+                    replicas: w.servers.clone(),
+                    refs: 1,
+                    replication,
+                }
+            }
         };
         txn.put_block(w.block, Some(&info));
         let new = SlotRef {
@@ -156,12 +166,14 @@ pub(super) fn commit_write(
             crc: w.crc,
         };
         if let Some(old) = inode.slots.insert(w.slot, new) {
-            release(txn, old.block)?;
+            replaced.push(old.block);
         }
     }
-    if size < inode.size {
-        release_beyond(txn, &mut inode, size)?;
+    for block in replaced {
+        release(txn, block)?;
     }
+    // Nothing past the committed size survives, whatever the writes said.
+    release_beyond(txn, &mut inode, size)?;
     let mut sb = txn.superblock()?;
     sb.bytes = sb.bytes.saturating_sub(inode.size).saturating_add(size);
     txn.put_superblock(&sb);

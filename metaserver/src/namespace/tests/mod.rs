@@ -5,6 +5,7 @@
 
 mod attributes;
 mod batches;
+mod blocks;
 mod entries;
 mod names;
 mod readdir;
