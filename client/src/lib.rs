@@ -180,9 +180,11 @@ impl MetaClient {
 
     /// Sends one namespace operation on behalf of `caller`.
     pub async fn call_as(&self, caller: pb::Caller, op: Op) -> Result<R, ClientError> {
+        // One id for every retry of this call: the cluster applies it once.
         let req = pb::NsRequest {
             caller: Some(caller),
             op: Some(op),
+            request_id: nimbus_common::BlockId::random().0.to_vec(),
         };
         let reply = self
             .on_leader(|ch| {

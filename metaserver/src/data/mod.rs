@@ -172,6 +172,7 @@ impl DataService {
         match self
             .committer
             .submit(Command {
+                request: None,
                 caller: Caller::root(),
                 op,
             })

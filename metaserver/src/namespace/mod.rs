@@ -276,7 +276,15 @@ pub enum Op {
 pub struct Command {
     pub caller: Caller,
     pub op: Op,
+    /// Names the request across retries, for exactly-once application.
+    pub request: Option<RequestId>,
 }
+
+/// 16 random bytes a client gives a request and keeps across its retries.
+pub type RequestId = [u8; 16];
+
+/// How long an applied request's outcome is kept to answer its retries.
+pub const REQUEST_MEMORY_NS: i64 = 10 * 60 * 1_000_000_000;
 
 /// What a successful mutation returns.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -331,20 +339,34 @@ pub fn apply_batch(
     commands: &[Command],
 ) -> Result<Vec<Result<Reply, Errno>>, StoreError> {
     ops::ensure_root(txn, time)?;
+    tables::forget_requests_before(txn, Timestamp(time.0.saturating_sub(REQUEST_MEMORY_NS)))?;
     txn.commit_command();
     let mut out = Vec::with_capacity(commands.len());
     for c in commands {
-        match ops::apply(txn, time, c) {
+        if let Some(id) = &c.request {
+            if let Some(earlier) = txn.request_outcome(id)? {
+                // A retry of a request already applied: same answer, no
+                // second application.
+                out.push(earlier);
+                continue;
+            }
+        }
+        let outcome = match ops::apply(txn, time, c) {
             Ok(r) => {
                 txn.commit_command();
-                out.push(Ok(r));
+                Ok(r)
             }
             Err(NsError::Errno(e)) => {
                 txn.abort_command();
-                out.push(Err(e));
+                Err(e)
             }
             Err(NsError::Store(e)) => return Err(e),
+        };
+        if let Some(id) = &c.request {
+            txn.remember_request(id, time, &outcome);
+            txn.commit_command();
         }
+        out.push(outcome);
     }
     Ok(out)
 }

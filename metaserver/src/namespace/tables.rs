@@ -15,9 +15,9 @@
 //! Integers are big-endian so that keys sort numerically.
 
 use super::blocks::{BlockInfo, ServerRecord};
-use super::{Dentry, FileKind, Inode, NsError, Super};
+use super::{Dentry, FileKind, Inode, NsError, Reply, Super};
 use crate::store::{Store, StoreError, Tree, Write};
-use nimbus_common::{BlockId, Ino, ServerId};
+use nimbus_common::{BlockId, Errno, Ino, ServerId, Timestamp};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
 
@@ -26,6 +26,40 @@ const DENTRY: u8 = b'd';
 const COOKIE: u8 = b'c';
 const SUPER: &[u8] = b"s";
 const BLOCK: u8 = b'b';
+const REQUEST: u8 = b'q';
+const REQUEST_BY_TIME: u8 = b'Q';
+
+fn request_key(id: &[u8; 16]) -> Vec<u8> {
+    let mut k = vec![REQUEST];
+    k.extend_from_slice(id);
+    k
+}
+
+fn request_time_key(time: Timestamp, id: &[u8; 16]) -> Vec<u8> {
+    let mut k = vec![REQUEST_BY_TIME];
+    k.extend_from_slice(&(time.0.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(id);
+    k
+}
+
+/// Forgets the outcomes of requests applied before `cutoff` (a bounded
+/// number per batch, oldest first, so apply stays cheap).
+pub fn forget_requests_before(txn: &mut Txn, cutoff: Timestamp) -> Result<(), StoreError> {
+    let rows = txn.store().scan(Tree::State, &[REQUEST_BY_TIME], &[], 256)?;
+    for (k, _) in rows {
+        let Some(t) = k.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
+            continue;
+        };
+        if u64::from_be_bytes(t) as i64 >= cutoff.0 {
+            break;
+        }
+        if let Some(id) = k.get(9..25) {
+            txn.put_raw([&[REQUEST][..], id].concat(), None);
+        }
+        txn.put_raw(k, None);
+    }
+    Ok(())
+}
 const SERVER: u8 = b'v';
 const GARBAGE: u8 = b'g';
 
@@ -262,6 +296,17 @@ impl<'a> Txn<'a> {
     /// `pending` false, that it has.
     pub fn set_garbage(&mut self, server: ServerId, block: BlockId, pending: bool) {
         self.put_raw(garbage_key(server, block), pending.then(Vec::new));
+    }
+
+    /// The recorded outcome of request `id`, if it was applied recently.
+    pub fn request_outcome(&self, id: &[u8; 16]) -> Result<Option<Result<Reply, Errno>>, StoreError> {
+        self.get(&request_key(id))
+    }
+
+    /// Records the outcome of request `id`, applied at `time`.
+    pub fn remember_request(&mut self, id: &[u8; 16], time: Timestamp, outcome: &Result<Reply, Errno>) {
+        self.put_raw(request_key(id), Some(encode(outcome)));
+        self.put_raw(request_time_key(time, id), Some(Vec::new()));
     }
 
     /// The file-system-wide counters.

@@ -92,7 +92,7 @@ impl NamespaceService {
         }
     }
 
-    async fn write(&self, caller: Caller, op: Op) -> Result<R, Status> {
+    async fn write(&self, caller: Caller, op: Op, request: Option<ns::RequestId>) -> Result<R, Status> {
         // Names are checked again in apply; checking here spares Raft the
         // obviously hopeless requests.
         let name_ok = match &op {
@@ -104,7 +104,7 @@ impl NamespaceService {
         if let Err(e) = name_ok {
             return Ok(failure(e));
         }
-        Ok(match self.committer.submit(Command { caller, op }).await? {
+        Ok(match self.committer.submit(Command { caller, op, request }).await? {
             Ok(Reply::Attr(a)) => R::Attr(attr_to_pb(&a)),
             Ok(Reply::Done) => R::Done(pb::Done {}),
             Err(e) => failure(e),
@@ -204,7 +204,14 @@ impl pb::namespace_server::Namespace for NamespaceService {
             .op
             .ok_or_else(|| Status::invalid_argument("request names no operation"))?;
         let result = match write_op(&op)? {
-            Some(w) => self.write(caller, w).await?,
+            Some(w) => {
+                let request = match req.request_id.len() {
+                    0 => None,
+                    16 => req.request_id.as_slice().try_into().ok(),
+                    _ => return Err(Status::invalid_argument("a request id is 16 bytes")),
+                };
+                self.write(caller, w, request).await?
+            }
             None => self.read(&caller, op).await?,
         };
         Ok(Response::new(pb::NsReply { result: Some(result) }))

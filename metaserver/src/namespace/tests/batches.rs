@@ -72,3 +72,31 @@ fn unknown_inodes_give_enoent() {
     fs.no(rmdir(x, "a"), E::ENOENT);
     assert_eq!(fs.stats(), (1, 0));
 }
+
+#[test]
+fn a_retried_request_is_applied_once() {
+    let store = MemStore::default();
+    let id = [7u8; 16];
+    let create = |name: &str, request| Command {
+        caller: root(),
+        op: file(R, name),
+        request,
+    };
+    let run = |time: i64, cmds: &[Command]| {
+        let mut txn = Txn::new(&store);
+        let out = apply_batch(&mut txn, Timestamp(time), cmds).unwrap();
+        store.apply(Tree::State, txn.into_writes()).unwrap();
+        out
+    };
+    let first = run(1_000, &[create("f", Some(id))]);
+    assert!(matches!(first[0], Ok(Reply::Attr(_))));
+    // The retry (after a lost reply) gets the same answer, not EEXIST, and
+    // nothing is created twice; the same name without the id is a new request.
+    let again = run(2_000, &[create("f", Some(id)), create("f", None)]);
+    assert_eq!(again[0], first[0]);
+    assert_eq!(again[1], Err(E::EEXIST));
+    assert_eq!(errno(statfs(&Txn::new(&store))).unwrap().inodes, 2);
+    // After the memory window the id is forgotten.
+    let late = run(2_000 + REQUEST_MEMORY_NS + 1, &[create("f", Some(id))]);
+    assert_eq!(late[0], Err(E::EEXIST));
+}
