@@ -5,6 +5,7 @@ pub mod config;
 pub mod errno;
 pub mod logging;
 pub mod metrics;
+pub mod process;
 pub mod tls;
 pub mod token;
 pub mod types;

@@ -232,7 +232,10 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            nimbus_common::process::shutdown_signal(),
+        )
         .await
         .context("gRPC server")?;
     tracing::info!("shut down");
@@ -290,31 +293,11 @@ fn metrics_page(
     })
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending::<()>().await,
-    }
-}
-
 fn main() -> std::process::ExitCode {
     nimbus_common::logging::init();
     tls::install_crypto_provider();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("nimbus-data: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
+    nimbus_common::process::run("nimbus-data", async {
         match cli.command {
             Command::Serve { config, settings } => {
                 let file = match config {
@@ -324,12 +307,5 @@ fn main() -> std::process::ExitCode {
                 serve(settings.or(file)).await
             }
         }
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("nimbus-data: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    })
 }

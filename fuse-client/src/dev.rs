@@ -89,6 +89,44 @@ impl DevCluster {
     }
 }
 
+/// Starts `BIN serve ARGS --data-dir DIR/ROLEID --tls-dir CERTS` in the
+/// background, logging to `DIR/ROLEID.log`.
+fn spawn(
+    bin: &Path,
+    role: &str,
+    id: u64,
+    addr: &str,
+    dir: &Path,
+    certs: &Path,
+    args: &[&str],
+) -> anyhow::Result<DevProcess> {
+    let data_dir = dir.join(format!("{role}{id}"));
+    let log = dir.join(format!("{role}{id}.log"));
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+    let child = Command::new(bin)
+        .arg("serve")
+        .args(args)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--tls-dir")
+        .arg(certs)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        // Its own process group: a Ctrl-C in this terminal must not stop it.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    Ok(DevProcess {
+        role: role.into(),
+        id,
+        pid: child.id(),
+        addr: addr.to_owned(),
+        data_dir,
+        log,
+    })
+}
+
 /// Starts a dev cluster in `dir` (or reports the one running there).
 pub async fn up(dir: &Path) -> anyhow::Result<()> {
     if let Some(c) = load(dir)? {
@@ -134,64 +172,28 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         .map(|(i, a)| format!("{}={a}", i + 1))
         .collect::<Vec<_>>()
         .join(",");
+    let meta_list = addrs.join(",");
     let mut meta = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
         let id = i as u64 + 1;
-        let data_dir = dir.join(format!("meta{id}"));
-        let log = dir.join(format!("meta{id}.log"));
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
-        let child = Command::new(&meta_bin)
-            .arg("serve")
-            .args(["--id", &id.to_string(), "--listen", addr, "--initial-members", &members])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--tls-dir")
-            .arg(&certs)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            // Its own process group: a Ctrl-C in this terminal must not stop it.
-            .process_group(0)
-            .spawn()
-            .context("starting nimbus-meta")?;
-        meta.push(DevProcess {
-            role: "meta".into(),
-            id,
-            pid: child.id(),
-            addr: addr.clone(),
-            data_dir,
-            log,
-        });
+        let args = ["--id", &id.to_string(), "--listen", addr, "--initial-members", &members];
+        meta.push(spawn(&meta_bin, "meta", id, addr, &dir, &certs, &args)?);
     }
-    let meta_list = addrs.join(",");
     let mut data = Vec::new();
     for (i, addr) in data_addrs.iter().enumerate() {
         let id = i as u64 + 1;
-        let data_dir = dir.join(format!("data{id}"));
-        let log = dir.join(format!("data{id}.log"));
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
-        let child = Command::new(&data_bin)
-            .arg("serve")
-            .args(["--listen", addr, "--meta", &meta_list, "--zone", &format!("zone{id}")])
-            .args(["--tls-name", &format!("data{id}")])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--tls-dir")
-            .arg(&certs)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .process_group(0)
-            .spawn()
-            .context("starting nimbus-data")?;
-        data.push(DevProcess {
-            role: "data".into(),
-            id,
-            pid: child.id(),
-            addr: addr.clone(),
-            data_dir,
-            log,
-        });
+        let (zone, name) = (format!("zone{id}"), format!("data{id}"));
+        let args = [
+            "--listen",
+            addr,
+            "--meta",
+            &meta_list,
+            "--zone",
+            &zone,
+            "--tls-name",
+            &name,
+        ];
+        data.push(spawn(&data_bin, "data", id, addr, &dir, &certs, &args)?);
     }
     let cluster = DevCluster {
         dir: dir.clone(),

@@ -135,20 +135,7 @@ fn main() -> std::process::ExitCode {
     nimbus_common::logging::init();
     tls::install_crypto_provider();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("nimbus-meta: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("nimbus-meta: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    nimbus_common::process::run("nimbus-meta", run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

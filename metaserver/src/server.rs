@@ -130,7 +130,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
 
     let result = router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            nimbus_common::process::shutdown_signal(),
+        )
         .await;
     tracing::info!("shutting down");
     if let Err(e) = raft.shutdown().await {
@@ -162,21 +165,5 @@ async fn bootstrap(raft: Raft, cfg: Config) {
     match raft.initialize(members).await {
         Ok(()) => tracing::info!(members = ?cfg.initial_members, "initialised a new cluster"),
         Err(e) => tracing::warn!("initialise: {e}"),
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            tracing::error!("cannot install signal handlers; stop with SIGKILL");
-            std::future::pending::<()>().await;
-        }
     }
 }
