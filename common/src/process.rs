@@ -24,6 +24,20 @@ pub fn run<E: Display>(name: &str, work: impl Future<Output = Result<(), E>>) ->
     }
 }
 
+/// Lets SIGPIPE end the process, as it does any Unix tool: `nimbus status |
+/// head` must stop quietly, not panic in `println!` on a closed pipe. Call it
+/// first thing in `main`, before any thread starts, and only in commands that
+/// print: a server must keep SIGPIPE ignored, or a peer closing a socket
+/// under a write would kill it.
+pub fn die_on_closed_pipe() {
+    // SAFETY: setting a signal's disposition to its default is async-signal-
+    // safe and done before other threads exist; Rust's runtime set it to
+    // "ignore" and nothing else in Nimbus relies on that.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -132,9 +132,14 @@ enum ClusterCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // Commands that print end quietly on a closed pipe; a server must not
+    // die when a peer's socket closes under it, so it keeps SIGPIPE ignored.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        nimbus_common::process::die_on_closed_pipe();
+    }
     nimbus_common::logging::init();
     tls::install_crypto_provider();
-    let cli = Cli::parse();
     nimbus_common::process::run("nimbus-meta", run(cli))
 }
 
