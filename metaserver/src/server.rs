@@ -112,7 +112,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .add_service(AdminServer::new(AdminService::new(raft.clone(), store.clone(), tls)))
         .add_service(DataClusterServer::new(data))
         .add_service(
-            RaftServer::new(RaftService::new(raft.clone(), tls))
+            RaftServer::new(RaftService::new(raft.clone(), cfg.id, tls))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );

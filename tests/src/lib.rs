@@ -26,12 +26,22 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// A free port on 127.0.0.1 (bound and released; good enough for tests).
+/// A free port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
+    free_ports(1).first().copied().unwrap_or(0)
+}
+
+/// `n` distinct free ports: all are held until all are chosen, so that one
+/// cluster never gets the same port twice.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .filter_map(|_| std::net::TcpListener::bind("127.0.0.1:0").ok())
+        .collect();
+    listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
         .map(|a| a.port())
-        .unwrap_or(0)
+        .collect()
 }
 
 /// Knobs of a test cluster.
@@ -148,9 +158,11 @@ impl MetaCluster {
             opts: opts.clone(),
         };
         let ids: Vec<u64> = (1..=opts.nodes).collect();
+        let ports = free_ports(ids.len());
         let addrs: BTreeMap<u64, String> = ids
             .iter()
-            .map(|id| (*id, format!("127.0.0.1:{}", free_port())))
+            .zip(&ports)
+            .map(|(id, port)| (*id, format!("127.0.0.1:{port}")))
             .collect();
         let members = addrs
             .iter()

@@ -339,14 +339,30 @@ async fn hostile_requests_are_refused_and_the_server_survives() -> anyhow::Resul
         .await;
     assert!(matches!(bad_kind, Err(ClientError::Refused(_))), "{bad_kind:?}");
 
-    // Garbage to the Raft transport of every node.
-    for addr in cluster.addrs() {
-        let ch = cluster.security()?.endpoint(&addr)?.connect().await?;
+    // Garbage to the Raft transport of every node, and messages meant for
+    // another node (two nodes sharing an address).
+    for node in cluster.nodes.values() {
+        let ch = cluster.security()?.endpoint(&node.addr)?.connect().await?;
         let mut raft = pb::raft_client::RaftClient::new(ch);
-        let r = raft.append_entries(pb::RaftPayload { data: vec![0xff; 64] }).await;
+        let garbage = pb::RaftPayload {
+            data: vec![0xff; 64],
+            target: node.id,
+        };
+        let r = raft.append_entries(garbage).await;
         assert_eq!(r.map(|_| ()).unwrap_err().code(), tonic::Code::InvalidArgument);
-        let r = raft.vote(pb::RaftPayload { data: vec![] }).await;
+        let r = raft
+            .vote(pb::RaftPayload {
+                data: vec![],
+                target: node.id,
+            })
+            .await;
         assert!(r.is_err());
+        let misrouted = pb::RaftPayload {
+            data: vec![],
+            target: node.id + 100,
+        };
+        let r = raft.append_entries(misrouted).await;
+        assert_eq!(r.map(|_| ()).unwrap_err().code(), tonic::Code::FailedPrecondition);
     }
     // An empty request and one without an operation.
     let ch = cluster.security()?.endpoint(&cluster.addrs()[0])?.connect().await?;
@@ -361,7 +377,10 @@ async fn hostile_requests_are_refused_and_the_server_survives() -> anyhow::Resul
     for addr in cluster.addrs() {
         let ch = ca_only.endpoint(&addr)?.connect().await?;
         let r = pb::raft_client::RaftClient::new(ch.clone())
-            .vote(pb::RaftPayload { data: vec![] })
+            .vote(pb::RaftPayload {
+                data: vec![],
+                target: 1,
+            })
             .await;
         assert_eq!(r.map(|_| ()).unwrap_err().code(), tonic::Code::PermissionDenied);
         let r = pb::admin_client::AdminClient::new(ch.clone())

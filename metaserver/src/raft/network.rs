@@ -83,7 +83,10 @@ impl Peer {
         };
         let data = postcard::to_allocvec(req)
             .map_err(|e| RPCError::Network(NetworkError::new(&TransportError(e.to_string()))))?;
-        let mut request = tonic::Request::new(RaftPayload { data });
+        let mut request = tonic::Request::new(RaftPayload {
+            data,
+            target: self.target,
+        });
         request.set_timeout(option.hard_ttl());
         let reply = match kind {
             RpcKind::Append => client.append_entries(request).await,
