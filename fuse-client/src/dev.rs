@@ -24,6 +24,75 @@ pub struct DevCluster {
     pub meta: Vec<DevProcess>,
     #[serde(default)]
     pub data: Vec<DevProcess>,
+    /// The FUSE mount `dev up --mount` started.
+    #[serde(default)]
+    pub mount: Option<DevMount>,
+}
+
+/// A `nimbus mount` process of the dev cluster.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct DevMount {
+    pub path: PathBuf,
+    pub pid: u32,
+    pub log: PathBuf,
+}
+
+/// Whether `path` is a mount point now.
+fn mounted(path: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(want.as_ref()))
+}
+
+/// Starts `nimbus mount` of the cluster at `path` in the background and
+/// waits until the kernel shows the mount.
+fn start_mount(cluster: &DevCluster, path: &Path) -> anyhow::Result<DevMount> {
+    std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+    let path = path.canonicalize()?;
+    if mounted(&path) {
+        bail!(
+            "{} is already a mount point; unmount it first (umount {})",
+            path.display(),
+            path.display()
+        );
+    }
+    let exe = std::env::current_exe().context("locating the nimbus binary")?;
+    let log = cluster.dir.join("mount.log");
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+    let meta = cluster
+        .meta
+        .iter()
+        .map(|p| p.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let child = Command::new(exe)
+        .args(["--meta", &meta])
+        .arg("--tls-dir")
+        .arg(&cluster.certs)
+        .arg("mount")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .process_group(0)
+        .spawn()
+        .context("starting nimbus mount")?;
+    let pid = child.id();
+    let started = Instant::now();
+    while !mounted(&path) {
+        if !alive(pid) {
+            bail!("nimbus mount exited; see {}", log.display());
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("{} not mounted after 30 s; see {}", path.display(), log.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(DevMount { path, pid, log })
 }
 
 /// One process of the dev cluster.
@@ -53,12 +122,23 @@ pub fn load(dir: &Path) -> anyhow::Result<Option<DevCluster>> {
     }
 }
 
-/// Whether `pid` is a live nimbus process (not a recycled pid). Between
-/// fork and exec a child still shows `nimbus dev up` as its command line,
-/// hence "nimbus", not "nimbus-meta". A zombie's command line is empty.
+/// Whether `pid` is a live nimbus process (not a recycled pid).
+///
+/// The state in `/proc/PID/stat` decides: gone or a zombie is dead. The
+/// command line guards against a recycled pid, but only when there is one:
+/// between spawn and exec a child may show an empty command line, or its
+/// parent's (`nimbus dev up`).
 pub fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the parenthesised command name, which may hold spaces.
+    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+    if matches!(state, None | Some('Z') | Some('X')) {
+        return false;
+    }
     std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains("nimbus"))
+        .map(|c| c.is_empty() || String::from_utf8_lossy(&c).contains("nimbus"))
         .unwrap_or(false)
 }
 
@@ -127,14 +207,25 @@ fn spawn(
     })
 }
 
-/// Starts a dev cluster in `dir` (or reports the one running there).
-pub async fn up(dir: &Path) -> anyhow::Result<()> {
-    if let Some(c) = load(dir)? {
+/// Starts a dev cluster in `dir` (or reports the one running there), and
+/// with `mount`, mounts it there.
+pub async fn up(dir: &Path, mount: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(mut c) = load(dir)? {
         if c.meta.iter().any(|p| alive(p.pid)) {
             println!(
                 "a dev cluster is already running in {} (nimbus dev status)",
                 dir.display()
             );
+            if let Some(path) = mount {
+                if c.mount.as_ref().is_some_and(|m| alive(m.pid) && mounted(&m.path)) {
+                    println!("and it is mounted already");
+                } else {
+                    let m = start_mount(&c, path)?;
+                    println!("mounted at {}", m.path.display());
+                    c.mount = Some(m);
+                    std::fs::write(state_file(dir), serde_json::to_vec_pretty(&c)?)?;
+                }
+            }
             return Ok(());
         }
     }
@@ -195,11 +286,12 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         ];
         data.push(spawn(&data_bin, "data", id, addr, &dir, &certs, &args)?);
     }
-    let cluster = DevCluster {
+    let mut cluster = DevCluster {
         dir: dir.clone(),
         certs,
         meta,
         data,
+        mount: None,
     };
     std::fs::write(state_file(&dir), serde_json::to_vec_pretty(&cluster)?)?;
 
@@ -250,7 +342,13 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         std::io::stdout().flush()?;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    println!("try: nimbus ls /   nimbus mkdir /projects   nimbus status   nimbus dev down");
+    if let Some(path) = mount {
+        let m = start_mount(&cluster, path)?;
+        println!("mounted at {} (log: {})", m.path.display(), m.log.display());
+        cluster.mount = Some(m);
+        std::fs::write(state_file(&dir), serde_json::to_vec_pretty(&cluster)?)?;
+    }
+    println!("try: nimbus status   nimbus dev status   nimbus dev down");
     Ok(())
 }
 
@@ -261,6 +359,20 @@ pub fn down(dir: &Path, purge: bool) -> anyhow::Result<()> {
         println!("no dev cluster in {}", dir.display());
         return Ok(());
     };
+    if let Some(m) = c.mount.as_ref().filter(|m| alive(m.pid)) {
+        // The mount first: it commits buffered writes to the servers.
+        let _ = Command::new("kill").args(["-TERM", &m.pid.to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while alive(m.pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if alive(m.pid) || mounted(&m.path) {
+            eprintln!("the mount at {} did not end; unmounting lazily", m.path.display());
+            let _ = Command::new("umount").arg("-l").arg(&m.path).status();
+        } else {
+            println!("unmounted {}", m.path.display());
+        }
+    }
     let all: Vec<&DevProcess> = c.data.iter().chain(&c.meta).collect();
     for p in all.iter().filter(|p| alive(p.pid)) {
         let _ = Command::new("kill").args(["-TERM", &p.pid.to_string()]).status();
@@ -325,7 +437,10 @@ pub async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         }));
     }
     if json {
-        let doc = serde_json::json!({ "dir": c.dir, "certs": c.certs, "processes": rows, "mount": null });
+        let mount = c.mount.as_ref().map(|m| {
+            serde_json::json!({ "path": m.path, "pid": m.pid, "running": alive(m.pid), "mounted": mounted(&m.path), "log": m.log })
+        });
+        let doc = serde_json::json!({ "dir": c.dir, "certs": c.certs, "processes": rows, "mount": mount });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
@@ -340,6 +455,17 @@ pub async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
             .or(r["state"].as_str())
             .unwrap_or(if alive(p.pid) { "no answer" } else { "stopped" });
         println!("{:<6} {:>3} {:>8} {:<22} {:<10}", p.role, p.id, p.pid, p.addr, state);
+    }
+    if let Some(m) = &c.mount {
+        let state = if mounted(&m.path) { "mounted" } else { "not mounted" };
+        println!(
+            "{:<6} {:>3} {:>8} {:<22} {:<10}",
+            "mount",
+            "",
+            m.pid,
+            m.path.display(),
+            state
+        );
     }
     Ok(())
 }

@@ -1,8 +1,8 @@
-//! `nimbus`: the Nimbus command line. Today it runs a local development
-//! cluster, shows cluster status and works on the namespace by path; the FUSE
-//! mount arrives with the data servers.
+//! `nimbus`: the Nimbus command line: the FUSE mount, a local development
+//! cluster, cluster status and administration, and namespace commands by path.
 
 mod dev;
+mod mount;
 mod paths;
 
 use anyhow::bail;
@@ -82,6 +82,9 @@ enum Cmd {
     Rmdir { path: String },
     /// Rename a file or directory.
     Mv { from: String, to: String },
+    /// Mount the file system at a directory, in the foreground, until
+    /// SIGTERM/SIGINT or `umount`.
+    Mount(mount::MountArgs),
     /// Administer data servers (ids as `nimbus status` shows them).
     Server {
         #[command(subcommand)]
@@ -101,8 +104,12 @@ enum ServerCmd {
 
 #[derive(Subcommand)]
 enum DevCmd {
-    /// Start 3 meta servers on free 127.0.0.1 ports, in the background.
-    Up,
+    /// Start 3 meta and 3 data servers on free 127.0.0.1 ports, in the background.
+    Up {
+        /// Also mount the cluster at this directory (created if missing).
+        #[arg(long)]
+        mount: Option<PathBuf>,
+    },
     /// Stop every process of the dev cluster.
     Down {
         /// Also delete its state (namespace, certificates, logs).
@@ -142,29 +149,21 @@ impl Conn {
 }
 
 fn main() -> std::process::ExitCode {
-    tls::install_crypto_provider();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("nimbus: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("nimbus: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+    // Commands that print end quietly on a closed pipe (`nimbus status |
+    // head`); the mount serves sockets and keeps SIGPIPE ignored.
+    if !matches!(cli.command, Cmd::Mount(_)) {
+        nimbus_common::process::die_on_closed_pipe();
     }
+    tls::install_crypto_provider();
+    nimbus_common::process::run("nimbus", run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let conn = cli.conn;
     match cli.command {
         Cmd::Dev { command } => match command {
-            DevCmd::Up => dev::up(&conn.dev_dir).await,
+            DevCmd::Up { mount } => dev::up(&conn.dev_dir, mount.as_deref()).await,
             DevCmd::Down { purge } => dev::down(&conn.dev_dir, purge),
             DevCmd::Status { json } => dev::status(&conn.dev_dir, json).await,
         },
@@ -176,6 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Rm { path } => paths::rm(&conn.client()?, &path, false).await,
         Cmd::Rmdir { path } => paths::rm(&conn.client()?, &path, true).await,
         Cmd::Mv { from, to } => paths::mv(&conn.client()?, &from, &to).await,
+        Cmd::Mount(args) => mount::run(conn.client()?, args).await,
         Cmd::Server { command } => {
             let (id, state) = match command {
                 ServerCmd::Drain { id } => (id, "draining"),

@@ -179,11 +179,14 @@ impl Fs {
 
     fn batch(&mut self, cmds: Vec<(Caller, Op)>) -> Vec<Result<Reply, Errno>> {
         self.clock += 1;
-        let cmds: Vec<Command> = cmds.into_iter().map(|(caller, op)| Command {
-            caller,
-            op,
-            request: None,
-        }).collect();
+        let cmds: Vec<Command> = cmds
+            .into_iter()
+            .map(|(caller, op)| Command {
+                caller,
+                op,
+                request: None,
+            })
+            .collect();
         let mut txn = Txn::new(&self.store);
         let out = apply_batch(&mut txn, Timestamp(self.clock), &cmds).unwrap();
         self.store.apply(Tree::State, txn.into_writes()).unwrap();

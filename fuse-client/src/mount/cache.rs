@@ -1,0 +1,126 @@
+//! Read-ahead for an open file's committed blocks. A reader going through a
+//! file sequentially gets whole blocks (a slot, 4 MiB), loaded once and
+//! shared by concurrent reads, with the next slot fetched in the background
+//! while it reads the second half of the current one; a random reader gets
+//! exactly the bytes it asked for. Every fetch costs a block location from
+//! the meta leader and a transfer from a data server, so the kernel's
+//! 128 KiB requests must not each pay for one.
+
+use super::convert::FsResult;
+use nimbus_client::MetaClient;
+use nimbus_common::BlockId;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::OnceCell;
+
+/// Whole blocks kept per open file (up to 4 MiB each): the one being read,
+/// the one prefetched, and one more for readers slightly out of step.
+const CACHED_BLOCKS: usize = 3;
+/// How far a read may start from where the last one ended and still count
+/// as sequential: the kernel sends read-ahead requests concurrently, so they
+/// arrive slightly out of order.
+const SEQUENTIAL_SLACK: u64 = 2 << 20;
+
+/// A block's bytes, loaded at most once.
+type Loaded = Arc<OnceCell<Arc<Vec<u8>>>>;
+
+/// The read-ahead state of one open file.
+#[derive(Default)]
+pub struct BlockCache {
+    blocks: Mutex<VecDeque<(BlockId, Loaded)>>,
+    /// End of the last read, to tell sequential from random access.
+    last_end: AtomicU64,
+}
+
+impl BlockCache {
+    /// Whether a read at `offset` continues the previous ones.
+    pub fn sequential(&self, offset: u64) -> bool {
+        let last = self.last_end.load(Ordering::Relaxed);
+        last > 0 && offset.abs_diff(last) <= SEQUENTIAL_SLACK
+    }
+
+    /// Records where a read ended.
+    pub fn read_to(&self, end: u64) {
+        self.last_end.store(end, Ordering::Relaxed);
+    }
+
+    fn blocks(&self) -> std::sync::MutexGuard<'_, VecDeque<(BlockId, Loaded)>> {
+        self.blocks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn find(&self, block: BlockId) -> Option<Loaded> {
+        self.blocks().iter().find(|(b, _)| *b == block).map(|(_, c)| c.clone())
+    }
+
+    /// The cell of `block`, new (evicting the oldest) if not cached.
+    fn cell(&self, block: BlockId) -> Loaded {
+        let mut blocks = self.blocks();
+        if let Some((_, c)) = blocks.iter().find(|(b, _)| *b == block) {
+            return c.clone();
+        }
+        if blocks.len() >= CACHED_BLOCKS {
+            blocks.pop_front();
+        }
+        let cell = Loaded::default();
+        blocks.push_back((block, cell.clone()));
+        cell
+    }
+
+    /// Bytes `[from, to)` of `block`, whose first `len` bytes belong to the
+    /// file; whole-block when `whole` or already cached. Bytes past what the
+    /// block holds read as zeros.
+    pub async fn read(
+        &self,
+        client: &MetaClient,
+        block: BlockId,
+        len: u64,
+        (from, to): (u64, u64),
+        whole: bool,
+    ) -> FsResult<Vec<u8>> {
+        let want = (to - from) as usize;
+        let cell = match self.find(block) {
+            Some(c) => Some(c),
+            None if whole => Some(self.cell(block)),
+            None => None,
+        };
+        let mut out = match cell {
+            Some(cell) => {
+                let data = load(client, &cell, block, len).await?;
+                let a = (from as usize).min(data.len());
+                let b = (to as usize).min(data.len());
+                data[a..b].to_vec()
+            }
+            None => client.read_block(block, from, to - from).await?,
+        };
+        out.resize(want, 0);
+        Ok(out)
+    }
+
+    /// Starts loading `block` in the background unless it is cached.
+    pub fn prefetch(&self, client: &Arc<MetaClient>, block: BlockId, len: u64) {
+        if self.find(block).is_some() {
+            return;
+        }
+        let cell = self.cell(block);
+        let client = client.clone();
+        tokio::spawn(async move {
+            // A failure leaves the cell empty: the reader fetches it again
+            // and sees the error itself.
+            if let Err(e) = load(&client, &cell, block, len).await {
+                tracing::debug!("prefetch of block {block} failed: {}", e.0);
+            }
+        });
+    }
+}
+
+/// The bytes of `cell`, fetching the block once however many wait for it.
+async fn load(client: &MetaClient, cell: &Loaded, block: BlockId, len: u64) -> FsResult<Arc<Vec<u8>>> {
+    let data = cell
+        .get_or_try_init(|| async {
+            let data = client.read_block(block, 0, len).await?;
+            FsResult::Ok(Arc::new(data))
+        })
+        .await?;
+    Ok(data.clone())
+}

@@ -1,0 +1,468 @@
+//! The data path of an open file. Writes land in whole-slot buffers (a slot
+//! is 4 MiB of the file and one immutable block on the data servers); flush,
+//! fsync and release upload every dirty slot as a new block, in parallel, and
+//! swap them in with ONE CommitWrite that also sets the size. Reads come from
+//! those buffers, else from the committed blocks (through cache.rs's
+//! read-ahead), and read holes as zeros.
+//!
+//! Every handle of an inode on this mount shares one [`OpenFile`], so that a
+//! truncate or a second descriptor sees the bytes written through the first,
+//! as on a local file system.
+
+use super::cache::BlockCache;
+use super::convert::{fail, unexpected, FsError, FsResult};
+use nimbus_client::MetaClient;
+use nimbus_common::{BlockId, Errno, Ino};
+use nimbus_proto as pb;
+use nimbus_proto::ns_reply::Result as R;
+use nimbus_proto::ns_request::Op;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::task::JoinSet;
+
+/// Bytes per slot; the meta servers use the same (checked on every layout).
+pub const SLOT: u64 = 4 << 20;
+/// Dirty slots one file may hold before it uploads and commits them: this
+/// bounds the memory of a large sequential write to 64 MiB per file.
+const MAX_DIRTY_SLOTS: usize = 16;
+/// Largest file size the namespace accepts.
+const MAX_SIZE: u64 = i64::MAX as u64;
+
+/// A committed slot: its block and how many of its bytes belong to the file.
+#[derive(Clone, Copy, Debug)]
+struct Committed {
+    block: BlockId,
+    len: u64,
+}
+
+/// A range of a committed block that a read needs, and where it goes.
+struct Fetch {
+    at: usize,
+    block: BlockId,
+    from: u64,
+    to: u64,
+    slot_len: u64,
+}
+
+/// A committed block to load ahead of a sequential reader.
+struct Ahead {
+    block: BlockId,
+    len: u64,
+}
+
+struct State {
+    /// The size as this mount sees it: committed, grown by buffered writes,
+    /// cut by truncations.
+    size: u64,
+    /// The committed layout as of the last open or commit.
+    slots: BTreeMap<u64, Committed>,
+    /// New contents of whole slots, from the slot's start to its last byte
+    /// written or loaded.
+    dirty: BTreeMap<u64, Vec<u8>>,
+    /// Slots committed since the last fsync from blocks the data servers
+    /// have not fsync'ed: an fsync uploads them again, durably.
+    undurable: BTreeSet<u64>,
+    /// Who commits: the last writer, whose right to write was checked when
+    /// it opened the file.
+    writer: pb::Caller,
+}
+
+/// What this mount knows of one open regular file.
+pub struct OpenFile {
+    ino: Ino,
+    state: tokio::sync::Mutex<State>,
+    /// `State::size`, readable by getattr without waiting for an upload.
+    size: AtomicU64,
+    cache: BlockCache,
+}
+
+impl OpenFile {
+    /// A file with no known contents yet: call [`OpenFile::refresh`] (or
+    /// nothing, for a file just created).
+    pub fn new(ino: u64, opener: pb::Caller) -> OpenFile {
+        OpenFile {
+            ino: Ino(ino),
+            state: tokio::sync::Mutex::new(State {
+                size: 0,
+                slots: BTreeMap::new(),
+                dirty: BTreeMap::new(),
+                undurable: BTreeSet::new(),
+                writer: opener,
+            }),
+            size: AtomicU64::new(0),
+            cache: BlockCache::default(),
+        }
+    }
+
+    /// The size including writes not yet committed.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    fn set_size(&self, st: &mut State, size: u64) {
+        st.size = size;
+        self.size.store(size, Ordering::Release);
+    }
+
+    /// Re-reads the layout and size from the cluster (close-to-open: every
+    /// open sees what the last close committed). Buffered writes of other
+    /// handles stay.
+    pub async fn refresh(&self, client: &MetaClient, caller: pb::Caller) -> FsResult<()> {
+        let mut st = self.state.lock().await;
+        let layout = match client
+            .call_as(caller, Op::GetLayout(pb::GetLayout { ino: self.ino.0 }))
+            .await?
+        {
+            R::Layout(l) => l,
+            other => return unexpected("GetLayout", &other),
+        };
+        if layout.slot_size != SLOT {
+            tracing::error!("the cluster uses {}-byte slots, this client {SLOT}", layout.slot_size);
+            return fail(Errno::EIO);
+        }
+        let mut slots = BTreeMap::new();
+        for s in &layout.slots {
+            let Some(block) = BlockId::from_bytes(&s.block_id) else {
+                tracing::error!("inode {}: slot {} has a malformed block id", self.ino, s.slot);
+                return fail(Errno::EIO);
+            };
+            slots.insert(
+                s.slot,
+                Committed {
+                    block,
+                    len: s.length.min(SLOT),
+                },
+            );
+        }
+        st.slots = slots;
+        let size = if st.dirty.is_empty() {
+            layout.size
+        } else {
+            st.size.max(layout.size)
+        };
+        self.set_size(&mut st, size);
+        Ok(())
+    }
+
+    /// Buffers `data` at `offset`, uploading and committing first when too
+    /// many slots are dirty.
+    pub async fn write(&self, client: &Arc<MetaClient>, writer: pb::Caller, offset: u64, data: &[u8]) -> FsResult<()> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= MAX_SIZE)
+            .ok_or(FsError(Errno::EFBIG))?;
+        let mut st = self.state.lock().await;
+        // Writes of mmap'ed pages come from the kernel's writeback, with no
+        // process behind them (uid -1): they commit as the last real writer.
+        if writer.uid != u32::MAX {
+            st.writer = writer;
+        }
+        let mut pos = offset;
+        while pos < end {
+            let slot = pos / SLOT;
+            let in_slot = pos % SLOT;
+            let n = (SLOT - in_slot).min(end - pos);
+            if !st.dirty.contains_key(&slot) {
+                if st.dirty.len() >= MAX_DIRTY_SLOTS {
+                    self.commit(&mut st, client, false).await?;
+                }
+                let base = slot_base(&st, client, slot, in_slot, n).await?;
+                st.dirty.insert(slot, base);
+            }
+            let src = &data[(pos - offset) as usize..][..n as usize];
+            let (a, b) = (in_slot as usize, (in_slot + n) as usize);
+            if let Some(buf) = st.dirty.get_mut(&slot) {
+                if buf.len() < b {
+                    // Most writes append: reserve the whole slot once rather
+                    // than doubling (and copying) the buffer on the way.
+                    if b > 64 << 10 && buf.capacity() < SLOT as usize {
+                        buf.reserve_exact(SLOT as usize - buf.len());
+                    }
+                    buf.resize(b, 0);
+                }
+                buf[a..b].copy_from_slice(src);
+            }
+            pos += n;
+            // Grown piece by piece: a commit forced by the next slot must
+            // not cut off what this write put in the previous one.
+            let size = st.size.max(pos);
+            self.set_size(&mut st, size);
+        }
+        Ok(())
+    }
+
+    /// Up to `len` bytes at `offset`, clipped at the size.
+    pub async fn read(&self, client: &Arc<MetaClient>, offset: u64, len: u32) -> FsResult<Vec<u8>> {
+        let sequential = self.cache.sequential(offset);
+        let mut fetches = Vec::new();
+        let mut ahead = None;
+        let mut out;
+        {
+            let st = self.state.lock().await;
+            if offset >= st.size {
+                return Ok(Vec::new());
+            }
+            let end = offset.saturating_add(u64::from(len)).min(st.size);
+            out = vec![0u8; (end - offset) as usize];
+            let mut pos = offset;
+            while pos < end {
+                let slot = pos / SLOT;
+                let in_slot = pos % SLOT;
+                let n = (SLOT - in_slot).min(end - pos);
+                let at = (pos - offset) as usize;
+                if let Some(buf) = st.dirty.get(&slot) {
+                    let from = (in_slot as usize).min(buf.len());
+                    let to = ((in_slot + n) as usize).min(buf.len());
+                    out[at..at + (to - from)].copy_from_slice(&buf[from..to]);
+                } else if let Some(c) = st.slots.get(&slot) {
+                    if in_slot < c.len {
+                        fetches.push(Fetch {
+                            at,
+                            block: c.block,
+                            from: in_slot,
+                            to: (in_slot + n).min(c.len),
+                            slot_len: c.len,
+                        });
+                    }
+                }
+                pos += n;
+            }
+            // Halfway through a slot, a sequential reader will want the
+            // next one soon.
+            let last = end - 1;
+            if sequential && last % SLOT >= SLOT / 2 {
+                let next = last / SLOT + 1;
+                if let (Some(c), false) = (st.slots.get(&next), st.dirty.contains_key(&next)) {
+                    ahead = Some(Ahead {
+                        block: c.block,
+                        len: c.len,
+                    });
+                }
+            }
+            self.cache.read_to(end);
+        }
+        if let Some(a) = ahead {
+            self.cache.prefetch(client, a.block, a.len);
+        }
+        // Blocks are immutable: fetching after the lock is released reads
+        // exactly what the layout named, even if a commit replaces it now.
+        for f in fetches {
+            let bytes = self
+                .cache
+                .read(client, f.block, f.slot_len, (f.from, f.to), sequential)
+                .await?;
+            out[f.at..f.at + bytes.len()].copy_from_slice(&bytes);
+        }
+        Ok(out)
+    }
+
+    /// Uploads and commits buffered writes (flush and close).
+    pub async fn flush(&self, client: &Arc<MetaClient>) -> FsResult<()> {
+        let mut st = self.state.lock().await;
+        self.commit(&mut st, client, false).await
+    }
+
+    /// Like [`OpenFile::flush`], with every replica fsync'ed, including the
+    /// slots earlier commits of this file left unsynced.
+    pub async fn fsync(&self, client: &Arc<MetaClient>) -> FsResult<()> {
+        let mut st = self.state.lock().await;
+        self.commit(&mut st, client, true).await?;
+        let pending: Vec<u64> = st.undurable.iter().copied().collect();
+        for batch in pending.chunks(MAX_DIRTY_SLOTS) {
+            for slot in batch {
+                match st.slots.get(slot).copied() {
+                    Some(c) if c.len > 0 => {
+                        let mut data = client.read_block(c.block, 0, c.len).await?;
+                        data.resize(c.len as usize, 0);
+                        st.dirty.insert(*slot, data);
+                    }
+                    _ => {
+                        st.undurable.remove(slot);
+                    }
+                }
+            }
+            self.commit(&mut st, client, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies `change` with `set`, all under the file's lock so that no
+    /// write or commit slips in between. A new mtime first commits the
+    /// buffered writes, or their commit would stamp its own time over it
+    /// (`cp -a`, `tar x` and `touch` on an open file set it before close).
+    /// A new size cuts the buffers and the layout as the cluster does.
+    pub async fn set_attr<F>(&self, client: &Arc<MetaClient>, change: &pb::SetAttr, set: F) -> FsResult<pb::Attr>
+    where
+        F: Future<Output = FsResult<pb::Attr>>,
+    {
+        let mut st = self.state.lock().await;
+        if change.mtime.is_some() {
+            self.commit(&mut st, client, false).await?;
+        }
+        let attr = set.await?;
+        if let Some(size) = change.size {
+            let keep = size.div_ceil(SLOT);
+            st.dirty.split_off(&keep);
+            if !size.is_multiple_of(SLOT) {
+                if let Some(buf) = st.dirty.get_mut(&(size / SLOT)) {
+                    buf.truncate((size % SLOT) as usize);
+                }
+            }
+            st.undurable.split_off(&keep);
+            clip(&mut st.slots, size);
+            self.set_size(&mut st, size);
+        }
+        Ok(attr)
+    }
+
+    /// Grows the file to `size` with `set` unless it is already that long
+    /// (fallocate); buffers and layout stay as they are.
+    pub async fn grow<F>(&self, size: u64, set: F) -> FsResult<()>
+    where
+        F: Future<Output = FsResult<pb::Attr>>,
+    {
+        let mut st = self.state.lock().await;
+        if st.size < size {
+            set.await?;
+            self.set_size(&mut st, size);
+        }
+        Ok(())
+    }
+
+    /// Uploads every dirty slot in parallel and commits them with the size
+    /// in one command. On failure the buffers stay, for a later retry.
+    async fn commit(&self, st: &mut State, client: &Arc<MetaClient>, durable: bool) -> FsResult<()> {
+        if st.dirty.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let mut uploads = JoinSet::new();
+        for (slot, data) in std::mem::take(&mut st.dirty) {
+            let client = client.clone();
+            let ino = self.ino;
+            uploads.spawn(async move {
+                let r = client.write_file_block(ino, &data, durable).await;
+                (slot, data, r)
+            });
+        }
+        let mut written = Vec::new();
+        let mut failed = None;
+        while let Some(joined) = uploads.join_next().await {
+            match joined {
+                Ok((slot, data, r)) => {
+                    match r {
+                        Ok(block) => written.push((slot, block)),
+                        Err(e) => failed = Some(FsError::from(e)),
+                    }
+                    st.dirty.insert(slot, data);
+                }
+                Err(e) => {
+                    // The buffer went down with the task: nothing to retry.
+                    tracing::error!("inode {}: an upload task failed: {e}", self.ino);
+                    failed = Some(FsError(Errno::EIO));
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let uploaded = started.elapsed();
+        let count = written.len();
+        let op = Op::CommitWrite(pb::CommitWrite {
+            ino: self.ino.0,
+            slots: written
+                .iter()
+                .map(|(slot, b)| pb::SlotWrite {
+                    slot: *slot,
+                    block_id: b.id.0.to_vec(),
+                    length: b.len,
+                    crc32c: b.crc32c,
+                    server_ids: b.server_ids.clone(),
+                })
+                .collect(),
+            size: st.size,
+        });
+        match client.call_as(st.writer.clone(), op).await? {
+            R::Attr(_) => {}
+            other => return unexpected("CommitWrite", &other),
+        }
+        for (slot, b) in written {
+            st.dirty.remove(&slot);
+            st.slots.insert(
+                slot,
+                Committed {
+                    block: b.id,
+                    len: b.len,
+                },
+            );
+            if durable {
+                st.undurable.remove(&slot);
+            } else {
+                st.undurable.insert(slot);
+            }
+        }
+        // The cluster drops whatever lies past the committed size.
+        let size = st.size;
+        clip(&mut st.slots, size);
+        tracing::debug!(
+            "inode {}: {count} slot(s) uploaded in {uploaded:?}, committed at size {size} in {:?}",
+            self.ino,
+            started.elapsed() - uploaded
+        );
+        Ok(())
+    }
+}
+
+/// What a slot holds before a write of `n` bytes at `in_slot` into it: empty
+/// if nothing is committed there or the write covers all of it, else its
+/// committed bytes, so that the upload is the slot's whole new content.
+async fn slot_base(st: &State, client: &MetaClient, slot: u64, in_slot: u64, n: u64) -> FsResult<Vec<u8>> {
+    let mut buf = Vec::new();
+    if let Some(c) = st.slots.get(&slot) {
+        if c.len > 0 && !(in_slot == 0 && n >= c.len) {
+            let data = client.read_block(c.block, 0, c.len).await?;
+            buf.reserve_exact(SLOT as usize);
+            buf.extend_from_slice(&data[..data.len().min(c.len as usize)]);
+            buf.resize(c.len as usize, 0);
+        }
+    }
+    Ok(buf)
+}
+
+/// Drops the slots wholly past `size` and shortens the one it cuts, as the
+/// meta servers do on a commit or truncate.
+fn clip(slots: &mut BTreeMap<u64, Committed>, size: u64) {
+    slots.split_off(&size.div_ceil(SLOT));
+    if !size.is_multiple_of(SLOT) {
+        if let Some(c) = slots.get_mut(&(size / SLOT)) {
+            c.len = c.len.min(size % SLOT);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed(len: u64) -> Committed {
+        Committed {
+            block: BlockId([7; 16]),
+            len,
+        }
+    }
+
+    #[test]
+    fn clip_drops_and_shortens_like_the_cluster() {
+        let mut slots: BTreeMap<u64, Committed> = (0..4).map(|s| (s, committed(SLOT))).collect();
+        clip(&mut slots, SLOT + 10);
+        assert_eq!(slots.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(slots[&1].len, 10);
+        clip(&mut slots, SLOT);
+        assert_eq!(slots.keys().copied().collect::<Vec<_>>(), vec![0]);
+        assert_eq!(slots[&0].len, SLOT);
+        clip(&mut slots, 0);
+        assert!(slots.is_empty());
+    }
+}

@@ -1,0 +1,533 @@
+//! The fuser `Filesystem`: each callback copies its arguments, spawns the
+//! work (ops.rs) on the tokio runtime and replies from the task, so that no
+//! kernel thread waits on a slow RPC. Callbacks not implemented here keep
+//! fuser's default, ENOSYS.
+
+use super::convert::{fail, mknod_kind, perm, FsError, FsResult};
+use super::ops::{time_spec, Inner, XattrOut};
+use fuser::{
+    AccessFlags, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use nimbus_common::Errno;
+use nimbus_proto as pb;
+use std::ffi::OsStr;
+use std::future::Future;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::runtime::Handle;
+
+/// Largest write the kernel may send; it caps this at its own limit.
+const MAX_WRITE: u32 = 1 << 20;
+/// Read-ahead to ask for; the kernel answers with what it offers.
+const MAX_READAHEAD: u32 = 1 << 20;
+/// Asynchronous requests (read-ahead, background writes) in flight at once.
+const MAX_BACKGROUND: u16 = 64;
+/// statfs: the block size reported, and the capacity shown until quotas
+/// (a later issue) give each user a real one.
+const STATFS_BSIZE: u64 = 4096;
+const STATFS_TOTAL_BYTES: u64 = 1 << 50;
+const STATFS_TOTAL_INODES: u64 = 1 << 40;
+/// How long unmount waits for buffered writes to commit.
+const DESTROY_FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Nimbus as the kernel sees it.
+pub struct NimbusFs {
+    inner: Arc<Inner>,
+    rt: Handle,
+}
+
+impl NimbusFs {
+    pub fn new(inner: Arc<Inner>, rt: Handle) -> NimbusFs {
+        NimbusFs { inner, rt }
+    }
+
+    /// Runs `work` on the runtime; replies with `done` on success, else with
+    /// the errno.
+    fn serve<T, P, F, D>(&self, reply: P, work: F, done: D)
+    where
+        T: Send + 'static,
+        P: Fail + Send + 'static,
+        F: Future<Output = FsResult<T>> + Send + 'static,
+        D: FnOnce(P, T) + Send + 'static,
+    {
+        self.rt.spawn(async move {
+            match work.await {
+                Ok(v) => done(reply, v),
+                Err(e) => reply.fail(e),
+            }
+        });
+    }
+
+    /// `serve` for replies with no payload.
+    fn serve_empty<F>(&self, reply: ReplyEmpty, work: F)
+    where
+        F: Future<Output = FsResult<()>> + Send + 'static,
+    {
+        self.serve(reply, work, |r, ()| r.ok());
+    }
+
+    /// `serve` for replies with a new entry (mknod, mkdir, symlink, link).
+    fn serve_entry<F>(&self, reply: ReplyEntry, work: F)
+    where
+        F: Future<Output = FsResult<fuser::FileAttr>> + Send + 'static,
+    {
+        let ttl = self.inner.ttl;
+        self.serve(reply, work, move |r, a| r.entry(&ttl, &a, Generation(0)));
+    }
+
+    fn make_node(&self, req: &Request, reply: ReplyEntry, node: pb::MakeNode) {
+        let (inner, caller) = (self.inner.clone(), caller(req));
+        self.serve_entry(reply, async move { inner.make_node(caller, node).await });
+    }
+}
+
+/// Who a request acts for: the calling process's uid and group.
+fn caller(req: &Request) -> pb::Caller {
+    pb::Caller {
+        uid: req.uid(),
+        gids: vec![req.gid()],
+    }
+}
+
+fn bytes(name: &OsStr) -> Vec<u8> {
+    name.as_bytes().to_vec()
+}
+
+/// Replies that can carry an error.
+trait Fail {
+    fn fail(self, e: FsError);
+}
+
+macro_rules! fail_by_error {
+    ($($reply:ty),*) => {
+        $(impl Fail for $reply {
+            fn fail(self, e: FsError) {
+                self.error(e.to_fuser())
+            }
+        })*
+    };
+}
+
+fail_by_error!(
+    ReplyAttr,
+    ReplyCreate,
+    ReplyData,
+    ReplyDirectory,
+    ReplyEmpty,
+    ReplyEntry,
+    ReplyOpen,
+    ReplyStatfs,
+    ReplyWrite,
+    ReplyXattr
+);
+
+impl Filesystem for NimbusFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Each setter answers Err(nearest acceptable value) when asked too
+        // much: take that.
+        if let Err(max) = config.set_max_write(MAX_WRITE) {
+            let _ = config.set_max_write(max);
+        }
+        if let Err(offered) = config.set_max_readahead(MAX_READAHEAD) {
+            let _ = config.set_max_readahead(offered);
+        }
+        let _ = config.set_max_background(MAX_BACKGROUND);
+        let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
+        // Lookups and creates in one directory run in parallel; cached pages
+        // are dropped when a file's size or mtime changes underneath.
+        for cap in [InitFlags::FUSE_PARALLEL_DIROPS, InitFlags::FUSE_AUTO_INVAL_DATA] {
+            if let Err(missing) = config.add_capabilities(cap) {
+                tracing::info!("the kernel does not offer {missing:?}");
+            }
+        }
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        let inner = self.inner.clone();
+        // Called on the session thread, outside the runtime: block on it.
+        let flushed = self
+            .rt
+            .block_on(async move { tokio::time::timeout(DESTROY_FLUSH_TIMEOUT, inner.flush_all()).await });
+        if flushed.is_err() {
+            tracing::error!("buffered writes not committed within {DESTROY_FLUSH_TIMEOUT:?} of unmount");
+        }
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let (inner, caller, name) = (self.inner.clone(), caller(req), bytes(name));
+        self.serve_entry(reply, async move { inner.lookup(caller, parent.0, name).await });
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let (inner, caller, ttl) = (self.inner.clone(), caller(req), self.inner.ttl);
+        self.serve(reply, async move { inner.getattr(caller, ino.0).await }, move |r, a| {
+            r.attr(&ttl, &a)
+        });
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let change = pb::SetAttr {
+            ino: ino.0,
+            perm: mode.map(perm),
+            uid,
+            gid,
+            size,
+            atime: atime.map(time_spec),
+            mtime: mtime.map(time_spec),
+        };
+        let (inner, caller, ttl) = (self.inner.clone(), caller(req), self.inner.ttl);
+        self.serve(
+            reply,
+            async move { inner.setattr(caller, change).await },
+            move |r, a| r.attr(&ttl, &a),
+        );
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let (inner, caller) = (self.inner.clone(), caller(req));
+        self.serve(reply, async move { inner.readlink(caller, ino.0).await }, |r, d| {
+            r.data(&d)
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let kind = match mknod_kind(mode) {
+            Ok(k) => k,
+            Err(e) => return reply.fail(e),
+        };
+        let node = pb::MakeNode {
+            parent: parent.0,
+            name: bytes(name),
+            kind: kind as i32,
+            perm: perm(mode),
+            rdev,
+            symlink_target: Vec::new(),
+        };
+        self.make_node(req, reply, node);
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let node = pb::MakeNode {
+            parent: parent.0,
+            name: bytes(name),
+            kind: pb::FileKind::Directory as i32,
+            perm: perm(mode),
+            rdev: 0,
+            symlink_target: Vec::new(),
+        };
+        self.make_node(req, reply, node);
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (inner, caller, name) = (self.inner.clone(), caller(req), bytes(name));
+        self.serve_empty(reply, async move { inner.unlink(caller, parent.0, name).await });
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (inner, caller, name) = (self.inner.clone(), caller(req), bytes(name));
+        self.serve_empty(reply, async move { inner.rmdir(caller, parent.0, name).await });
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let node = pb::MakeNode {
+            parent: parent.0,
+            name: bytes(link_name),
+            kind: pb::FileKind::Symlink as i32,
+            perm: 0o777,
+            rdev: 0,
+            symlink_target: bytes(target.as_os_str()),
+        };
+        self.make_node(req, reply, node);
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let rename = pb::Rename {
+            parent: parent.0,
+            name: bytes(name),
+            new_parent: newparent.0,
+            new_name: bytes(newname),
+            flags: flags.bits(),
+        };
+        let (inner, caller) = (self.inner.clone(), caller(req));
+        self.serve_empty(reply, async move { inner.rename(caller, rename).await });
+    }
+
+    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let (inner, caller, name) = (self.inner.clone(), caller(req), bytes(newname));
+        self.serve_entry(reply, async move { inner.link(caller, ino.0, newparent.0, name).await });
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (inner, caller) = (self.inner.clone(), caller(req));
+        // No FOPEN_KEEP_CACHE: the kernel drops the file's cached pages at
+        // each open, which with the fresh layout gives close-to-open.
+        self.serve(
+            reply,
+            async move { inner.open(caller, ino.0, flags.0).await },
+            |r, fh| r.opened(FileHandle(fh), FopenFlags::empty()),
+        );
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let node = pb::MakeNode {
+            parent: parent.0,
+            name: bytes(name),
+            kind: pb::FileKind::Regular as i32,
+            perm: perm(mode),
+            rdev: 0,
+            symlink_target: Vec::new(),
+        };
+        let (inner, caller, ttl) = (self.inner.clone(), caller(req), self.inner.ttl);
+        self.serve(
+            reply,
+            async move { inner.create(caller, node, flags).await },
+            move |r, (a, fh)| r.created(&ttl, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),
+        );
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let inner = self.inner.clone();
+        self.serve(reply, async move { inner.read(fh.0, offset, size).await }, |r, d| {
+            r.data(&d)
+        });
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let Ok(len) = u32::try_from(data.len()) else {
+            return reply.fail(FsError(Errno::EINVAL));
+        };
+        let (inner, caller, data) = (self.inner.clone(), caller(req), data.to_vec());
+        self.serve(
+            reply,
+            async move { inner.write(caller, fh.0, offset, data).await },
+            move |r, ()| r.written(len),
+        );
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let inner = self.inner.clone();
+        self.serve_empty(reply, async move { inner.flush(fh.0).await });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let inner = self.inner.clone();
+        self.serve_empty(reply, async move { inner.release(fh.0).await });
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let inner = self.inner.clone();
+        self.serve_empty(reply, async move { inner.fsync(fh.0).await });
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Permission to list is checked by each Readdir on the cluster.
+        reply.opened(FileHandle(self.inner.opendir()), FopenFlags::empty());
+    }
+
+    fn readdir(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectory) {
+        let (inner, caller) = (self.inner.clone(), caller(req));
+        self.serve(
+            reply,
+            async move { inner.readdir(caller, ino.0, fh.0, offset).await },
+            |mut r, items| {
+                for item in items {
+                    if r.add(INodeNo(item.ino), item.offset, item.kind, OsStr::from_bytes(&item.name)) {
+                        break; // full: the kernel asks again from the last offset added
+                    }
+                }
+                r.ok()
+            },
+        );
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.inner.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        // Every namespace change is committed by a Raft majority before it
+        // is acknowledged: there is nothing left to sync.
+        reply.ok();
+    }
+
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let (inner, caller) = (self.inner.clone(), caller(req));
+        self.serve(reply, async move { inner.statfs(caller).await }, |r, s| {
+            let used_blocks = s.bytes.div_ceil(STATFS_BSIZE);
+            let blocks = (STATFS_TOTAL_BYTES / STATFS_BSIZE).max(used_blocks);
+            let files = STATFS_TOTAL_INODES.max(s.inodes);
+            let free = blocks - used_blocks;
+            let name_max = if s.name_max == 0 { 255 } else { s.name_max };
+            r.statfs(
+                blocks,
+                free,
+                free,
+                files,
+                files - s.inodes,
+                STATFS_BSIZE as u32,
+                name_max,
+                STATFS_BSIZE as u32,
+            )
+        });
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let set = pb::SetXattr {
+            ino: ino.0,
+            name: bytes(name),
+            value: value.to_vec(),
+            flags: flags as u32,
+        };
+        let (inner, caller) = (self.inner.clone(), caller(req));
+        self.serve_empty(reply, async move { inner.setxattr(caller, set).await });
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let (inner, caller, name) = (self.inner.clone(), caller(req), bytes(name));
+        self.serve(
+            reply,
+            async move { inner.getxattr(caller, ino.0, name, size).await },
+            xattr_reply,
+        );
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let (inner, caller) = (self.inner.clone(), caller(req));
+        self.serve(
+            reply,
+            async move { inner.listxattr(caller, ino.0, size).await },
+            xattr_reply,
+        );
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (inner, caller, name) = (self.inner.clone(), caller(req), bytes(name));
+        self.serve_empty(reply, async move { inner.removexattr(caller, ino.0, name).await });
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let (inner, caller) = (self.inner.clone(), caller(req));
+        let mask = mask.bits() as u32;
+        self.serve_empty(reply, async move { inner.access(caller, ino.0, mask).await });
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        // Only plain preallocation; ENOSYS would make the kernel stop asking
+        // for that too, so other modes are EOPNOTSUPP.
+        if mode != 0 {
+            return reply.fail(FsError(Errno::EOPNOTSUPP));
+        }
+        let (inner, caller) = (self.inner.clone(), caller(req));
+        self.serve_empty(reply, async move {
+            let Some(end) = offset.checked_add(length) else {
+                return fail(Errno::EFBIG);
+            };
+            inner.fallocate(caller, fh.0, ino.0, end).await
+        });
+    }
+}
+
+fn xattr_reply(r: ReplyXattr, out: XattrOut) {
+    match out {
+        XattrOut::Size(n) => r.size(n),
+        XattrOut::Data(d) => r.data(&d),
+    }
+}

@@ -1,0 +1,538 @@
+//! The work behind each FUSE callback, as async functions on the mount's
+//! shared state: namespace calls to the meta cluster on behalf of the
+//! calling process, and the tables of open files and directories.
+
+use super::convert::{
+    self, fail, file_attr, file_type, permitted, unexpected, FsError, FsResult, R as READ, W as WRITE,
+};
+use super::files::OpenFile;
+use super::open::{Hidden, OpenTable};
+use fuser::{FileAttr, FileType};
+use nimbus_client::MetaClient;
+use nimbus_common::Errno;
+use nimbus_proto as pb;
+use nimbus_proto::ns_reply::Result as R;
+use nimbus_proto::ns_request::Op;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Open flags the data path cares about (Linux values).
+const O_ACCMODE: i32 = 0o3;
+const O_WRONLY: i32 = 0o1;
+const O_RDWR: i32 = 0o2;
+const O_TRUNC: i32 = 0o1000;
+const O_DSYNC: i32 = 0o10000;
+
+/// renameat2: fail if the target exists.
+const RENAME_NOREPLACE: u32 = 1;
+
+/// Directory entries asked for per Readdir call.
+const READDIR_PAGE: u32 = 512;
+
+/// One open file descriptor's state.
+struct Handle {
+    ino: u64,
+    file: Arc<OpenFile>,
+    /// O_SYNC or O_DSYNC: every write is durable before it returns.
+    sync: bool,
+}
+
+/// The last Readdir page of an open directory, so that the kernel's small
+/// readdir buffers do not cost a round trip each.
+struct DirCache {
+    after: u64,
+    entries: Vec<pb::DirEntry>,
+    more: bool,
+}
+
+/// One directory entry for the kernel, at a stable offset.
+pub struct DirItem {
+    pub ino: u64,
+    pub offset: u64,
+    pub kind: FileType,
+    pub name: Vec<u8>,
+}
+
+/// What getxattr/listxattr answer: the size asked for, or the bytes.
+pub enum XattrOut {
+    Size(u32),
+    Data(Vec<u8>),
+}
+
+/// The mount's state, shared by every request.
+pub struct Inner {
+    pub client: Arc<MetaClient>,
+    /// How long the kernel may cache names and attributes.
+    pub ttl: Duration,
+    files: OpenTable,
+    handles: Mutex<HashMap<u64, Handle>>,
+    dirs: Mutex<HashMap<u64, Option<DirCache>>>,
+    next_fh: AtomicU64,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic in another request must not take the whole mount down.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    pub fn new(client: Arc<MetaClient>, ttl: Duration) -> Inner {
+        Inner {
+            client,
+            ttl,
+            files: OpenTable::default(),
+            handles: Mutex::default(),
+            dirs: Mutex::default(),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    async fn call(&self, caller: pb::Caller, op: Op) -> FsResult<R> {
+        Ok(self.client.call_as(caller, op).await?)
+    }
+
+    async fn attr_call(&self, caller: pb::Caller, op: Op, what: &str) -> FsResult<pb::Attr> {
+        match self.call(caller, op).await? {
+            R::Attr(a) => Ok(a),
+            other => unexpected(what, &other),
+        }
+    }
+
+    async fn done_call(&self, caller: pb::Caller, op: Op, what: &str) -> FsResult<()> {
+        match self.call(caller, op).await? {
+            R::Done(_) | R::Attr(_) => Ok(()),
+            other => unexpected(what, &other),
+        }
+    }
+
+    fn open_file(&self, ino: u64) -> Option<Arc<OpenFile>> {
+        self.files.get(ino)
+    }
+
+    /// The kernel's view of `a`: an open file's size includes the writes
+    /// this mount has buffered.
+    fn view(&self, a: &pb::Attr) -> FileAttr {
+        let size = match self.open_file(a.ino) {
+            Some(f) if a.kind == pb::FileKind::Regular as i32 => f.size(),
+            _ => a.size,
+        };
+        file_attr(a, size)
+    }
+
+    pub async fn lookup(&self, caller: pb::Caller, parent: u64, name: Vec<u8>) -> FsResult<FileAttr> {
+        let a = self
+            .attr_call(caller, Op::Lookup(pb::Lookup { parent, name }), "Lookup")
+            .await?;
+        Ok(self.view(&a))
+    }
+
+    pub async fn getattr(&self, caller: pb::Caller, ino: u64) -> FsResult<FileAttr> {
+        Ok(self.view(&self.raw_attr(caller, ino).await?))
+    }
+
+    async fn raw_attr(&self, caller: pb::Caller, ino: u64) -> FsResult<pb::Attr> {
+        self.attr_call(caller, Op::Getattr(pb::GetAttr { ino }), "Getattr")
+            .await
+    }
+
+    /// chmod, chown, truncate and utimens in one command; an open file's
+    /// buffered writes are cut or committed to match (files.rs).
+    pub async fn setattr(&self, caller: pb::Caller, change: pb::SetAttr) -> FsResult<FileAttr> {
+        let set = self.attr_call(caller, Op::Setattr(change), "Setattr");
+        let a = match self.open_file(change.ino) {
+            Some(file) => file.set_attr(&self.client, &change, set).await?,
+            None => set.await?,
+        };
+        Ok(self.view(&a))
+    }
+
+    /// create (without opening), mknod, mkdir and symlink.
+    pub async fn make_node(&self, caller: pb::Caller, node: pb::MakeNode) -> FsResult<FileAttr> {
+        let a = self.attr_call(caller, Op::MakeNode(node), "MakeNode").await?;
+        Ok(self.view(&a))
+    }
+
+    pub async fn unlink(&self, caller: pb::Caller, parent: u64, name: Vec<u8>) -> FsResult<()> {
+        if self.hide_if_open(&caller, parent, &name).await? {
+            return Ok(());
+        }
+        self.done_call(caller, Op::Unlink(pb::Unlink { parent, name }), "Unlink")
+            .await
+    }
+
+    pub async fn rmdir(&self, caller: pb::Caller, parent: u64, name: Vec<u8>) -> FsResult<()> {
+        self.done_call(caller, Op::Rmdir(pb::Rmdir { parent, name }), "Rmdir")
+            .await
+    }
+
+    pub async fn rename(&self, caller: pb::Caller, rename: pb::Rename) -> FsResult<()> {
+        // A plain rename replaces its target: keep an open one alive.
+        if rename.flags == 0 && (rename.parent, &rename.name) != (rename.new_parent, &rename.new_name) {
+            self.hide_if_open(&caller, rename.new_parent, &rename.new_name).await?;
+        }
+        self.done_call(caller, Op::Rename(rename), "Rename").await
+    }
+
+    pub async fn link(&self, caller: pb::Caller, ino: u64, new_parent: u64, new_name: Vec<u8>) -> FsResult<FileAttr> {
+        let op = Op::Link(pb::Link {
+            ino,
+            new_parent,
+            new_name,
+        });
+        let a = self.attr_call(caller, op, "Link").await?;
+        Ok(self.view(&a))
+    }
+
+    pub async fn readlink(&self, caller: pb::Caller, ino: u64) -> FsResult<Vec<u8>> {
+        match self.call(caller, Op::Readlink(pb::Readlink { ino })).await? {
+            R::Data(d) => Ok(d),
+            other => unexpected("Readlink", &other),
+        }
+    }
+
+    pub async fn statfs(&self, caller: pb::Caller) -> FsResult<pb::FsStats> {
+        match self.call(caller, Op::Statfs(pb::StatFs {})).await? {
+            R::Stats(s) => Ok(s),
+            other => unexpected("Statfs", &other),
+        }
+    }
+
+    pub async fn setxattr(&self, caller: pb::Caller, set: pb::SetXattr) -> FsResult<()> {
+        no_acl(&set.name)?;
+        self.done_call(caller, Op::Setxattr(set), "Setxattr").await
+    }
+
+    pub async fn removexattr(&self, caller: pb::Caller, ino: u64, name: Vec<u8>) -> FsResult<()> {
+        no_acl(&name)?;
+        self.done_call(caller, Op::Removexattr(pb::RemoveXattr { ino, name }), "Removexattr")
+            .await
+    }
+
+    /// An attribute's value, or its size when `size` is 0 (a probe).
+    pub async fn getxattr(&self, caller: pb::Caller, ino: u64, name: Vec<u8>, size: u32) -> FsResult<XattrOut> {
+        no_acl(&name)?;
+        match self.call(caller, Op::Getxattr(pb::GetXattr { ino, name })).await? {
+            R::Data(v) => sized(v, size),
+            other => unexpected("Getxattr", &other),
+        }
+    }
+
+    /// Attribute names, each followed by a NUL, or their size when `size`
+    /// is 0.
+    pub async fn listxattr(&self, caller: pb::Caller, ino: u64, size: u32) -> FsResult<XattrOut> {
+        match self.call(caller, Op::Listxattr(pb::ListXattr { ino })).await? {
+            R::Names(n) => {
+                let mut out = Vec::new();
+                for name in n.names {
+                    out.extend_from_slice(&name);
+                    out.push(0);
+                }
+                sized(out, size)
+            }
+            other => unexpected("Listxattr", &other),
+        }
+    }
+
+    /// access(2) from the mode bits, for the calling process.
+    pub async fn access(&self, caller: pb::Caller, ino: u64, mask: u32) -> FsResult<()> {
+        let a = self.raw_attr(caller.clone(), ino).await?;
+        if permitted(&a, &caller, mask & 7) {
+            Ok(())
+        } else {
+            fail(Errno::EACCES)
+        }
+    }
+
+    /// Opens a regular file: fresh attributes and layout from the cluster
+    /// (close-to-open), permission from the mode bits.
+    pub async fn open(&self, caller: pb::Caller, ino: u64, flags: i32) -> FsResult<u64> {
+        let a = self.raw_attr(caller.clone(), ino).await?;
+        if a.kind == pb::FileKind::Directory as i32 {
+            return fail(Errno::EISDIR);
+        }
+        let mut want = match flags & O_ACCMODE {
+            O_WRONLY => WRITE,
+            O_RDWR => READ | WRITE,
+            _ => READ,
+        };
+        if flags & O_TRUNC != 0 {
+            want |= WRITE;
+        }
+        if !permitted(&a, &caller, want) {
+            return fail(Errno::EACCES);
+        }
+        let file = self.files.acquire(ino, &caller);
+        if let Err(e) = file.refresh(&self.client, caller).await {
+            self.put_back(ino).await;
+            return Err(e);
+        }
+        Ok(self.new_handle(ino, file, flags))
+    }
+
+    /// Creates a regular file and opens it.
+    pub async fn create(&self, caller: pb::Caller, node: pb::MakeNode, flags: i32) -> FsResult<(FileAttr, u64)> {
+        let a = self.attr_call(caller.clone(), Op::MakeNode(node), "MakeNode").await?;
+        // A new file is empty: nothing to read from the cluster.
+        let file = self.files.acquire(a.ino, &caller);
+        let fh = self.new_handle(a.ino, file, flags);
+        Ok((self.view(&a), fh))
+    }
+
+    /// Drops one handle's hold on the file of `ino`; the last one removes
+    /// the hidden name of a file removed while open.
+    async fn put_back(&self, ino: u64) {
+        if let Some(h) = self.files.put_back(ino) {
+            self.remove_hidden(h).await;
+        }
+    }
+
+    async fn remove_hidden(&self, h: Hidden) {
+        let op = Op::Unlink(pb::Unlink {
+            parent: h.parent,
+            name: h.name.clone(),
+        });
+        if let Err(e) = self.done_call(h.caller, op, "Unlink").await {
+            tracing::warn!(
+                "removing {} in directory {}: {}",
+                String::from_utf8_lossy(&h.name),
+                h.parent,
+                e.0
+            );
+        }
+    }
+
+    /// Before `name` in `parent` goes away: if it is a file open on this
+    /// mount and its last link, renames it to a hidden name instead, removed
+    /// at its last close; true if it did. Errors of the lookup are left for
+    /// the operation itself to report.
+    async fn hide_if_open(&self, caller: &pb::Caller, parent: u64, name: &[u8]) -> FsResult<bool> {
+        if self.files.is_empty() {
+            return Ok(false);
+        }
+        let lookup = Op::Lookup(pb::Lookup {
+            parent,
+            name: name.to_vec(),
+        });
+        let Ok(a) = self.attr_call(caller.clone(), lookup, "Lookup").await else {
+            return Ok(false);
+        };
+        if a.kind != pb::FileKind::Regular as i32 || a.nlink > 1 || self.files.get(a.ino).is_none() {
+            return Ok(false);
+        }
+        let hidden = format!(
+            ".nimbus-removed-{:x}-{:x}",
+            a.ino,
+            self.next_fh.fetch_add(1, Ordering::Relaxed)
+        );
+        let rename = pb::Rename {
+            parent,
+            name: name.to_vec(),
+            new_parent: parent,
+            new_name: hidden.clone().into_bytes(),
+            flags: RENAME_NOREPLACE,
+        };
+        self.done_call(caller.clone(), Op::Rename(rename), "Rename").await?;
+        let h = Hidden {
+            parent,
+            name: hidden.into_bytes(),
+            caller: caller.clone(),
+        };
+        if let Some(closed) = self.files.hide(a.ino, h) {
+            self.remove_hidden(closed).await;
+        }
+        Ok(true)
+    }
+
+    fn new_handle(&self, ino: u64, file: Arc<OpenFile>, flags: i32) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let sync = flags & O_DSYNC != 0; // O_SYNC includes the O_DSYNC bit
+        locked(&self.handles).insert(fh, Handle { ino, file, sync });
+        fh
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<(Arc<OpenFile>, bool)> {
+        match locked(&self.handles).get(&fh) {
+            Some(h) => Ok((h.file.clone(), h.sync)),
+            None => fail(Errno::EBADF),
+        }
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let (file, _) = self.handle(fh)?;
+        file.read(&self.client, offset, size).await
+    }
+
+    pub async fn write(&self, caller: pb::Caller, fh: u64, offset: u64, data: Vec<u8>) -> FsResult<()> {
+        let (file, sync) = self.handle(fh)?;
+        file.write(&self.client, caller, offset, &data).await?;
+        if sync {
+            file.fsync(&self.client).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        let (file, _) = self.handle(fh)?;
+        file.flush(&self.client).await
+    }
+
+    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+        let (file, _) = self.handle(fh)?;
+        file.fsync(&self.client).await
+    }
+
+    /// The last close of a descriptor: commits what is buffered.
+    pub async fn release(&self, fh: u64) -> FsResult<()> {
+        let Some(h) = locked(&self.handles).remove(&fh) else {
+            return fail(Errno::EBADF);
+        };
+        let r = h.file.flush(&self.client).await;
+        if let Err(e) = r {
+            tracing::error!("inode {}: writes lost at close: {}", h.ino, e.0);
+        }
+        self.put_back(h.ino).await;
+        r
+    }
+
+    /// fallocate mode 0: grows the file to `offset + length` if shorter.
+    pub async fn fallocate(&self, caller: pb::Caller, fh: u64, ino: u64, end: u64) -> FsResult<()> {
+        let (file, _) = self.handle(fh)?;
+        let grow = pb::SetAttr {
+            ino,
+            size: Some(end),
+            ..Default::default()
+        };
+        file.grow(end, self.attr_call(caller, Op::Setattr(grow), "Setattr"))
+            .await
+    }
+
+    /// Commits every open file's buffered writes (at unmount).
+    pub async fn flush_all(&self) {
+        for (ino, f) in self.files.all() {
+            if let Err(e) = f.flush(&self.client).await {
+                tracing::error!("inode {ino}: writes lost at unmount: {}", e.0);
+            }
+        }
+    }
+
+    pub fn opendir(&self) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        locked(&self.dirs).insert(fh, None);
+        fh
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        locked(&self.dirs).remove(&fh);
+    }
+
+    /// Entries from `offset` on. "." and ".." sit at offsets 1 and 2; a real
+    /// entry sits at its cookie + 2, and cookies are stable for as long as
+    /// the entry exists, so an offset stays valid while the directory
+    /// changes.
+    pub async fn readdir(&self, caller: pb::Caller, ino: u64, fh: u64, offset: u64) -> FsResult<Vec<DirItem>> {
+        let mut out = Vec::new();
+        if offset == 0 {
+            // A rewind must see the directory as it is now.
+            if let Some(c) = locked(&self.dirs).get_mut(&fh) {
+                *c = None;
+            }
+            out.push(DirItem {
+                ino,
+                offset: 1,
+                kind: FileType::Directory,
+                name: b".".to_vec(),
+            });
+        }
+        if offset <= 1 {
+            let lookup = Op::Lookup(pb::Lookup {
+                parent: ino,
+                name: b"..".to_vec(),
+            });
+            let parent = self
+                .attr_call(caller.clone(), lookup, "Lookup")
+                .await
+                .map_or(ino, |a| a.ino);
+            out.push(DirItem {
+                ino: parent,
+                offset: 2,
+                kind: FileType::Directory,
+                name: b"..".to_vec(),
+            });
+        }
+        let after = offset.saturating_sub(2);
+        for e in self.dir_page(caller, ino, fh, after).await? {
+            out.push(DirItem {
+                ino: e.ino,
+                offset: e.cookie.saturating_add(2),
+                kind: file_type(e.kind),
+                name: e.name,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Entries with cookies above `after`: from the cached page when it
+    /// covers them, else one Readdir call.
+    async fn dir_page(&self, caller: pb::Caller, ino: u64, fh: u64, after: u64) -> FsResult<Vec<pb::DirEntry>> {
+        if let Some(Some(c)) = locked(&self.dirs).get(&fh) {
+            let covers = c.after <= after && (!c.more || c.entries.last().is_some_and(|l| l.cookie > after));
+            if covers {
+                return Ok(c.entries.iter().filter(|e| e.cookie > after).cloned().collect());
+            }
+        }
+        let op = Op::Readdir(pb::ReadDir {
+            ino,
+            after,
+            limit: READDIR_PAGE,
+        });
+        let page = match self.call(caller, op).await? {
+            R::Dir(p) => p,
+            other => return unexpected("Readdir", &other),
+        };
+        if let Some(c) = locked(&self.dirs).get_mut(&fh) {
+            *c = Some(DirCache {
+                after,
+                entries: page.entries.clone(),
+                more: page.more,
+            });
+        }
+        Ok(page.entries)
+    }
+}
+
+/// POSIX ACLs travel as the xattrs `system.posix_acl_access` and
+/// `system.posix_acl_default`. Nimbus does not enforce ACLs, and storing
+/// them as plain bytes would be worse than refusing: `cp -a` sets the ACL
+/// instead of chmod and the mode bits would stay wrong. EOPNOTSUPP makes
+/// tools fall back to the mode bits.
+fn no_acl(name: &[u8]) -> FsResult<()> {
+    if name.starts_with(b"system.posix_acl_") {
+        return fail(Errno::EOPNOTSUPP);
+    }
+    Ok(())
+}
+
+/// A getxattr/listxattr answer for a buffer of `size` bytes (0: a probe).
+fn sized(value: Vec<u8>, size: u32) -> FsResult<XattrOut> {
+    let len = u32::try_from(value.len()).map_err(|_| FsError(Errno::E2BIG))?;
+    if size == 0 {
+        Ok(XattrOut::Size(len))
+    } else if len > size {
+        fail(Errno::ERANGE)
+    } else {
+        Ok(XattrOut::Data(value))
+    }
+}
+
+/// A kernel time change as the namespace takes it.
+pub fn time_spec(t: fuser::TimeOrNow) -> pb::TimeSpec {
+    use pb::time_spec::Value;
+    pb::TimeSpec {
+        value: Some(match t {
+            fuser::TimeOrNow::Now => Value::Now(true),
+            fuser::TimeOrNow::SpecificTime(t) => Value::AtNs(convert::nanos(t)),
+        }),
+    }
+}
