@@ -167,6 +167,16 @@ impl Security {
         }
     }
 
+    /// The connections a server accepts on `listener`, with Nagle's
+    /// algorithm off. tonic ignores the builder's `tcp_nodelay` for a
+    /// listener it did not bind itself, and a small reply held back by Nagle
+    /// waits for the peer's delayed ACK: 40 ms on many requests.
+    pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+        tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(30)))
+    }
+
     /// Whether TLS is on.
     pub fn is_tls(&self) -> bool {
         matches!(self, Security::Tls(_))

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// Largest block this server accepts (the meta cluster's slot size).
 const MAX_BLOCK: u64 = 4 << 20;
@@ -233,7 +232,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
+            Security::incoming(listener),
             nimbus_common::process::shutdown_signal(),
         )
         .await

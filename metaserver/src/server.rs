@@ -16,7 +16,6 @@ use openraft::{BasicNode, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// Serves until SIGTERM or SIGINT, then shuts Raft down and flushes.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
@@ -131,7 +130,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let result = router
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
+            Security::incoming(listener),
             nimbus_common::process::shutdown_signal(),
         )
         .await;

@@ -42,24 +42,37 @@ fn request_time_key(time: Timestamp, id: &[u8; 16]) -> Vec<u8> {
     k
 }
 
-/// Forgets the outcomes of requests applied before `cutoff` (a bounded
-/// number per batch, oldest first, so apply stays cheap).
+/// Forgets the outcomes of requests applied before `cutoff`, oldest first,
+/// at most [`FORGET_PER_BATCH`] per batch so that apply stays cheap. Usually
+/// the oldest entry is still young, and one small read is all this costs.
 pub fn forget_requests_before(txn: &mut Txn, cutoff: Timestamp) -> Result<(), StoreError> {
-    let rows = txn.store().scan(Tree::State, &[REQUEST_BY_TIME], &[], 256)?;
-    for (k, _) in rows {
-        let Some(t) = k.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
-            continue;
-        };
-        if u64::from_be_bytes(t) as i64 >= cutoff.0 {
-            break;
+    let mut start = vec![REQUEST_BY_TIME];
+    let mut forgotten = 0;
+    while forgotten < FORGET_PER_BATCH {
+        let rows = txn.store().scan(Tree::State, &[REQUEST_BY_TIME], &start, 16)?;
+        if rows.is_empty() {
+            return Ok(());
         }
-        if let Some(id) = k.get(9..25) {
-            txn.put_raw([&[REQUEST][..], id].concat(), None);
+        for (k, _) in rows {
+            let Some(t) = k.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
+                continue;
+            };
+            if u64::from_be_bytes(t) as i64 >= cutoff.0 || forgotten >= FORGET_PER_BATCH {
+                return Ok(());
+            }
+            if let Some(id) = k.get(9..25) {
+                txn.put_raw([&[REQUEST][..], id].concat(), None);
+            }
+            start = [k.as_slice(), &[0]].concat();
+            txn.put_raw(k, None);
+            forgotten += 1;
         }
-        txn.put_raw(k, None);
     }
     Ok(())
 }
+
+/// Most request outcomes one batch forgets.
+const FORGET_PER_BATCH: usize = 256;
 const SERVER: u8 = b'v';
 const GARBAGE: u8 = b'g';
 
