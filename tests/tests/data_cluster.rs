@@ -104,6 +104,11 @@ async fn a_dead_server_is_read_around_and_repaired() -> anyhow::Result<()> {
     check_files(&client, &files).await?;
     println!("200 blocks read back exact with data server 2 dead");
 
+    // The repair pass must first notice (health from a pass before the
+    // death still says all is well), then finish.
+    cluster
+        .wait_health("dead server noticed", 30 * SECOND, |h| h.under_replicated > 0)
+        .await?;
     let h = cluster
         .wait_health("re-replication", 60 * SECOND, |h| {
             h.blocks == 200 && h.under_replicated == 0 && h.servers.iter().any(|s| s.state == "dead")

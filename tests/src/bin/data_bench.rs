@@ -119,6 +119,13 @@ async fn main() -> anyhow::Result<()> {
     cluster.kill_data(2);
     let killed = Instant::now();
     let before = client.data_health().await?.repaired_total;
+    // First the repair pass must notice (health from an earlier pass still
+    // says all is well), then finish.
+    cluster
+        .wait_health("dead server noticed", Duration::from_secs(60), |h| {
+            h.under_replicated > 0
+        })
+        .await?;
     let h = cluster
         .wait_health("repair", Duration::from_secs(600), |h| {
             h.under_replicated == 0 && h.servers.iter().any(|s| s.state == "dead")
