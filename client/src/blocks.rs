@@ -269,21 +269,35 @@ impl MetaClient {
         slots: &[(u64, &WrittenBlock)],
         size: u64,
     ) -> Result<pb::Attr, ClientError> {
+        self.commit_write_as(self.caller.clone(), ino, slots, size).await
+    }
+
+    /// [`MetaClient::commit_write`] on behalf of `caller`.
+    pub async fn commit_write_as(
+        &self,
+        caller: pb::Caller,
+        ino: nimbus_common::Ino,
+        slots: &[(u64, &WrittenBlock)],
+        size: u64,
+    ) -> Result<pb::Attr, ClientError> {
         let r = self
-            .call(pb::ns_request::Op::CommitWrite(pb::CommitWrite {
-                ino: ino.0,
-                slots: slots
-                    .iter()
-                    .map(|(slot, b)| pb::SlotWrite {
-                        slot: *slot,
-                        block_id: b.id.0.to_vec(),
-                        length: b.len,
-                        crc32c: b.crc32c,
-                        server_ids: b.server_ids.clone(),
-                    })
-                    .collect(),
-                size,
-            }))
+            .call_as(
+                caller,
+                pb::ns_request::Op::CommitWrite(pb::CommitWrite {
+                    ino: ino.0,
+                    slots: slots
+                        .iter()
+                        .map(|(slot, b)| pb::SlotWrite {
+                            slot: *slot,
+                            block_id: b.id.0.to_vec(),
+                            length: b.len,
+                            crc32c: b.crc32c,
+                            server_ids: b.server_ids.clone(),
+                        })
+                        .collect(),
+                    size,
+                }),
+            )
             .await?;
         match r {
             pb::ns_reply::Result::Attr(a) => Ok(a),

@@ -231,10 +231,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(
-            Security::incoming(listener),
-            nimbus_common::process::shutdown_signal(),
-        )
+        .serve_with_incoming_shutdown(Security::incoming(listener), nimbus_common::process::shutdown_signal())
         .await
         .context("gRPC server")?;
     tracing::info!("shut down");

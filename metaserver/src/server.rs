@@ -129,10 +129,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
 
     let result = router
-        .serve_with_incoming_shutdown(
-            Security::incoming(listener),
-            nimbus_common::process::shutdown_signal(),
-        )
+        .serve_with_incoming_shutdown(Security::incoming(listener), nimbus_common::process::shutdown_signal())
         .await;
     tracing::info!("shutting down");
     if let Err(e) = raft.shutdown().await {

@@ -11,6 +11,7 @@
 
 use super::cache::BlockCache;
 use super::convert::{fail, unexpected, FsError, FsResult};
+use nimbus_client::blocks::WrittenBlock;
 use nimbus_client::MetaClient;
 use nimbus_common::{BlockId, Errno, Ino};
 use nimbus_proto as pb;
@@ -370,24 +371,10 @@ impl OpenFile {
         }
         let uploaded = started.elapsed();
         let count = written.len();
-        let op = Op::CommitWrite(pb::CommitWrite {
-            ino: self.ino.0,
-            slots: written
-                .iter()
-                .map(|(slot, b)| pb::SlotWrite {
-                    slot: *slot,
-                    block_id: b.id.0.to_vec(),
-                    length: b.len,
-                    crc32c: b.crc32c,
-                    server_ids: b.server_ids.clone(),
-                })
-                .collect(),
-            size: st.size,
-        });
-        match client.call_as(st.writer.clone(), op).await? {
-            R::Attr(_) => {}
-            other => return unexpected("CommitWrite", &other),
-        }
+        let refs: Vec<(u64, &WrittenBlock)> = written.iter().map(|(slot, b)| (*slot, b)).collect();
+        client
+            .commit_write_as(st.writer.clone(), self.ino, &refs, st.size)
+            .await?;
         for (slot, b) in written {
             st.dirty.remove(&slot);
             st.slots.insert(
