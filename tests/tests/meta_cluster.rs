@@ -222,8 +222,23 @@ async fn node_joins_through_snapshot_and_another_leaves() -> anyhow::Result<()> 
         })
     };
 
-    let addr4 = cluster.spawn_joiner(4)?;
+    // Compact the log, so that a new node can only catch up through a snapshot.
     let admin = cluster.client()?;
+    admin
+        .on_leader(|ch| async move { MetaClient::admin(ch).trigger_snapshot(pb::SnapshotRequest {}).await })
+        .await?;
+    let deadline = Instant::now() + 20 * SECOND;
+    loop {
+        let leader = cluster.wait_leader(10 * SECOND).await?;
+        let s = admin.node_status(&cluster.nodes[&leader].addr).await?;
+        if s.purged_index.is_some_and(|p| p >= 100) {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the leader did not compact its log: {s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let addr4 = cluster.spawn_joiner(4)?;
     let status = admin
         .on_leader(|ch| {
             let req = pb::AddMemberRequest {
@@ -237,11 +252,18 @@ async fn node_joins_through_snapshot_and_another_leaves() -> anyhow::Result<()> 
         status.members.iter().any(|m| m.id == 4 && m.voter),
         "node 4 is a voter: {status:?}"
     );
-    let s4 = admin.node_status(&addr4).await?;
-    assert!(
-        s4.snapshot_index.is_some(),
-        "node 4 caught up through a snapshot: {s4:?}"
-    );
+    let deadline = Instant::now() + 20 * SECOND;
+    loop {
+        let s4 = admin.node_status(&addr4).await?;
+        if s4.snapshot_index.is_some() {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "node 4 did not catch up through a snapshot: {s4:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let leader = cluster.wait_leader(10 * SECOND).await?;
     let victim = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap_or(1);
