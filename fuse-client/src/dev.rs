@@ -393,6 +393,19 @@ pub fn down(dir: &Path, purge: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `dev status --json` says of every process, whatever its role.
+fn process_row(p: &DevProcess) -> serde_json::Value {
+    serde_json::json!({
+        "role": p.role,
+        "id": p.id,
+        "pid": p.pid,
+        "running": alive(p.pid),
+        "address": p.addr,
+        "data_dir": p.data_dir,
+        "log": p.log,
+    })
+}
+
 /// Prints the processes of the dev cluster in `dir`.
 pub async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
     let Some(c) = load(dir)? else {
@@ -406,17 +419,10 @@ pub async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
             .as_ref()
             .and_then(|h| h.servers.iter().find(|s| s.addr == p.addr))
             .map(|s| s.state.clone());
-        rows.push(serde_json::json!({
-            "role": p.role,
-            "id": p.id,
-            "pid": p.pid,
-            "running": alive(p.pid),
-            "address": p.addr,
-            "data_dir": p.data_dir,
-            "log": p.log,
-            "state": state,
-            "leader": false,
-        }));
+        let mut row = process_row(p);
+        row["state"] = serde_json::json!(state);
+        row["leader"] = serde_json::json!(false);
+        rows.push(row);
     }
     for p in &c.meta {
         let s = if alive(p.pid) {
@@ -424,17 +430,10 @@ pub async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         } else {
             None
         };
-        rows.push(serde_json::json!({
-            "role": p.role,
-            "id": p.id,
-            "pid": p.pid,
-            "running": alive(p.pid),
-            "address": p.addr,
-            "data_dir": p.data_dir,
-            "log": p.log,
-            "raft_role": s.as_ref().map(|s| s.role.clone()),
-            "leader": s.as_ref().is_some_and(|s| s.role == "leader"),
-        }));
+        let mut row = process_row(p);
+        row["raft_role"] = serde_json::json!(s.as_ref().map(|s| s.role.clone()));
+        row["leader"] = serde_json::json!(s.as_ref().is_some_and(|s| s.role == "leader"));
+        rows.push(row);
     }
     if json {
         let mount = c.mount.as_ref().map(|m| {
