@@ -2,6 +2,8 @@
 //! processes on 127.0.0.1, drives them through the client library, and stops
 //! every process it started, by pid.
 
+pub mod mount;
+
 use anyhow::{bail, Context};
 use nimbus_client::MetaClient;
 use nimbus_common::tls::{self, Security};

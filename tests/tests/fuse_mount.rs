@@ -4,188 +4,14 @@
 //! run against it. Each test starts its own cluster and ends by stopping the
 //! mount with SIGTERM (or umount) and checking that nothing stays mounted.
 
-use anyhow::{bail, ensure, Context};
-use nimbus_tests::{bin_dir, MetaCluster, Options};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use anyhow::{bail, ensure};
+use nimbus_tests::bin_dir;
+use nimbus_tests::mount::{is_mounted, which, Mounted};
+use std::path::Path;
+use std::process::Command;
 
-const SECOND: Duration = Duration::from_secs(1);
-
-/// A cluster with the file system mounted at `mnt`, and a scratch directory
-/// on local disk for reference copies.
-struct Mounted {
-    mnt: PathBuf,
-    scratch: tempfile::TempDir,
-    child: Option<Child>,
-    log: PathBuf,
-    cluster: MetaCluster,
-}
-
-/// Whether `path` is a mount point now, per /proc/mounts.
-fn is_mounted(path: &Path) -> bool {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let want = path.to_string_lossy().replace(' ', "\\040");
-    mounts.lines().any(|l| l.split(' ').nth(1) == Some(want.as_str()))
-}
-
-/// Starts a cluster and mounts it.
 async fn mounted() -> anyhow::Result<Mounted> {
-    // No skipping: a machine without FUSE cannot vouch for the mount.
-    ensure!(
-        Path::new("/dev/fuse").exists(),
-        "/dev/fuse is missing: these tests need the fuse kernel module (`modprobe fuse`) or, in a container, \
-         the device passed in (--device /dev/fuse --cap-add SYS_ADMIN)"
-    );
-    let mut cluster = MetaCluster::start(Options::default())?;
-    cluster.wait_leader(20 * SECOND).await?;
-    for i in 1..=3 {
-        cluster.add_data(i, &format!("zone{i}"), None)?;
-    }
-    cluster.wait_data(3, 20 * SECOND).await?;
-    let mnt = cluster.dir.join("mnt");
-    std::fs::create_dir(&mnt)?;
-    let scratch = tempfile::Builder::new().prefix("nimbus-scratch-").tempdir()?;
-    let mut m = Mounted {
-        mnt,
-        scratch,
-        child: None,
-        log: cluster.dir.join("mount.log"),
-        cluster,
-    };
-    m.start_mount()?;
-    Ok(m)
-}
-
-impl Mounted {
-    /// Spawns `nimbus mount` and waits until the kernel shows the mount.
-    fn start_mount(&mut self) -> anyhow::Result<()> {
-        let bin = bin_dir().join("nimbus");
-        ensure!(
-            bin.exists(),
-            "{} not found: run `cargo build --workspace --bins` first",
-            bin.display()
-        );
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let child = Command::new(bin)
-            .arg("--meta")
-            .arg(self.cluster.addrs().join(","))
-            .arg("--tls-dir")
-            .arg(&self.cluster.certs)
-            .arg("mount")
-            .arg(&self.mnt)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawning nimbus mount")?;
-        self.child = Some(child);
-        let deadline = Instant::now() + 20 * SECOND;
-        while !is_mounted(&self.mnt) {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("nimbus mount exited with {status} before mounting:\n{}", self.log());
-            }
-            ensure!(Instant::now() < deadline, "not mounted within 20 s:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Runs a bash script in the mount (with $S the scratch directory) and
-    /// returns its standard output; fails with its stderr.
-    fn sh(&self, script: &str) -> anyhow::Result<String> {
-        let out = Command::new("bash")
-            .args(["-euo", "pipefail", "-c", script])
-            .current_dir(&self.mnt)
-            .env("S", self.scratch.path())
-            .env("M", &self.mnt)
-            .env("TZ", "UTC")
-            .env("LC_ALL", "C")
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "script failed ({}):\n{script}\nstderr: {}\nmount log (tail):\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr),
-                tail(&self.log(), 30)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    }
-
-    /// `sh`, expecting the script to fail; returns its stderr.
-    fn sh_fails(&self, script: &str) -> anyhow::Result<String> {
-        let out = Command::new("bash")
-            .args(["-c", script])
-            .current_dir(&self.mnt)
-            .env("LC_ALL", "C")
-            .output()?;
-        ensure!(!out.status.success(), "expected a failure from:\n{script}");
-        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-
-    /// Stops the mount by pid with SIGTERM and checks that it exits 0 and
-    /// leaves nothing mounted.
-    fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else {
-            bail!("not mounted");
-        };
-        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
-        ensure!(status.success(), "kill -TERM failed");
-        self.wait_exit(&mut child)
-    }
-
-    fn wait_exit(&self, child: &mut Child) -> anyhow::Result<()> {
-        let deadline = Instant::now() + 20 * SECOND;
-        let status = loop {
-            if let Some(s) = child.try_wait()? {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                bail!("nimbus mount still running 20 s after being stopped:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        ensure!(status.success(), "nimbus mount exited with {status}:\n{}", self.log());
-        ensure!(
-            !is_mounted(&self.mnt),
-            "{} still mounted after exit",
-            self.mnt.display()
-        );
-        Ok(())
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        // A failed test: never leave a mount (or a process) behind.
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if is_mounted(&self.mnt) {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-        }
-    }
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-fn which(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    Mounted::start().await
 }
 
 /// A 20 MiB file copied in and read back bit for bit; directories; the
@@ -345,8 +171,7 @@ async fn names_links_modes_and_special_files() -> anyhow::Result<()> {
     // An external umount ends the mount process cleanly too.
     let status = Command::new("umount").arg(&m.mnt).status()?;
     ensure!(status.success(), "umount failed");
-    let mut child = m.child.take().context("mount process gone")?;
-    m.wait_exit(&mut child)
+    m.wait_exit()
 }
 
 /// truncate up and down, overwrites inside a file and across a slot
