@@ -143,6 +143,19 @@ impl Mount {
         self.wait_exit()
     }
 
+    /// Kills the mount process with SIGKILL, as a crashed workstation, and
+    /// lazily unmounts the dead mount it leaves behind.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        if is_mounted(&self.mnt) {
+            Command::new("umount").arg("-l").arg(&self.mnt).status()?;
+        }
+        Ok(())
+    }
+
     /// Waits for the mount process to exit 0 (after a signal or an external
     /// umount) and checks that nothing stays mounted.
     pub fn wait_exit(&mut self) -> anyhow::Result<()> {

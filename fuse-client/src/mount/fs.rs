@@ -4,11 +4,12 @@
 //! fuser's default, ENOSYS.
 
 use super::convert::{fail, mknod_kind, perm, FsError, FsResult};
+use super::locks::LockArgs;
 use super::ops::{time_spec, Inner, XattrOut};
 use fuser::{
     AccessFlags, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use nimbus_common::Errno;
 use nimbus_proto as pb;
@@ -119,6 +120,7 @@ fail_by_error!(
     ReplyDirectory,
     ReplyEmpty,
     ReplyEntry,
+    ReplyLock,
     ReplyOpen,
     ReplyStatfs,
     ReplyWrite,
@@ -139,7 +141,14 @@ impl Filesystem for NimbusFs {
         let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
         // Lookups and creates in one directory run in parallel; cached pages
         // are dropped when a file's size or mtime changes underneath.
-        for cap in [InitFlags::FUSE_PARALLEL_DIROPS, InitFlags::FUSE_AUTO_INVAL_DATA] {
+        // Locks are ours to keep (in the cluster), not the local kernel's,
+        // so that they hold across mounts.
+        for cap in [
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_AUTO_INVAL_DATA,
+            InitFlags::FUSE_POSIX_LOCKS,
+            InitFlags::FUSE_FLOCK_LOCKS,
+        ] {
             if let Err(missing) = config.add_capabilities(cap) {
                 tracing::info!("the kernel does not offer {missing:?}");
             }
@@ -150,9 +159,11 @@ impl Filesystem for NimbusFs {
     fn destroy(&mut self) {
         let inner = self.inner.clone();
         // Called on the session thread, outside the runtime: block on it.
-        let flushed = self
-            .rt
-            .block_on(async move { tokio::time::timeout(DESTROY_FLUSH_TIMEOUT, inner.flush_all()).await });
+        let flushed = self.rt.block_on(async move {
+            let flushed = tokio::time::timeout(DESTROY_FLUSH_TIMEOUT, inner.flush_all()).await;
+            inner.locks.end().await;
+            flushed
+        });
         if flushed.is_err() {
             tracing::error!("buffered writes not committed within {DESTROY_FLUSH_TIMEOUT:?} of unmount");
         }
@@ -374,23 +385,86 @@ impl Filesystem for NimbusFs {
         );
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
         let inner = self.inner.clone();
-        self.serve_empty(reply, async move { inner.flush(fh.0).await });
+        self.serve_empty(reply, async move {
+            // A close drops the process's fcntl locks on the file.
+            inner.locks.release_owner(ino.0, lock_owner.0).await;
+            inner.flush(fh.0).await
+        });
     }
 
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         let inner = self.inner.clone();
-        self.serve_empty(reply, async move { inner.release(fh.0).await });
+        self.serve_empty(reply, async move {
+            // The last close of an open file drops its flock.
+            if let Some(owner) = lock_owner {
+                inner.locks.release_owner(ino.0, owner.0).await;
+            }
+            inner.release(fh.0).await
+        });
+    }
+
+    fn getlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        let (inner, caller) = (self.inner.clone(), caller(req));
+        let args = LockArgs {
+            ino: ino.0,
+            owner: lock_owner.0,
+            start,
+            end,
+            typ,
+            pid,
+        };
+        self.serve(
+            reply,
+            async move { inner.locks.get(caller, args).await },
+            |r, (start, end, typ, pid)| r.locked(start, end, typ, pid),
+        );
+    }
+
+    fn setlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let (inner, caller) = (self.inner.clone(), caller(req));
+        let args = LockArgs {
+            ino: ino.0,
+            owner: lock_owner.0,
+            start,
+            end,
+            typ,
+            pid,
+        };
+        self.serve_empty(reply, async move { inner.locks.set(caller, args, sleep).await });
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {

@@ -6,6 +6,7 @@ mod cache;
 mod convert;
 mod files;
 mod fs;
+mod locks;
 mod open;
 mod ops;
 
@@ -63,6 +64,7 @@ pub async fn run(client: MetaClient, args: MountArgs) -> anyhow::Result<()> {
     }
 
     let inner = Arc::new(ops::Inner::new(client, Duration::from_millis(args.attr_ttl_ms)));
+    tokio::spawn(inner.locks.clone().keep_alive());
     let filesystem = fs::NimbusFs::new(inner.clone(), tokio::runtime::Handle::current());
     let mut config = Config::default();
     config.n_threads = Some(usize::from(args.threads));

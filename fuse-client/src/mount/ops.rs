@@ -6,6 +6,7 @@ use super::convert::{
     self, fail, file_attr, file_type, permitted, unexpected, FsError, FsResult, R as READ, W as WRITE,
 };
 use super::files::OpenFile;
+use super::locks::Locks;
 use super::open::{Hidden, OpenTable};
 use fuser::{FileAttr, FileType};
 use nimbus_client::MetaClient;
@@ -66,6 +67,8 @@ pub struct Inner {
     pub client: Arc<MetaClient>,
     /// How long the kernel may cache names and attributes.
     pub ttl: Duration,
+    /// flock/fcntl locks, held in the cluster.
+    pub locks: Arc<Locks>,
     files: OpenTable,
     handles: Mutex<HashMap<u64, Handle>>,
     dirs: Mutex<HashMap<u64, Option<DirCache>>>,
@@ -80,6 +83,7 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Inner {
     pub fn new(client: Arc<MetaClient>, ttl: Duration) -> Inner {
         Inner {
+            locks: Arc::new(Locks::new(client.clone())),
             client,
             ttl,
             files: OpenTable::default(),

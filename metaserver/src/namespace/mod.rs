@@ -8,6 +8,7 @@
 //! outcome linearizable.
 
 pub mod blocks;
+pub mod locks;
 mod ops;
 mod perm;
 mod read;
@@ -269,6 +270,19 @@ pub enum Op {
         server: nimbus_common::ServerId,
         blocks: Vec<nimbus_common::BlockId>,
     },
+    /// Takes, converts, releases or tests an advisory lock.
+    Lock {
+        ino: Ino,
+        request: locks::LockRequest,
+    },
+    /// A mount holding locks is still there.
+    RenewSession {
+        session: u64,
+    },
+    /// A mount goes away: its locks go with it.
+    EndSession {
+        session: u64,
+    },
 }
 
 /// A mutation and who asks for it.
@@ -292,6 +306,8 @@ pub enum Reply {
     /// The attributes of the created or changed inode.
     Attr(Attr),
     Done,
+    /// A lock test's answer: the first conflicting lock, if any.
+    Conflict(Option<locks::HeldLock>),
 }
 
 /// Why a namespace operation did not succeed.

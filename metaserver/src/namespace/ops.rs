@@ -93,6 +93,9 @@ pub(super) fn apply(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Rep
         Op::AddReplica { block, server } => blocks::add_replica(txn, *block, *server),
         Op::RemoveReplica { block, server, delete } => blocks::remove_replica(txn, *block, *server, *delete),
         Op::GarbageDone { server, blocks } => blocks::garbage_done(txn, *server, blocks),
+        Op::Lock { ino, request } => locks::lock(txn, time, *ino, request),
+        Op::RenewSession { session } => locks::renew(txn, time, *session),
+        Op::EndSession { session } => locks::end_session(txn, *session),
     }
 }
 

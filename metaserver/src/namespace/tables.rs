@@ -10,13 +10,14 @@
 //! | `b` block id                        | [`BlockInfo`]  |
 //! | `v` server id                       | [`ServerRecord`] |
 //! | `g` server id, block id             | () — a replica to delete |
+//! | `l`, `k`, `K` ...                   | advisory locks and mount sessions ([`super::locks`]) |
 //! | `r` ...                             | Raft's applied log id and membership |
 //!
 //! Integers are big-endian so that keys sort numerically.
 
 use super::blocks::{BlockInfo, ServerRecord};
 use super::{Dentry, FileKind, Inode, NsError, Reply, Super};
-use crate::store::{Store, StoreError, Tree, Write};
+use crate::store::{Pair, Store, StoreError, Tree, Write};
 use nimbus_common::{BlockId, Errno, Ino, ServerId, Timestamp};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
@@ -207,7 +208,8 @@ impl<'a> Txn<'a> {
         self.store
     }
 
-    fn raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    /// The raw value at `key`, as this transaction sees it.
+    pub(crate) fn raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());
         }
@@ -219,6 +221,26 @@ impl<'a> Txn<'a> {
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
         self.raw(key)?.map(|b| decode(key, &b)).transpose()
+    }
+
+    /// Every key under `prefix` with its value, as this transaction sees
+    /// it (the store overlaid with the batch's writes so far).
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Pair>, StoreError> {
+        let mut rows: BTreeMap<Vec<u8>, Option<Vec<u8>>> = self
+            .store
+            .scan(Tree::State, prefix, &[], usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+        for layer in [&self.staged, &self.pending] {
+            for (k, v) in layer
+                .range(prefix.to_vec()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+            {
+                rows.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(rows.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect())
     }
 
     /// Stages a raw write for the current command.

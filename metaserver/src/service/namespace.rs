@@ -107,6 +107,16 @@ impl NamespaceService {
         Ok(match self.committer.submit(Command { caller, op, request }).await? {
             Ok(Reply::Attr(a)) => R::Attr(attr_to_pb(&a)),
             Ok(Reply::Done) => R::Done(pb::Done {}),
+            Ok(Reply::Conflict(held)) => R::Conflict(match held {
+                Some(l) => pb::LockConflict {
+                    held: true,
+                    kind: u32::from(l.write),
+                    start: l.start,
+                    end: l.end,
+                    pid: l.pid,
+                },
+                None => pb::LockConflict::default(),
+            }),
             Err(e) => failure(e),
         })
     }
@@ -191,6 +201,31 @@ fn write_op(op: &P) -> Result<Option<Op>, Status> {
             ino: Ino(r.ino),
             replication: u8::try_from(r.replication).unwrap_or(u8::MAX),
         },
+        P::Lock(r) => Op::Lock {
+            ino: Ino(r.ino),
+            request: ns::locks::LockRequest {
+                owner: ns::locks::LockOwner {
+                    session: r.session,
+                    owner: r.owner,
+                },
+                kind: match r.kind {
+                    0 => ns::locks::LockKind::Read,
+                    1 => ns::locks::LockKind::Write,
+                    2 => ns::locks::LockKind::Unlock,
+                    _ => {
+                        return Err(Status::invalid_argument(
+                            "lock kind is 0 (read), 1 (write) or 2 (unlock)",
+                        ))
+                    }
+                },
+                start: r.start,
+                end: r.end,
+                pid: r.pid,
+                test: r.test,
+            },
+        },
+        P::RenewSession(r) => Op::RenewSession { session: r.session },
+        P::EndSession(r) => Op::EndSession { session: r.session },
         _ => return Ok(None),
     }))
 }

@@ -7,6 +7,7 @@ mod attributes;
 mod batches;
 mod blocks;
 mod entries;
+mod locks;
 mod names;
 mod readdir;
 mod rename;
@@ -221,8 +222,13 @@ impl Fs {
     fn make(&mut self, caller: &Caller, op: Op) -> Attr {
         match self.ok_as(caller, op) {
             Reply::Attr(a) => a,
-            Reply::Done => panic!("expected attributes"),
+            other => panic!("expected attributes, got {other:?}"),
         }
+    }
+
+    /// Moves the clock `ns` forward (lease expiry).
+    fn advance(&mut self, ns: i64) {
+        self.clock += ns;
     }
 
     fn now(&self) -> Timestamp {
