@@ -292,6 +292,7 @@ impl MetaClient {
         self.call(Op::Unlink(pb::Unlink {
             parent: parent.0,
             name: name.to_vec(),
+            keep_for_session: None,
         }))
         .await
         .map(|_| ())
@@ -312,6 +313,7 @@ impl MetaClient {
             new_parent: new_parent.0,
             new_name: new_name.to_vec(),
             flags,
+            keep_for_session: None,
         }))
         .await
         .map(|_| ())

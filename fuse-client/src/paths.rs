@@ -127,6 +127,7 @@ pub async fn rm(client: &MetaClient, path: &str, dir: bool) -> anyhow::Result<()
         Op::Unlink(pb::Unlink {
             parent: parent.0,
             name: name.as_bytes().to_vec(),
+            keep_for_session: None,
         })
     };
     client.call(op).await.with_context(|| path.to_owned())?;

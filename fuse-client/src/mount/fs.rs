@@ -4,8 +4,8 @@
 //! fuser's default, ENOSYS.
 
 use super::convert::{fail, mknod_kind, perm, FsError, FsResult};
-use super::locks::LockArgs;
 use super::ops::{time_spec, Inner, XattrOut};
+use super::session::LockArgs;
 use fuser::{
     AccessFlags, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock,
@@ -86,12 +86,32 @@ impl NimbusFs {
     }
 }
 
-/// Who a request acts for: the calling process's uid and group.
+/// Who a request acts for: the calling process's uid, group and
+/// supplementary groups.
 fn caller(req: &Request) -> pb::Caller {
-    pb::Caller {
-        uid: req.uid(),
-        gids: vec![req.gid()],
+    let mut gids = vec![req.gid()];
+    for g in supplementary_groups(req.pid()) {
+        if !gids.contains(&g) {
+            gids.push(g);
+        }
     }
+    pb::Caller { uid: req.uid(), gids }
+}
+
+/// The supplementary groups of process `pid`, from /proc (FUSE requests
+/// carry only the primary group); none if the process is gone.
+fn supplementary_groups(pid: u32) -> Vec<u32> {
+    if pid == 0 {
+        return Vec::new();
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 fn bytes(name: &OsStr) -> Vec<u8> {
@@ -161,7 +181,7 @@ impl Filesystem for NimbusFs {
         // Called on the session thread, outside the runtime: block on it.
         let flushed = self.rt.block_on(async move {
             let flushed = tokio::time::timeout(DESTROY_FLUSH_TIMEOUT, inner.flush_all()).await;
-            inner.locks.end().await;
+            inner.session.end().await;
             flushed
         });
         if flushed.is_err() {
@@ -192,7 +212,7 @@ impl Filesystem for NimbusFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -207,6 +227,7 @@ impl Filesystem for NimbusFs {
             size,
             atime: atime.map(time_spec),
             mtime: mtime.map(time_spec),
+            through_writer: fh.is_some_and(|fh| self.inner.writable(fh.0)),
         };
         let (inner, caller, ttl) = (self.inner.clone(), caller(req), self.inner.ttl);
         self.serve(
@@ -298,6 +319,7 @@ impl Filesystem for NimbusFs {
             new_parent: newparent.0,
             new_name: bytes(newname),
             flags: flags.bits(),
+            keep_for_session: None,
         };
         let (inner, caller) = (self.inner.clone(), caller(req));
         self.serve_empty(reply, async move { inner.rename(caller, rename).await });
@@ -389,7 +411,7 @@ impl Filesystem for NimbusFs {
         let inner = self.inner.clone();
         self.serve_empty(reply, async move {
             // A close drops the process's fcntl locks on the file.
-            inner.locks.release_owner(ino.0, lock_owner.0).await;
+            inner.session.release_owner(ino.0, lock_owner.0).await;
             inner.flush(fh.0).await
         });
     }
@@ -408,7 +430,7 @@ impl Filesystem for NimbusFs {
         self.serve_empty(reply, async move {
             // The last close of an open file drops its flock.
             if let Some(owner) = lock_owner {
-                inner.locks.release_owner(ino.0, owner.0).await;
+                inner.session.release_owner(ino.0, owner.0).await;
             }
             inner.release(fh.0).await
         });
@@ -437,7 +459,7 @@ impl Filesystem for NimbusFs {
         };
         self.serve(
             reply,
-            async move { inner.locks.get(caller, args).await },
+            async move { inner.session.get(caller, args).await },
             |r, (start, end, typ, pid)| r.locked(start, end, typ, pid),
         );
     }
@@ -464,7 +486,7 @@ impl Filesystem for NimbusFs {
             typ,
             pid,
         };
-        self.serve_empty(reply, async move { inner.locks.set(caller, args, sleep).await });
+        self.serve_empty(reply, async move { inner.session.set(caller, args, sleep).await });
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {

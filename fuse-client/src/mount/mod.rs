@@ -6,9 +6,9 @@ mod cache;
 mod convert;
 mod files;
 mod fs;
-mod locks;
 mod open;
 mod ops;
+mod session;
 
 use anyhow::{bail, Context};
 use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
@@ -64,7 +64,7 @@ pub async fn run(client: MetaClient, args: MountArgs) -> anyhow::Result<()> {
     }
 
     let inner = Arc::new(ops::Inner::new(client, Duration::from_millis(args.attr_ttl_ms)));
-    tokio::spawn(inner.locks.clone().keep_alive());
+    tokio::spawn(inner.session.clone().keep_alive());
     let filesystem = fs::NimbusFs::new(inner.clone(), tokio::runtime::Handle::current());
     let mut config = Config::default();
     config.n_threads = Some(usize::from(args.threads));
@@ -72,6 +72,11 @@ pub async fn run(client: MetaClient, args: MountArgs) -> anyhow::Result<()> {
     config.mount_options = vec![
         MountOption::FSName("nimbus".into()),
         MountOption::Subtype("nimbus".into()),
+        // The kernel checks mode bits itself, on every path component and
+        // also for names it has cached; without this a cached lookup would
+        // skip the meta servers' check for the attribute TTL. The servers
+        // still check every operation.
+        MountOption::DefaultPermissions,
     ];
     if args.allow_other {
         config.acl = SessionACL::All;

@@ -1,26 +1,17 @@
 //! The table of regular files open on this mount: one shared [`OpenFile`]
-//! per inode, the number of handles on it, and the hidden name it was
-//! renamed to if it was removed while open.
+//! per inode, the number of handles on it, and whether the cluster keeps it
+//! for us because it was removed while open.
 
 use super::files::OpenFile;
 use nimbus_proto as pb;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// A file removed while open, kept under a hidden name in its directory
-/// until its last close (the cluster would otherwise delete the inode under
-/// the open descriptors, as NFS clients also avoid with a "silly rename").
-pub struct Hidden {
-    pub parent: u64,
-    pub name: Vec<u8>,
-    /// Who removed it, and so removes the hidden name at the last close.
-    pub caller: pb::Caller,
-}
-
 struct Entry {
     file: Arc<OpenFile>,
     handles: usize,
-    hidden: Option<Hidden>,
+    /// Removed while open: the cluster keeps it until the last close.
+    kept: bool,
 }
 
 #[derive(Default)]
@@ -54,33 +45,35 @@ impl OpenTable {
         let entry = files.entry(ino).or_insert_with(|| Entry {
             file: Arc::new(OpenFile::new(ino, opener.clone())),
             handles: 0,
-            hidden: None,
+            kept: false,
         });
         entry.handles += 1;
         entry.file.clone()
     }
 
-    /// One handle fewer on `ino`. At the last one the state goes, and the
-    /// hidden name to remove, if the file was removed while open, comes back.
-    pub fn put_back(&self, ino: u64) -> Option<Hidden> {
+    /// One handle fewer on `ino`; true at the last one of a file the
+    /// cluster keeps for us, which may now be freed.
+    pub fn put_back(&self, ino: u64) -> bool {
         let mut files = self.files();
-        let entry = files.get_mut(&ino)?;
+        let Some(entry) = files.get_mut(&ino) else {
+            return false;
+        };
         entry.handles -= 1;
         if entry.handles > 0 {
-            return None;
+            return false;
         }
-        files.remove(&ino).and_then(|e| e.hidden)
+        files.remove(&ino).is_some_and(|e| e.kept)
     }
 
-    /// Records that `ino` now lives under a hidden name; gives it back if
-    /// the file was closed meanwhile, for the caller to remove at once.
-    pub fn hide(&self, ino: u64, hidden: Hidden) -> Option<Hidden> {
+    /// Records that the cluster keeps `ino` for us; false if the file was
+    /// closed meanwhile (then nothing needs it any more).
+    pub fn mark_kept(&self, ino: u64) -> bool {
         match self.files().get_mut(&ino) {
             Some(e) => {
-                e.hidden = Some(hidden);
-                None
+                e.kept = true;
+                true
             }
-            None => Some(hidden),
+            None => false,
         }
     }
 }

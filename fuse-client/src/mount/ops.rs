@@ -6,8 +6,8 @@ use super::convert::{
     self, fail, file_attr, file_type, permitted, unexpected, FsError, FsResult, R as READ, W as WRITE,
 };
 use super::files::OpenFile;
-use super::locks::Locks;
-use super::open::{Hidden, OpenTable};
+use super::open::OpenTable;
+use super::session::Session;
 use fuser::{FileAttr, FileType};
 use nimbus_client::MetaClient;
 use nimbus_common::Errno;
@@ -26,9 +26,6 @@ const O_RDWR: i32 = 0o2;
 const O_TRUNC: i32 = 0o1000;
 const O_DSYNC: i32 = 0o10000;
 
-/// renameat2: fail if the target exists.
-const RENAME_NOREPLACE: u32 = 1;
-
 /// Directory entries asked for per Readdir call.
 const READDIR_PAGE: u32 = 512;
 
@@ -38,6 +35,8 @@ struct Handle {
     file: Arc<OpenFile>,
     /// O_SYNC or O_DSYNC: every write is durable before it returns.
     sync: bool,
+    /// Opened for writing (O_WRONLY or O_RDWR).
+    writable: bool,
 }
 
 /// The last Readdir page of an open directory, so that the kernel's small
@@ -67,8 +66,8 @@ pub struct Inner {
     pub client: Arc<MetaClient>,
     /// How long the kernel may cache names and attributes.
     pub ttl: Duration,
-    /// flock/fcntl locks, held in the cluster.
-    pub locks: Arc<Locks>,
+    /// What this mount holds in the cluster: locks, removed-but-open files.
+    pub session: Arc<Session>,
     files: OpenTable,
     handles: Mutex<HashMap<u64, Handle>>,
     dirs: Mutex<HashMap<u64, Option<DirCache>>>,
@@ -83,7 +82,7 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Inner {
     pub fn new(client: Arc<MetaClient>, ttl: Duration) -> Inner {
         Inner {
-            locks: Arc::new(Locks::new(client.clone())),
+            session: Arc::new(Session::new(client.clone())),
             client,
             ttl,
             files: OpenTable::default(),
@@ -159,11 +158,15 @@ impl Inner {
     }
 
     pub async fn unlink(&self, caller: pb::Caller, parent: u64, name: Vec<u8>) -> FsResult<()> {
-        if self.hide_if_open(&caller, parent, &name).await? {
-            return Ok(());
-        }
-        self.done_call(caller, Op::Unlink(pb::Unlink { parent, name }), "Unlink")
-            .await
+        let open = self.open_target(&caller, parent, &name).await;
+        let op = Op::Unlink(pb::Unlink {
+            parent,
+            name,
+            keep_for_session: open.map(|_| self.session.id),
+        });
+        self.done_call(caller, op, "Unlink").await?;
+        self.kept(open).await;
+        Ok(())
     }
 
     pub async fn rmdir(&self, caller: pb::Caller, parent: u64, name: Vec<u8>) -> FsResult<()> {
@@ -171,12 +174,16 @@ impl Inner {
             .await
     }
 
-    pub async fn rename(&self, caller: pb::Caller, rename: pb::Rename) -> FsResult<()> {
+    pub async fn rename(&self, caller: pb::Caller, mut rename: pb::Rename) -> FsResult<()> {
         // A plain rename replaces its target: keep an open one alive.
+        let mut open = None;
         if rename.flags == 0 && (rename.parent, &rename.name) != (rename.new_parent, &rename.new_name) {
-            self.hide_if_open(&caller, rename.new_parent, &rename.new_name).await?;
+            open = self.open_target(&caller, rename.new_parent, &rename.new_name).await;
+            rename.keep_for_session = open.map(|_| self.session.id);
         }
-        self.done_call(caller, Op::Rename(rename), "Rename").await
+        self.done_call(caller, Op::Rename(rename), "Rename").await?;
+        self.kept(open).await;
+        Ok(())
     }
 
     pub async fn link(&self, caller: pb::Caller, ino: u64, new_parent: u64, new_name: Vec<u8>) -> FsResult<FileAttr> {
@@ -284,76 +291,61 @@ impl Inner {
         Ok((self.view(&a), fh))
     }
 
-    /// Drops one handle's hold on the file of `ino`; the last one removes
-    /// the hidden name of a file removed while open.
+    /// Drops one handle's hold on the file of `ino`; at the last one, a
+    /// file removed while open may be freed.
     async fn put_back(&self, ino: u64) {
-        if let Some(h) = self.files.put_back(ino) {
-            self.remove_hidden(h).await;
+        if self.files.put_back(ino) {
+            self.session.forget(ino).await;
         }
     }
 
-    async fn remove_hidden(&self, h: Hidden) {
-        let op = Op::Unlink(pb::Unlink {
-            parent: h.parent,
-            name: h.name.clone(),
-        });
-        if let Err(e) = self.done_call(h.caller, op, "Unlink").await {
-            tracing::warn!(
-                "removing {} in directory {}: {}",
-                String::from_utf8_lossy(&h.name),
-                h.parent,
-                e.0
-            );
-        }
-    }
-
-    /// Before `name` in `parent` goes away: if it is a file open on this
-    /// mount and its last link, renames it to a hidden name instead, removed
-    /// at its last close; true if it did. Errors of the lookup are left for
-    /// the operation itself to report.
-    async fn hide_if_open(&self, caller: &pb::Caller, parent: u64, name: &[u8]) -> FsResult<bool> {
+    /// The inode `name` in `parent` names, if it is a regular file open on
+    /// this mount: removing its last name must not free it under the open
+    /// descriptors. Errors are left for the removal itself to report.
+    async fn open_target(&self, caller: &pb::Caller, parent: u64, name: &[u8]) -> Option<u64> {
         if self.files.is_empty() {
-            return Ok(false);
+            return None;
         }
         let lookup = Op::Lookup(pb::Lookup {
             parent,
             name: name.to_vec(),
         });
-        let Ok(a) = self.attr_call(caller.clone(), lookup, "Lookup").await else {
-            return Ok(false);
+        let a = self.attr_call(caller.clone(), lookup, "Lookup").await.ok()?;
+        (a.kind == pb::FileKind::Regular as i32 && self.files.get(a.ino).is_some()).then_some(a.ino)
+    }
+
+    /// After removing a name of open file `open` with keep_for_session: the
+    /// cluster keeps it (if that was its last name) until the last close.
+    async fn kept(&self, open: Option<u64>) {
+        let Some(ino) = open else {
+            return;
         };
-        if a.kind != pb::FileKind::Regular as i32 || a.nlink > 1 || self.files.get(a.ino).is_none() {
-            return Ok(false);
+        self.session.keeping(ino);
+        if !self.files.mark_kept(ino) {
+            // Closed in the meantime: nothing will forget it later.
+            self.session.forget(ino).await;
         }
-        let hidden = format!(
-            ".nimbus-removed-{:x}-{:x}",
-            a.ino,
-            self.next_fh.fetch_add(1, Ordering::Relaxed)
-        );
-        let rename = pb::Rename {
-            parent,
-            name: name.to_vec(),
-            new_parent: parent,
-            new_name: hidden.clone().into_bytes(),
-            flags: RENAME_NOREPLACE,
-        };
-        self.done_call(caller.clone(), Op::Rename(rename), "Rename").await?;
-        let h = Hidden {
-            parent,
-            name: hidden.into_bytes(),
-            caller: caller.clone(),
-        };
-        if let Some(closed) = self.files.hide(a.ino, h) {
-            self.remove_hidden(closed).await;
-        }
-        Ok(true)
     }
 
     fn new_handle(&self, ino: u64, file: Arc<OpenFile>, flags: i32) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let sync = flags & O_DSYNC != 0; // O_SYNC includes the O_DSYNC bit
-        locked(&self.handles).insert(fh, Handle { ino, file, sync });
+        let writable = matches!(flags & O_ACCMODE, O_WRONLY | O_RDWR);
+        locked(&self.handles).insert(
+            fh,
+            Handle {
+                ino,
+                file,
+                sync,
+                writable,
+            },
+        );
         fh
+    }
+
+    /// Whether `fh` is a descriptor opened for writing.
+    pub fn writable(&self, fh: u64) -> bool {
+        locked(&self.handles).get(&fh).is_some_and(|h| h.writable)
     }
 
     fn handle(&self, fh: u64) -> FsResult<(Arc<OpenFile>, bool)> {
@@ -406,6 +398,7 @@ impl Inner {
         let grow = pb::SetAttr {
             ino,
             size: Some(end),
+            through_writer: self.writable(fh),
             ..Default::default()
         };
         file.grow(end, self.attr_call(caller, Op::Setattr(grow), "Setattr"))

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 /// How often the pass runs.
 const PERIOD: Duration = Duration::from_millis(250);
+/// How often the leader ends mount sessions whose lease ran out (their
+/// locks already stopped counting; this frees their removed-but-open files).
+const EXPIRE_SESSIONS_EVERY: u32 = 120;
 /// A copy not reported done within this long is given up and retried.
 const COPY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Rebalancing stops when the fullest and emptiest servers' usage (as a
@@ -25,8 +28,10 @@ impl DataService {
     pub async fn run_repair(self) {
         let mut ticker = tokio::time::interval(PERIOD);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u32 = 0;
         loop {
             ticker.tick().await;
+            ticks = ticks.wrapping_add(1);
             let leading = self.raft.metrics().borrow().state == RaftState::Leader;
             {
                 let mut soft = self.soft();
@@ -47,6 +52,11 @@ impl DataService {
             }
             if let Err(e) = self.repair_pass().await {
                 tracing::warn!("repair pass: {e}");
+            }
+            if ticks.is_multiple_of(EXPIRE_SESSIONS_EVERY) {
+                if let Err(e) = self.commit(Op::ExpireSessions).await {
+                    tracing::warn!("expiring mount sessions: {e}");
+                }
             }
         }
     }

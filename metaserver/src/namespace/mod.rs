@@ -8,10 +8,10 @@
 //! outcome linearizable.
 
 pub mod blocks;
-pub mod locks;
 mod ops;
 mod perm;
 mod read;
+pub mod sessions;
 pub mod tables;
 #[cfg(test)]
 mod tests;
@@ -174,6 +174,9 @@ pub struct AttrChanges {
     pub size: Option<u64>,
     pub atime: Option<TimeSet>,
     pub mtime: Option<TimeSet>,
+    /// Through a descriptor opened for writing (ftruncate, fallocate): write
+    /// permission was checked at open, as POSIX wants, not again now.
+    pub through_writer: bool,
 }
 
 /// renameat2 flag: fail with EEXIST rather than replace.
@@ -200,6 +203,9 @@ pub enum Op {
     Unlink {
         parent: Ino,
         name: Vec<u8>,
+        /// The session (mount) that has the file open: if this was its last
+        /// link, the inode stays, unnamed, until that session forgets it.
+        keep_for: Option<u64>,
     },
     Rmdir {
         parent: Ino,
@@ -211,6 +217,8 @@ pub enum Op {
         new_parent: Ino,
         new_name: Vec<u8>,
         flags: u32,
+        /// As for Unlink, for a target the rename replaces.
+        keep_for: Option<u64>,
     },
     Link {
         ino: Ino,
@@ -273,16 +281,23 @@ pub enum Op {
     /// Takes, converts, releases or tests an advisory lock.
     Lock {
         ino: Ino,
-        request: locks::LockRequest,
+        request: sessions::LockRequest,
     },
     /// A mount holding locks is still there.
     RenewSession {
         session: u64,
     },
-    /// A mount goes away: its locks go with it.
+    /// A mount goes away: its locks and removed-but-open files go with it.
     EndSession {
         session: u64,
     },
+    /// A removed file kept for `session` was closed there: it can go.
+    Forget {
+        ino: Ino,
+        session: u64,
+    },
+    /// Ends every session whose lease ran out (the leader, periodically).
+    ExpireSessions,
 }
 
 /// A mutation and who asks for it.
@@ -307,7 +322,7 @@ pub enum Reply {
     Attr(Attr),
     Done,
     /// A lock test's answer: the first conflicting lock, if any.
-    Conflict(Option<locks::HeldLock>),
+    Conflict(Option<sessions::HeldLock>),
 }
 
 /// Why a namespace operation did not succeed.

@@ -63,7 +63,7 @@ pub(super) fn apply(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Rep
             rdev,
             target,
         } => make_node(txn, time, c, *parent, name, *kind, *perm, *rdev, target),
-        Op::Unlink { parent, name } => unlink(txn, time, c, *parent, name),
+        Op::Unlink { parent, name, keep_for } => unlink(txn, time, c, *parent, name, *keep_for),
         Op::Rmdir { parent, name } => rmdir(txn, time, c, *parent, name),
         Op::Rename {
             parent,
@@ -71,7 +71,8 @@ pub(super) fn apply(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Rep
             new_parent,
             new_name,
             flags,
-        } => rename(txn, time, c, *parent, name, *new_parent, new_name, *flags),
+            keep_for,
+        } => rename(txn, time, c, *parent, name, *new_parent, new_name, *flags, *keep_for),
         Op::Link {
             ino,
             new_parent,
@@ -93,9 +94,11 @@ pub(super) fn apply(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Rep
         Op::AddReplica { block, server } => blocks::add_replica(txn, *block, *server),
         Op::RemoveReplica { block, server, delete } => blocks::remove_replica(txn, *block, *server, *delete),
         Op::GarbageDone { server, blocks } => blocks::garbage_done(txn, *server, blocks),
-        Op::Lock { ino, request } => locks::lock(txn, time, *ino, request),
-        Op::RenewSession { session } => locks::renew(txn, time, *session),
-        Op::EndSession { session } => locks::end_session(txn, *session),
+        Op::Lock { ino, request } => sessions::lock(txn, time, *ino, request),
+        Op::RenewSession { session } => sessions::renew(txn, time, *session),
+        Op::EndSession { session } => sessions::end_session(txn, *session),
+        Op::Forget { ino, session } => sessions::forget(txn, *ino, *session),
+        Op::ExpireSessions => sessions::expire(txn, time),
     }
 }
 
@@ -151,9 +154,10 @@ fn remove_entry(txn: &mut Txn, time: Timestamp, parent: Ino, name: &[u8], d: &De
     Ok(())
 }
 
-/// Drops one link to `ino`; frees the inode when none remain. Directories
-/// lose both their links at once (their own `.` goes with them).
-fn drop_link(txn: &mut Txn, time: Timestamp, ino: Ino) -> Result<(), NsError> {
+/// Drops one link to `ino`; frees the inode when none remain, unless a
+/// session (`keep_for`) still has the file open. Directories lose both their
+/// links at once (their own `.` goes with them).
+fn drop_link(txn: &mut Txn, time: Timestamp, ino: Ino, keep_for: Option<u64>) -> Result<(), NsError> {
     let mut inode = txn.existing(ino)?;
     inode.nlink = if inode.is_dir() {
         0
@@ -161,20 +165,29 @@ fn drop_link(txn: &mut Txn, time: Timestamp, ino: Ino) -> Result<(), NsError> {
         inode.nlink.saturating_sub(1)
     };
     inode.ctime = time;
-    if inode.nlink == 0 {
-        for slot in std::mem::take(&mut inode.slots).into_values() {
-            blocks::release(txn, slot.block)?;
+    match keep_for {
+        _ if inode.nlink > 0 => txn.put_inode(&inode),
+        Some(session) if inode.kind == FileKind::Regular => {
+            txn.put_inode(&inode);
+            sessions::keep_orphan(txn, time, session, ino);
         }
-        txn.remove_inode(ino);
-        let mut sb = txn.superblock()?;
-        sb.inodes = sb.inodes.saturating_sub(1);
-        sb.bytes = sb
-            .bytes
-            .saturating_sub(if inode.kind == FileKind::Regular { inode.size } else { 0 });
-        txn.put_superblock(&sb);
-    } else {
-        txn.put_inode(&inode);
+        _ => free_inode(txn, inode)?,
     }
+    Ok(())
+}
+
+/// Deletes an inode no name points to, releasing its blocks.
+pub(super) fn free_inode(txn: &mut Txn, mut inode: Inode) -> Result<(), NsError> {
+    for slot in std::mem::take(&mut inode.slots).into_values() {
+        blocks::release(txn, slot.block)?;
+    }
+    txn.remove_inode(inode.ino);
+    let mut sb = txn.superblock()?;
+    sb.inodes = sb.inodes.saturating_sub(1);
+    sb.bytes = sb
+        .bytes
+        .saturating_sub(if inode.kind == FileKind::Regular { inode.size } else { 0 });
+    txn.put_superblock(&sb);
     Ok(())
 }
 
@@ -244,7 +257,14 @@ fn make_node(
     Ok(Reply::Attr(inode.attr()))
 }
 
-fn unlink(txn: &mut Txn, time: Timestamp, caller: &Caller, parent: Ino, name: &[u8]) -> Result<Reply, NsError> {
+fn unlink(
+    txn: &mut Txn,
+    time: Timestamp,
+    caller: &Caller,
+    parent: Ino,
+    name: &[u8],
+    keep_for: Option<u64>,
+) -> Result<Reply, NsError> {
     validate_name(name)?;
     if name == b"." || name == b".." {
         return Err(Errno::EISDIR.into());
@@ -258,7 +278,7 @@ fn unlink(txn: &mut Txn, time: Timestamp, caller: &Caller, parent: Ino, name: &[
     let victim = txn.existing(d.ino)?;
     perm::sticky(&dir, &victim, caller)?;
     remove_entry(txn, time, parent, name, &d)?;
-    drop_link(txn, time, d.ino)?;
+    drop_link(txn, time, d.ino, keep_for)?;
     Ok(Reply::Done)
 }
 
@@ -283,7 +303,7 @@ fn rmdir(txn: &mut Txn, time: Timestamp, caller: &Caller, parent: Ino, name: &[u
         return Err(Errno::ENOTEMPTY.into());
     }
     remove_entry(txn, time, parent, name, &d)?;
-    drop_link(txn, time, d.ino)?;
+    drop_link(txn, time, d.ino, None)?;
     Ok(Reply::Done)
 }
 
@@ -313,6 +333,7 @@ fn rename(
     new_parent: Ino,
     new_name: &[u8],
     flags: u32,
+    keep_for: Option<u64>,
 ) -> Result<Reply, NsError> {
     if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 || flags == RENAME_NOREPLACE | RENAME_EXCHANGE {
         return Err(Errno::EINVAL.into());
@@ -369,7 +390,7 @@ fn rename(
             _ => {}
         }
         remove_entry(txn, time, new_parent, new_name, dst)?;
-        drop_link(txn, time, dst.ino)?;
+        drop_link(txn, time, dst.ino, keep_for)?;
     }
     remove_entry(txn, time, parent, name, &src)?;
     add_entry(txn, time, new_parent, new_name, src.ino, src.kind)?;
@@ -486,7 +507,9 @@ fn setattr(txn: &mut Txn, time: Timestamp, caller: &Caller, ino: Ino, ch: &AttrC
         if size > SIZE_MAX {
             return Err(Errno::EFBIG.into());
         }
-        perm::check(&inode, caller, W)?;
+        if !ch.through_writer {
+            perm::check(&inode, caller, W)?;
+        }
     }
     if let Some(uid) = ch.uid {
         // Only root gives a file away; "chown to myself" is a no-op.

@@ -10,7 +10,7 @@
 //! | `b` block id                        | [`BlockInfo`]  |
 //! | `v` server id                       | [`ServerRecord`] |
 //! | `g` server id, block id             | () — a replica to delete |
-//! | `l`, `k`, `K` ...                   | advisory locks and mount sessions ([`super::locks`]) |
+//! | `l`, `k`, `K` ...                   | advisory locks and mount sessions ([`super::sessions`]) |
 //! | `r` ...                             | Raft's applied log id and membership |
 //!
 //! Integers are big-endian so that keys sort numerically.

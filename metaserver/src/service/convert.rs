@@ -86,5 +86,6 @@ pub fn changes_from_pb(s: &pb::SetAttr) -> Result<AttrChanges, Status> {
         size: s.size,
         atime: time_from_pb(s.atime),
         mtime: time_from_pb(s.mtime),
+        through_writer: s.through_writer,
     })
 }

@@ -152,6 +152,7 @@ fn write_op(op: &P) -> Result<Option<Op>, Status> {
         P::Unlink(r) => Op::Unlink {
             parent: Ino(r.parent),
             name: r.name.clone(),
+            keep_for: r.keep_for_session,
         },
         P::Rmdir(r) => Op::Rmdir {
             parent: Ino(r.parent),
@@ -163,6 +164,7 @@ fn write_op(op: &P) -> Result<Option<Op>, Status> {
             new_parent: Ino(r.new_parent),
             new_name: r.new_name.clone(),
             flags: r.flags,
+            keep_for: r.keep_for_session,
         },
         P::Link(r) => Op::Link {
             ino: Ino(r.ino),
@@ -203,15 +205,15 @@ fn write_op(op: &P) -> Result<Option<Op>, Status> {
         },
         P::Lock(r) => Op::Lock {
             ino: Ino(r.ino),
-            request: ns::locks::LockRequest {
-                owner: ns::locks::LockOwner {
+            request: ns::sessions::LockRequest {
+                owner: ns::sessions::LockOwner {
                     session: r.session,
                     owner: r.owner,
                 },
                 kind: match r.kind {
-                    0 => ns::locks::LockKind::Read,
-                    1 => ns::locks::LockKind::Write,
-                    2 => ns::locks::LockKind::Unlock,
+                    0 => ns::sessions::LockKind::Read,
+                    1 => ns::sessions::LockKind::Write,
+                    2 => ns::sessions::LockKind::Unlock,
                     _ => {
                         return Err(Status::invalid_argument(
                             "lock kind is 0 (read), 1 (write) or 2 (unlock)",
@@ -226,6 +228,10 @@ fn write_op(op: &P) -> Result<Option<Op>, Status> {
         },
         P::RenewSession(r) => Op::RenewSession { session: r.session },
         P::EndSession(r) => Op::EndSession { session: r.session },
+        P::Forget(r) => Op::Forget {
+            ino: Ino(r.ino),
+            session: r.session,
+        },
         _ => return Ok(None),
     }))
 }

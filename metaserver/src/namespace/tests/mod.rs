@@ -7,10 +7,10 @@ mod attributes;
 mod batches;
 mod blocks;
 mod entries;
-mod locks;
 mod names;
 mod readdir;
 mod rename;
+mod sessions;
 mod xattrs;
 
 use super::read::READDIR_MAX;
@@ -84,7 +84,11 @@ fn sym(parent: Ino, name: &str, target: impl AsRef<[u8]>) -> Op {
 
 fn unlink(parent: Ino, name: impl AsRef<[u8]>) -> Op {
     let name = b(name);
-    Op::Unlink { parent, name }
+    Op::Unlink {
+        parent,
+        name,
+        keep_for: None,
+    }
 }
 
 fn rmdir(parent: Ino, name: impl AsRef<[u8]>) -> Op {
@@ -100,6 +104,7 @@ fn rename(parent: Ino, name: &str, new_parent: Ino, new_name: &str, flags: u32) 
         new_parent,
         new_name,
         flags,
+        keep_for: None,
     }
 }
 

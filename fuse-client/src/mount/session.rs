@@ -1,11 +1,13 @@
-//! flock and fcntl locks, held in the meta cluster so that they exclude
-//! across every mount of the store.
+//! What this mount holds in the meta cluster, as one *session* (a random
+//! id): flock and fcntl locks, which so exclude across every mount of the
+//! store, and files removed while open here, which the cluster keeps,
+//! unnamed, until their last close here.
 //!
-//! The mount is one lock *session* (a random id). It remembers which
-//! (inode, owner) pairs hold locks, so that a close costs a round trip only
-//! when it must release one, and renews its session's lease while it holds
-//! any. A blocking request (F_SETLKW, flock without LOCK_NB) polls the
-//! cluster with a growing pause until the lock is granted.
+//! The session remembers which (inode, owner) pairs hold locks, so that a
+//! close costs a round trip only when it must release one, and renews its
+//! lease while it holds anything. A blocking request (F_SETLKW, flock
+//! without LOCK_NB) polls the cluster with a growing pause until the lock is
+//! granted.
 
 use super::convert::{unexpected, FsResult};
 use nimbus_client::MetaClient;
@@ -40,32 +42,51 @@ pub struct LockArgs {
     pub pid: u32,
 }
 
-/// This mount's lock session.
-pub struct Locks {
+/// This mount's session.
+pub struct Session {
     client: Arc<MetaClient>,
-    session: u64,
+    /// The session id.
+    pub id: u64,
     /// (inode, owner) pairs that may hold a lock.
     held: Mutex<HashSet<(u64, u64)>>,
+    /// Removed files the cluster may keep for this mount.
+    kept: Mutex<HashSet<u64>>,
 }
 
-fn guard(m: &Mutex<HashSet<(u64, u64)>>) -> std::sync::MutexGuard<'_, HashSet<(u64, u64)>> {
+fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Locks {
-    /// A new session; its lease is renewed by [`Locks::keep_alive`].
-    pub fn new(client: Arc<MetaClient>) -> Locks {
-        Locks {
+impl Session {
+    /// A new session; its lease is renewed by [`Session::keep_alive`].
+    pub fn new(client: Arc<MetaClient>) -> Session {
+        Session {
             client,
-            session: rand::random(),
+            id: rand::random(),
             held: Mutex::default(),
+            kept: Mutex::default(),
+        }
+    }
+
+    /// The cluster may keep `ino` for this mount (it was removed while open).
+    pub fn keeping(&self, ino: u64) {
+        guard(&self.kept).insert(ino);
+    }
+
+    /// `ino`, removed while open, was closed for the last time: the cluster
+    /// may free it.
+    pub async fn forget(&self, ino: u64) {
+        guard(&self.kept).remove(&ino);
+        let op = Op::Forget(pb::Forget { ino, session: self.id });
+        if let Err(e) = self.client.call_as(pb::Caller::default(), op).await {
+            tracing::warn!("inode {ino}: freeing a removed file at its last close failed (freed at unmount): {e}");
         }
     }
 
     fn request(&self, a: &LockArgs, typ: i32, test: bool) -> Op {
         Op::Lock(pb::Lock {
             ino: a.ino,
-            session: self.session,
+            session: self.id,
             owner: a.owner,
             kind: typ as u32,
             start: a.start,
@@ -139,29 +160,31 @@ impl Locks {
         }
     }
 
-    /// Renews the session's lease while it holds locks; runs until the
-    /// mount ends.
+    /// Renews the session's lease while it holds locks or removed files;
+    /// runs until the mount ends.
     pub async fn keep_alive(self: Arc<Self>) {
         let mut tick = tokio::time::interval(RENEW_EVERY);
         loop {
             tick.tick().await;
-            if guard(&self.held).is_empty() {
+            if guard(&self.held).is_empty() && guard(&self.kept).is_empty() {
                 continue;
             }
-            let op = Op::RenewSession(pb::RenewSession { session: self.session });
+            let op = Op::RenewSession(pb::RenewSession { session: self.id });
             if let Err(e) = self.client.call_as(pb::Caller::default(), op).await {
                 tracing::warn!("renewing the lock lease failed: {e}");
             }
         }
     }
 
-    /// Releases every lock of the session (unmount).
+    /// Releases every lock of the session and frees the removed files it
+    /// kept (unmount).
     pub async fn end(&self) {
-        let had = !std::mem::take(&mut *guard(&self.held)).is_empty();
-        if !had {
+        let locks = !std::mem::take(&mut *guard(&self.held)).is_empty();
+        let kept = !std::mem::take(&mut *guard(&self.kept)).is_empty();
+        if !locks && !kept {
             return;
         }
-        let op = Op::EndSession(pb::EndSession { session: self.session });
+        let op = Op::EndSession(pb::EndSession { session: self.id });
         if let Err(e) = self.client.call_as(pb::Caller::default(), op).await {
             tracing::warn!("releasing this mount's locks failed (they lapse within 15 s): {e}");
         }

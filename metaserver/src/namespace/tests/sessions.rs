@@ -2,7 +2,7 @@
 //! splitting, tests (F_GETLK), session end and lease expiry.
 
 use super::*;
-use crate::namespace::locks::{HeldLock, LockKind, LockOwner, LockRequest, LEASE_NS};
+use crate::namespace::sessions::{HeldLock, LockKind, LockOwner, LockRequest, LEASE_NS};
 use LockKind::{Read, Unlock, Write};
 
 const END: u64 = i64::MAX as u64;
@@ -122,4 +122,63 @@ fn lock_and_session_end_in_one_batch() {
     ]);
     assert!(out.iter().all(Result::is_ok));
     fs.ok(lock(f, who(2, 1), Write, 0, END));
+}
+
+fn unlink_kept(parent: Ino, name: &str, session: u64) -> Op {
+    Op::Unlink {
+        parent,
+        name: b(name),
+        keep_for: Some(session),
+    }
+}
+
+#[test]
+fn a_file_removed_while_open_stays_unnamed_until_forgotten() {
+    let mut fs = Fs::new();
+    let d = fs.mkdir(R, "d");
+    let f = fs.create(d, "f");
+    fs.ok(unlink_kept(d, "f", 9));
+    assert_eq!(fs.attr(f).nlink, 0, "fstat of the open file says it has no name");
+    assert_eq!(fs.ls(d), "");
+    fs.ok(rmdir(R, "d"));
+    assert_eq!(fs.stats().0, 2, "root and the kept file");
+    fs.ok(Op::Forget { ino: f, session: 7 });
+    assert!(fs.get(f).is_ok(), "another session cannot free it");
+    fs.ok(Op::Forget { ino: f, session: 9 });
+    assert_eq!(fs.get(f), Err(E::ENOENT));
+    assert_eq!(fs.stats().0, 1);
+    // A file with another name left is not kept.
+    let g = fs.create(R, "g");
+    fs.ok(link(g, R, "h"));
+    fs.ok(unlink_kept(R, "g", 9));
+    fs.ok(Op::Forget { ino: g, session: 9 });
+    assert_eq!(fs.attr(g).nlink, 1);
+}
+
+#[test]
+fn a_replaced_rename_target_can_be_kept_too() {
+    let mut fs = Fs::new();
+    let (_, old) = (fs.create(R, "new"), fs.create(R, "old"));
+    let mut op = mv(R, "new", R, "old");
+    if let Op::Rename { keep_for, .. } = &mut op {
+        *keep_for = Some(3);
+    }
+    fs.ok(op);
+    assert_eq!(fs.attr(old).nlink, 0);
+    fs.ok(Op::EndSession { session: 3 });
+    assert_eq!(fs.get(old), Err(E::ENOENT));
+}
+
+#[test]
+fn the_leader_frees_what_a_vanished_mount_kept() {
+    let mut fs = Fs::new();
+    let (f, g) = (fs.create(R, "f"), fs.create(R, "g"));
+    fs.ok(unlink_kept(R, "f", 1));
+    fs.ok(unlink_kept(R, "g", 2));
+    fs.advance(LEASE_NS / 2);
+    fs.ok(Op::RenewSession { session: 2 });
+    fs.advance(LEASE_NS / 2 + 1);
+    fs.ok(Op::ExpireSessions);
+    assert_eq!(fs.get(f), Err(E::ENOENT), "session 1 went silent");
+    assert_eq!(fs.attr(g).nlink, 0, "session 2 renewed");
 }

@@ -1,18 +1,23 @@
-//! Advisory byte-range locks (fcntl and flock) shared by every mount.
+//! What a mount holds in the cluster: advisory byte-range locks (fcntl and
+//! flock), and files removed while it had them open.
 //!
-//! Locks live in the replicated state so that two workstations see one lock
-//! table and a new leader keeps them. A lock belongs to a mount *session* and
-//! to the kernel's lock owner within that mount. Sessions hold a lease: a
-//! mount renews it while it holds locks, and the locks of a session silent
-//! for [`LEASE_NS`] stop counting, so a crashed workstation cannot block
-//! everybody else for ever. Expiry is judged by the command's own time, so
-//! every replica agrees.
+//! Both live in the replicated state so that every workstation sees one lock
+//! table and a new leader keeps them. Each mount is a *session* (a random
+//! id). A lock belongs to a session and to the kernel's lock owner within
+//! it; a removed-but-open file ("orphan") keeps its inode and blocks, with
+//! no name, until its session forgets it at the last close. Sessions hold a
+//! lease: a mount renews it while it holds anything, and the locks of a
+//! session silent for [`LEASE_NS`] stop counting, so a crashed workstation
+//! cannot block everybody else for ever; the leader then ends it
+//! ([`expire`]), freeing its orphans. Expiry is judged by the command's own
+//! time, so every replica agrees.
 //!
 //! | key                   | value                       |
 //! |-----------------------|-----------------------------|
 //! | `l` ino               | `Vec<HeldLock>`             |
 //! | `k` session           | [`Timestamp`] of last renewal |
 //! | `K` session ino       | () — the session holds locks on ino |
+//! | `o` session ino       | () — the session keeps removed file ino |
 //!
 //! flock and fcntl locks share one table: the kernel names their owners
 //! differently (open file vs process), so each behaves as its kind should
@@ -32,6 +37,7 @@ pub const LEASE_NS: i64 = 15 * 1_000_000_000;
 const LOCKS: u8 = b'l';
 const SESSION: u8 = b'k';
 const SESSION_INODE: u8 = b'K';
+const ORPHAN: u8 = b'o';
 
 /// Who holds a lock: a mount and the kernel's lock owner in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +93,20 @@ fn session_inode_prefix(session: u64) -> Vec<u8> {
 
 fn session_inode_key(session: u64, ino: Ino) -> Vec<u8> {
     [session_inode_prefix(session), ino.0.to_be_bytes().to_vec()].concat()
+}
+
+fn orphan_prefix(session: u64) -> Vec<u8> {
+    [&[ORPHAN][..], &session.to_be_bytes()].concat()
+}
+
+fn orphan_key(session: u64, ino: Ino) -> Vec<u8> {
+    [orphan_prefix(session), ino.0.to_be_bytes().to_vec()].concat()
+}
+
+/// The inode number at the end of a `K`/`o` key.
+fn ino_of(key: &[u8]) -> Option<Ino> {
+    let b: [u8; 8] = key.get(9..17)?.try_into().ok()?;
+    Some(Ino(u64::from_be_bytes(b)))
 }
 
 fn read<T: serde::de::DeserializeOwned>(txn: &Txn, key: &[u8]) -> Result<Option<T>, StoreError> {
@@ -207,16 +227,39 @@ pub(super) fn renew(txn: &mut Txn, time: Timestamp, session: u64) -> Result<Repl
     Ok(Reply::Done)
 }
 
-/// Drops every lock of `session` (its mount is going away).
+/// Keeps the unnamed inode `ino` for `session`, which has it open.
+pub(super) fn keep_orphan(txn: &mut Txn, time: Timestamp, session: u64, ino: Ino) {
+    txn.put_raw(orphan_key(session, ino), Some(Vec::new()));
+    txn.put_raw(session_key(session), Some(encode(&time)));
+}
+
+/// `session` closed the removed file `ino`: frees it unless it got a name
+/// again meanwhile (a link through another path cannot happen without a
+/// name, but an orphan never kept is simply not there).
+pub(super) fn forget(txn: &mut Txn, ino: Ino, session: u64) -> Result<Reply, NsError> {
+    let key = orphan_key(session, ino);
+    if txn.raw(&key)?.is_none() {
+        return Ok(Reply::Done);
+    }
+    txn.put_raw(key, None);
+    free_if_unnamed(txn, ino)?;
+    Ok(Reply::Done)
+}
+
+fn free_if_unnamed(txn: &mut Txn, ino: Ino) -> Result<(), NsError> {
+    if let Some(inode) = txn.inode(ino)? {
+        if inode.nlink == 0 {
+            super::ops::free_inode(txn, inode)?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops every lock of `session` and frees its orphans (its mount went
+/// away, or its lease ran out).
 pub(super) fn end_session(txn: &mut Txn, session: u64) -> Result<Reply, NsError> {
-    let prefix = session_inode_prefix(session);
-    let rows = txn.scan_prefix(&prefix)?;
-    for (k, _) in rows {
-        let Some(ino) = k
-            .get(9..17)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(|b| Ino(u64::from_be_bytes(b)))
-        else {
+    for (k, _) in txn.scan_prefix(&session_inode_prefix(session))? {
+        let Some(ino) = ino_of(&k) else {
             continue;
         };
         let key = locks_key(ino);
@@ -225,7 +268,27 @@ pub(super) fn end_session(txn: &mut Txn, session: u64) -> Result<Reply, NsError>
         txn.put_raw(key, (!rest.is_empty()).then(|| encode(&rest)));
         txn.put_raw(k, None);
     }
+    for (k, _) in txn.scan_prefix(&orphan_prefix(session))? {
+        if let Some(ino) = ino_of(&k) {
+            free_if_unnamed(txn, ino)?;
+        }
+        txn.put_raw(k, None);
+    }
     txn.put_raw(session_key(session), None);
+    Ok(Reply::Done)
+}
+
+/// Ends every session whose lease ran out before `time`.
+pub(super) fn expire(txn: &mut Txn, time: Timestamp) -> Result<Reply, NsError> {
+    for (k, v) in txn.scan_prefix(&[SESSION])? {
+        let renewed: Timestamp = decode(&k, &v)?;
+        let Some(session) = k.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
+            continue;
+        };
+        if time.0.saturating_sub(renewed.0) > LEASE_NS {
+            end_session(txn, u64::from_be_bytes(session))?;
+        }
+    }
     Ok(Reply::Done)
 }
 
