@@ -329,6 +329,7 @@ impl MetaClient {
                     ino: ino.0,
                     after,
                     limit: 1024,
+                    plus: false,
                 }))
                 .await?;
             let R::Dir(page) = r else {

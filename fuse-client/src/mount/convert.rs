@@ -74,6 +74,22 @@ pub fn nanos(t: SystemTime) -> i64 {
     }
 }
 
+/// Nanoseconds since the epoch of a time the kernel sent in setattr.
+/// fuser 0.18 reads a pre-1970 (secs < 0, nsec) as `epoch - (-secs + nsec)`
+/// instead of `secs + nsec` (its time.rs says TODO): undo that here, so
+/// that `touch -d 1969-...` with a fraction lands where it should.
+pub fn setattr_nanos(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(_) => nanos(t),
+        Err(e) => {
+            let d = e.duration();
+            let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            secs.saturating_mul(-1_000_000_000)
+                .saturating_add(i64::from(d.subsec_nanos()))
+        }
+    }
+}
+
 /// The kernel's file type for a wire `FileKind`.
 pub fn file_type(kind: i32) -> FileType {
     match pb::FileKind::try_from(kind) {
@@ -174,6 +190,16 @@ mod tests {
 
     fn caller(uid: u32, gid: u32) -> pb::Caller {
         pb::Caller { uid, gids: vec![gid] }
+    }
+
+    #[test]
+    fn pre_epoch_setattr_times_are_read_as_the_kernel_meant() {
+        use std::time::Duration;
+        // What fuser 0.18 hands over for the kernel's (secs -31536000, nsec 5).
+        let misread = UNIX_EPOCH - Duration::new(31_536_000, 5);
+        assert_eq!(setattr_nanos(misread), -31_536_000 * 1_000_000_000 + 5);
+        let after = UNIX_EPOCH + Duration::new(7, 9);
+        assert_eq!(setattr_nanos(after), 7_000_000_009);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use nimbus_proto::ns_reply::Result as R;
 use nimbus_proto::ns_request::Op;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::task::JoinSet;
 
@@ -76,6 +76,9 @@ pub struct OpenFile {
     state: tokio::sync::Mutex<State>,
     /// `State::size`, readable by getattr without waiting for an upload.
     size: AtomicU64,
+    /// When this mount last wrote to the file (ns since the epoch, 0 for
+    /// never): a write changes mtime at once, not only at its commit.
+    written_at: AtomicI64,
     cache: BlockCache,
 }
 
@@ -93,8 +96,14 @@ impl OpenFile {
                 writer: opener,
             }),
             size: AtomicU64::new(0),
+            written_at: AtomicI64::new(0),
             cache: BlockCache::default(),
         }
+    }
+
+    /// When this mount last wrote to the file, in ns since the epoch.
+    pub fn written_at(&self) -> i64 {
+        self.written_at.load(Ordering::Acquire)
     }
 
     /// The size including writes not yet committed.
@@ -155,6 +164,8 @@ impl OpenFile {
             .filter(|e| *e <= MAX_SIZE)
             .ok_or(FsError(Errno::EFBIG))?;
         let mut st = self.state.lock().await;
+        self.written_at
+            .store(super::convert::nanos(std::time::SystemTime::now()), Ordering::Release);
         // Writes of mmap'ed pages come from the kernel's writeback, with no
         // process behind them (uid -1): they commit as the last real writer.
         if writer.uid != u32::MAX {
@@ -301,6 +312,8 @@ impl OpenFile {
         let mut st = self.state.lock().await;
         if change.mtime.is_some() {
             self.commit(&mut st, client, false).await?;
+            // An explicit mtime wins over the time of earlier writes.
+            self.written_at.store(0, Ordering::Release);
         }
         let attr = set.await?;
         if let Some(size) = change.size {

@@ -8,8 +8,8 @@ use super::ops::{time_spec, Inner, XattrOut};
 use super::session::LockArgs;
 use fuser::{
     AccessFlags, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use nimbus_common::Errno;
 use nimbus_proto as pb;
@@ -114,6 +114,28 @@ fn supplementary_groups(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// Attributes that say only what an entry is, for readdirplus entries the
+/// kernel must look up before trusting.
+fn bare_attr(ino: u64, kind: fuser::FileType) -> fuser::FileAttr {
+    fuser::FileAttr {
+        ino: INodeNo(ino),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind,
+        perm: 0,
+        nlink: 1,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
 fn bytes(name: &OsStr) -> Vec<u8> {
     name.as_bytes().to_vec()
 }
@@ -138,6 +160,7 @@ fail_by_error!(
     ReplyCreate,
     ReplyData,
     ReplyDirectory,
+    ReplyDirectoryPlus,
     ReplyEmpty,
     ReplyEntry,
     ReplyLock,
@@ -168,6 +191,10 @@ impl Filesystem for NimbusFs {
             InitFlags::FUSE_AUTO_INVAL_DATA,
             InitFlags::FUSE_POSIX_LOCKS,
             InitFlags::FUSE_FLOCK_LOCKS,
+            // Listings carry attributes: `ls -l`, `find`, `cp -a` and
+            // `diff -r` need no lookup per entry.
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
         ] {
             if let Err(missing) = config.add_capabilities(cap) {
                 tracing::info!("the kernel does not offer {missing:?}");
@@ -508,6 +535,30 @@ impl Filesystem for NimbusFs {
                 for item in items {
                     if r.add(INodeNo(item.ino), item.offset, item.kind, OsStr::from_bytes(&item.name)) {
                         break; // full: the kernel asks again from the last offset added
+                    }
+                }
+                r.ok()
+            },
+        );
+    }
+
+    fn readdirplus(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectoryPlus) {
+        let (inner, caller, ttl) = (self.inner.clone(), caller(req), self.inner.ttl);
+        self.serve(
+            reply,
+            async move { inner.readdir(caller, ino.0, fh.0, offset).await },
+            move |mut r, items| {
+                for item in items {
+                    // Without attributes (`.`, `..`, an unsearchable
+                    // directory) the entry is only a name: a zero TTL makes
+                    // the kernel look it up before using it.
+                    let (attr, ttl) = match item.attr {
+                        Some(a) => (a, ttl),
+                        None => (bare_attr(item.ino, item.kind), Duration::ZERO),
+                    };
+                    let name = OsStr::from_bytes(&item.name);
+                    if r.add(INodeNo(item.ino), item.offset, name, &ttl, &attr, Generation(0)) {
+                        break;
                     }
                 }
                 r.ok()

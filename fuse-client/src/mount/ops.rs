@@ -53,6 +53,9 @@ pub struct DirItem {
     pub offset: u64,
     pub kind: FileType,
     pub name: Vec<u8>,
+    /// Its attributes, for readdirplus (None for `.`/`..` and entries of
+    /// directories the caller may list but not search).
+    pub attr: Option<FileAttr>,
 }
 
 /// What getxattr/listxattr answer: the size asked for, or the bytes.
@@ -114,14 +117,22 @@ impl Inner {
         self.files.get(ino)
     }
 
-    /// The kernel's view of `a`: an open file's size includes the writes
-    /// this mount has buffered.
+    /// The kernel's view of `a`: an open file's size and mtime include the
+    /// writes this mount has buffered.
     fn view(&self, a: &pb::Attr) -> FileAttr {
-        let size = match self.open_file(a.ino) {
-            Some(f) if a.kind == pb::FileKind::Regular as i32 => f.size(),
-            _ => a.size,
-        };
-        file_attr(a, size)
+        match self.open_file(a.ino) {
+            Some(f) if a.kind == pb::FileKind::Regular as i32 => {
+                // 0: never written here (not the epoch; times may be older).
+                let written = Some(f.written_at()).filter(|&w| w != 0);
+                let a = pb::Attr {
+                    mtime_ns: written.map_or(a.mtime_ns, |w| a.mtime_ns.max(w)),
+                    ctime_ns: written.map_or(a.ctime_ns, |w| a.ctime_ns.max(w)),
+                    ..a.clone()
+                };
+                file_attr(&a, f.size())
+            }
+            _ => file_attr(a, a.size),
+        }
     }
 
     pub async fn lookup(&self, caller: pb::Caller, parent: u64, name: Vec<u8>) -> FsResult<FileAttr> {
@@ -440,6 +451,7 @@ impl Inner {
                 offset: 1,
                 kind: FileType::Directory,
                 name: b".".to_vec(),
+                attr: None,
             });
         }
         if offset <= 1 {
@@ -456,6 +468,7 @@ impl Inner {
                 offset: 2,
                 kind: FileType::Directory,
                 name: b"..".to_vec(),
+                attr: None,
             });
         }
         let after = offset.saturating_sub(2);
@@ -464,6 +477,7 @@ impl Inner {
                 ino: e.ino,
                 offset: e.cookie.saturating_add(2),
                 kind: file_type(e.kind),
+                attr: e.attr.as_ref().map(|a| self.view(a)),
                 name: e.name,
             });
         }
@@ -479,10 +493,13 @@ impl Inner {
                 return Ok(c.entries.iter().filter(|e| e.cookie > after).cloned().collect());
             }
         }
+        // Always with attributes: one page serves readdir and readdirplus,
+        // and costs the servers one inode read per entry.
         let op = Op::Readdir(pb::ReadDir {
             ino,
             after,
             limit: READDIR_PAGE,
+            plus: true,
         });
         let page = match self.call(caller, op).await? {
             R::Dir(p) => p,
@@ -529,7 +546,7 @@ pub fn time_spec(t: fuser::TimeOrNow) -> pb::TimeSpec {
     pb::TimeSpec {
         value: Some(match t {
             fuser::TimeOrNow::Now => Value::Now(true),
-            fuser::TimeOrNow::SpecificTime(t) => Value::AtNs(convert::nanos(t)),
+            fuser::TimeOrNow::SpecificTime(t) => Value::AtNs(convert::setattr_nanos(t)),
         }),
     }
 }

@@ -201,6 +201,17 @@ impl DataService {
             .collect()
     }
 
+    /// Whether this leader is new and some active server has not yet
+    /// reported to it (within the dead-after timeout).
+    fn still_hearing_from(&self, servers: &[ServerRecord]) -> bool {
+        let soft = self.soft();
+        soft.leader_since
+            .is_some_and(|t| t.elapsed() < self.settings.dead_after)
+            && servers
+                .iter()
+                .any(|r| r.state == ServerState::Active && !soft.live.contains_key(&r.id))
+    }
+
     fn servers(&self) -> Result<Vec<ServerRecord>, Status> {
         blocks::servers(&Txn::new(self.store.as_ref())).map_err(ns_status)
     }
@@ -352,6 +363,13 @@ impl pb::data_cluster_server::DataCluster for DataService {
             &mut rand::rng(),
         );
         if picked.len() < usize::from(replication) {
+            if self.still_hearing_from(&servers) {
+                // A new leader knows no server's free space until each
+                // heartbeats (every second): not full, just not known yet.
+                return Err(Status::unavailable(
+                    "this meta leader is new and still waiting for data server heartbeats",
+                ));
+            }
             return Err(Status::resource_exhausted(format!(
                 "no space: {replication} replicas of {} bytes wanted, {} data servers can take one (ENOSPC)",
                 r.length,

@@ -17,7 +17,7 @@ pub mod tables;
 mod tests;
 
 pub use perm::Caller;
-pub use read::{getattr, getxattr, listxattr, lookup, readdir, readlink, statfs, DirEntry, FsStats};
+pub use read::{getattr, getxattr, listxattr, lookup, readdir, readdir_plus, readlink, statfs, DirEntry, FsStats};
 pub use tables::Txn;
 
 use crate::store::StoreError;

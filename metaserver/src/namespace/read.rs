@@ -86,6 +86,29 @@ pub fn readdir(
     Ok((out, more))
 }
 
+/// `readdir` with each entry's attributes, as a lookup would give them:
+/// only when the caller may also search the directory (else None).
+#[allow(clippy::type_complexity)]
+pub fn readdir_plus(
+    txn: &Txn,
+    caller: &Caller,
+    ino: Ino,
+    after: u64,
+    limit: usize,
+) -> Result<(Vec<(DirEntry, Option<Attr>)>, bool), NsError> {
+    let (entries, more) = readdir(txn, caller, ino, after, limit)?;
+    let searchable = perm::check(&directory(txn, ino)?, caller, X).is_ok();
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let attr = match searchable {
+            true => txn.inode(e.ino)?.map(|i| i.attr()),
+            false => None,
+        };
+        out.push((e, attr));
+    }
+    Ok((out, more))
+}
+
 /// Usage of the whole namespace.
 pub fn statfs(txn: &Txn) -> Result<FsStats, NsError> {
     let sb = txn.superblock()?;

@@ -44,15 +44,22 @@ impl NamespaceService {
             P::Readlink(r) => ns::readlink(&txn, Ino(r.ino)).map(R::Data),
             P::Readdir(r) => {
                 let limit = r.limit.clamp(1, READDIR_PAGE_MAX) as usize;
-                ns::readdir(&txn, caller, Ino(r.ino), r.after, limit).map(|(entries, more)| {
+                let page = if r.plus {
+                    ns::readdir_plus(&txn, caller, Ino(r.ino), r.after, limit)
+                } else {
+                    ns::readdir(&txn, caller, Ino(r.ino), r.after, limit)
+                        .map(|(entries, more)| (entries.into_iter().map(|e| (e, None)).collect(), more))
+                };
+                page.map(|(entries, more)| {
                     R::Dir(pb::DirPage {
                         entries: entries
                             .into_iter()
-                            .map(|e| pb::DirEntry {
+                            .map(|(e, attr)| pb::DirEntry {
                                 name: e.name,
                                 ino: e.ino.0,
                                 kind: kind_to_pb(e.kind) as i32,
                                 cookie: e.cookie,
+                                attr: attr.as_ref().map(attr_to_pb),
                             })
                             .collect(),
                         more,
