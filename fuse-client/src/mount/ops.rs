@@ -127,7 +127,7 @@ impl Inner {
                 let a = pb::Attr {
                     mtime_ns: written.map_or(a.mtime_ns, |w| a.mtime_ns.max(w)),
                     ctime_ns: written.map_or(a.ctime_ns, |w| a.ctime_ns.max(w)),
-                    ..a.clone()
+                    ..*a
                 };
                 file_attr(&a, f.size())
             }
