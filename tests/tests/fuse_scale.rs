@@ -44,18 +44,18 @@ async fn five_thousand_files_and_a_gigabyte() -> anyhow::Result<()> {
     println!("cp -a of {files} files: {:.1} s", t.elapsed().as_secs_f64());
     m.sh("diff -r --no-dereference $S/tree copy")?;
     assert_eq!(m.sh("cd copy && find . | wc -l")?, entries);
-    // tar out of the mount and back in: every file's sha256sum equal.
+    // tar c | tar x out of the mount: every file's sha256sum equal. (tar
+    // into the mount is what cp -a above did, file for file; the trees
+    // test in fuse_mount.rs runs tar x into the mount too.)
     let t = Instant::now();
-    m.sh("mkdir $S/untar untar && tar -C copy -cf - . | tar -C $S/untar -xf - && tar -C $S/untar -cf - . | tar -C untar -xf -")?;
-    println!("tar out of and into the mount: {:.1} s", t.elapsed().as_secs_f64());
+    m.sh("mkdir $S/untar && tar -C copy -cf - . | tar -C $S/untar -xf -")?;
+    println!("tar c of the copy out of the mount: {:.1} s", t.elapsed().as_secs_f64());
     let sums = |dir: &str| {
         m.sh(&format!(
             "cd {dir} && find . -type f -print0 | xargs -0 sha256sum | sort"
         ))
     };
-    let want = sums("$S/tree")?;
-    assert_eq!(sums("$S/untar")?, want);
-    assert_eq!(sums("untar")?, want);
+    assert_eq!(sums("$S/untar")?, sums("$S/tree")?);
 
     let t = Instant::now();
     m.sh("dd if=/dev/urandom of=$S/gig bs=1M count=1024 status=none")?;
@@ -65,7 +65,7 @@ async fn five_thousand_files_and_a_gigabyte() -> anyhow::Result<()> {
     m.sh("rm $S/gig")?;
     ensure!(blocks(&m) > 0, "no blocks on the data servers");
 
-    m.sh("rm -rf copy untar gig")?;
+    m.sh("rm -rf copy gig")?;
     assert_eq!(m.sh("ls -A")?, "");
     // Removed data leaves the data servers at their next heartbeats.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -84,7 +84,7 @@ async fn five_thousand_files_and_a_gigabyte() -> anyhow::Result<()> {
 async fn a_copy_survives_the_meta_leader_being_killed() -> anyhow::Result<()> {
     let mut m = Mounted::start().await?;
     m.sh("mkdir -p $S/tree && cd $S/tree
-         for i in $(seq 1 1500); do
+         for i in $(seq 1 700); do
            d=d$((i % 30)); mkdir -p $d
            head -c $(( (i * 104729) % 300000 )) /dev/urandom > $d/f$i
          done")?;

@@ -476,14 +476,7 @@ impl Filesystem for NimbusFs {
         reply: ReplyLock,
     ) {
         let (inner, caller) = (self.inner.clone(), caller(req));
-        let args = LockArgs {
-            ino: ino.0,
-            owner: lock_owner.0,
-            start,
-            end,
-            typ,
-            pid,
-        };
+        let args = LockArgs::new(ino.0, lock_owner.0, start, end, typ, pid);
         self.serve(
             reply,
             async move { inner.session.get(caller, args).await },
@@ -505,14 +498,7 @@ impl Filesystem for NimbusFs {
         reply: ReplyEmpty,
     ) {
         let (inner, caller) = (self.inner.clone(), caller(req));
-        let args = LockArgs {
-            ino: ino.0,
-            owner: lock_owner.0,
-            start,
-            end,
-            typ,
-            pid,
-        };
+        let args = LockArgs::new(ino.0, lock_owner.0, start, end, typ, pid);
         self.serve_empty(reply, async move { inner.session.set(caller, args, sleep).await });
     }
 

@@ -42,6 +42,20 @@ pub struct LockArgs {
     pub pid: u32,
 }
 
+impl LockArgs {
+    /// A request on `ino` from the kernel's `owner`, for bytes `start..=end`.
+    pub fn new(ino: u64, owner: u64, start: u64, end: u64, typ: i32, pid: u32) -> LockArgs {
+        LockArgs {
+            ino,
+            owner,
+            start,
+            end,
+            typ,
+            pid,
+        }
+    }
+}
+
 /// This mount's session.
 pub struct Session {
     client: Arc<MetaClient>,
@@ -145,14 +159,7 @@ impl Session {
         if !guard(&self.held).remove(&(ino, owner)) {
             return;
         }
-        let a = LockArgs {
-            ino,
-            owner,
-            start: 0,
-            end: i64::MAX as u64,
-            typ: F_UNLCK,
-            pid: 0,
-        };
+        let a = LockArgs::new(ino, owner, 0, i64::MAX as u64, F_UNLCK, 0);
         let op = self.request(&a, F_UNLCK, false);
         if let Err(e) = self.client.call_as(pb::Caller::default(), op).await {
             // The lease still ends it: other mounts wait at most that long.
