@@ -24,10 +24,12 @@ Brings up, side by side on this machine:
     mounted with `nimbus mount`;
   - MooseFS: Debian's moosefs-master, 3 moosefs-chunkserver (each with its own
     data directory under WORK_DIR, like Nimbus's data servers) and mfsmount,
-    goal 2, trash time 0, all on a loopback address: mfschunkserver refuses
-    127.0.0.0/8 for its master, so MFS_IP (from the benchmarking range
-    198.18.0.0/15) is added to `lo` for the run and removed afterwards; its
-    traffic never leaves the machine. Debian runs the MooseFS daemons and
+    goal 2, trash time 0, all inside a network namespace this script creates
+    and deletes: mfschunkserver refuses 127.0.0.0/8 for its master, so the
+    servers and mfsmount's network side live in that namespace, on MFS_IP
+    (from the benchmarking range 198.18.0.0/15) on its own lo; nothing of
+    theirs can reach a real network. The mount itself is in the machine's
+    mount namespace, where the workloads run. Debian runs the MooseFS daemons and
     mfsmount at nice -19: here they run at 0, like Nimbus's processes;
 and runs each workload on the Nimbus mount, then on the MooseFS mount:
   fio    sequential write of SIZE in 1 MiB blocks (buffered, end_fsync=1) MiB/s
@@ -200,7 +202,7 @@ fi
 mkdir -p "$LOGS"
 NDEV="$W/nimbus-dev" NMNT="$W/nimbus-mnt"
 MDIR="$W/moosefs" MMNT="$W/moosefs-mnt"
-nimbus_up=0 added_ip=0 mfs_mount_pid="" mfs_master_pid=""
+nimbus_up=0 netns="" mfs_mount_pid="" mfs_master_pid=""
 mfs_cs_pids=()
 
 stop_pid() { # pid seconds: SIGTERM, wait, SIGKILL
@@ -242,9 +244,9 @@ mfs_down() {
     stop_pid "$mfs_master_pid" 60 # it saves its metadata first
     mfs_master_pid=""
   fi
-  if [ "$added_ip" = 1 ]; then
-    ip addr del "$MFS_IP/32" dev lo 2>/dev/null || true
-    added_ip=0
+  if [ -n "$netns" ]; then
+    ip netns del "$netns" 2>/dev/null || true
+    netns=""
   fi
 }
 
@@ -275,35 +277,32 @@ start_nimbus() {
   "$BIN/nimbus" status --dev-dir "$NDEV" >>"$LOGS/nimbus-up.txt" 2>&1 || true
 }
 
-# The MooseFS address: an address of lo (traffic to it never leaves the
-# machine). 127.0.0.0/8 is refused by mfschunkserver for the master address.
-mfs_address() {
-  if ! ip -o addr show dev lo | grep -qF " $MFS_IP/"; then
-    if ip -o addr show | grep -qF " $MFS_IP/"; then
-      die "MFS_IP $MFS_IP belongs to another interface; pick an address for lo"
-    fi
-    ip addr add "$MFS_IP/32" dev lo || die "cannot add $MFS_IP to lo"
-    added_ip=1
-  fi
-  ip route get "$MFS_IP" | head -1 | grep -q "dev lo" || die "$MFS_IP is not routed over lo"
+# MooseFS's network: a namespace of our own with only a loopback device,
+# carrying MFS_IP (127.0.0.0/8 is refused by mfschunkserver for the master
+# address). Its processes enter it with in_ns; only their network is
+# there, their files and the FUSE mount are the machine's.
+mfs_network() {
+  netns="nimbus-moosefs-$$"
+  ip netns add "$netns" || die "cannot create network namespace $netns (ip netns needs root)"
+  ip -n "$netns" link set lo up
+  ip -n "$netns" addr add "$MFS_IP/32" dev lo || die "cannot add $MFS_IP to lo in $netns"
 }
+
+in_ns() { nsenter --net="/run/netns/$netns" "$@"; }
 
 wait_listen() { # addr:port seconds
   local i
   for ((i = 0; i < $2 * 4; i++)); do
-    ss -ltnH | awk '{print $4}' | grep -qxF "$1" && return 0
+    in_ns ss -ltnH | awk '{print $4}' | grep -qxF "$1" && return 0
     sleep 0.25
   done
   return 1
 }
 
 start_moosefs() {
-  say "starting MooseFS (master + 3 chunkservers on $MFS_IP, ports $MFS_PORT-$((MFS_PORT + 5)))"
-  local p
-  for p in $(seq "$MFS_PORT" $((MFS_PORT + 5))); do
-    ! ss -ltnH | awk '{print $4}' | grep -q ":$p\$" || die "port $p is in use (set MFS_PORT)"
-  done
-  mfs_address
+  # A fresh namespace: its ports are all free.
+  mfs_network
+  say "starting MooseFS (master + 3 chunkservers on $MFS_IP in network namespace $netns, ports $MFS_PORT-$((MFS_PORT + 5)))"
   local m="$MDIR/master" cl=$((MFS_PORT + 2)) i d
   mkdir -p "$m" "$MMNT"
   cat >"$m/mfsmaster.cfg" <<EOF
@@ -325,7 +324,7 @@ EOF
   echo "$MFS_IP / rw,alldirs,admin,maproot=0:0" >"$m/mfsexports.cfg"
   : >"$m/mfstopology.cfg"
   cp /var/lib/mfs/metadata.mfs.empty "$m/metadata.mfs"
-  mfsmaster -f -c "$m/mfsmaster.cfg" start >"$m/master.log" 2>&1 &
+  in_ns mfsmaster -f -c "$m/mfsmaster.cfg" start >"$m/master.log" 2>&1 &
   mfs_master_pid=$!
   wait_listen "$MFS_IP:$cl" 30 || die "mfsmaster not listening; see $m/master.log: $(tail -3 "$m/master.log")"
   for i in 1 2 3; do
@@ -345,32 +344,32 @@ CSSERV_LISTEN_HOST = $MFS_IP
 CSSERV_LISTEN_PORT = $((MFS_PORT + 2 + i))
 EOF
     echo "$d/hdd${MFS_HDD_SIZE:+ $MFS_HDD_SIZE}" >"$d/mfshdd.cfg"
-    mfschunkserver -f -c "$d/mfschunkserver.cfg" start >"$d/chunkserver.log" 2>&1 &
+    in_ns mfschunkserver -f -c "$d/mfschunkserver.cfg" start >"$d/chunkserver.log" 2>&1 &
     mfs_cs_pids+=($!)
   done
   local n=0
   for ((i = 0; i < 120; i++)); do
     # Registered, and done scanning their disk (total space known).
-    n=$(mfscli -H "$MFS_IP" -P "$cl" -SCS -s '|' 2>/dev/null | awk -F'|' -v ip="$MFS_IP" '$2 == ip && $11 > 0' | wc -l)
+    n=$(in_ns mfscli -H "$MFS_IP" -P "$cl" -SCS -s '|' 2>/dev/null | awk -F'|' -v ip="$MFS_IP" '$2 == ip && $11 > 0' | wc -l)
     [ "$n" -ge 3 ] && break
     sleep 0.5
   done
   [ "$n" -ge 3 ] || die "only $n of 3 chunkservers registered with space; logs in $MDIR/cs*/chunkserver.log"
   # Debian's mfsmount default nice is -19 too; default cache mode (AUTO), and
   # fsync before close (mfsfsyncmintime=0) as shipped.
-  mfsmount -f "$MMNT" -H "$MFS_IP" -P "$cl" -B "$MFS_IP" -o mfsnice=0 >"$MDIR/mount.log" 2>&1 &
+  in_ns mfsmount -f "$MMNT" -H "$MFS_IP" -P "$cl" -B "$MFS_IP" -o mfsnice=0 >"$MDIR/mount.log" 2>&1 &
   mfs_mount_pid=$!
   for ((i = 0; i < 120; i++)); do mountpoint -q "$MMNT" && break; sleep 0.25; done
   mountpoint -q "$MMNT" || die "mfsmount did not mount; see $MDIR/mount.log: $(tail -3 "$MDIR/mount.log")"
-  mfssetgoal -r 2 "$MMNT" >/dev/null
-  mfssettrashtime -r 0 "$MMNT" >/dev/null # deleted files free their space at once
+  in_ns mfssetgoal -r 2 "$MMNT" >/dev/null
+  in_ns mfssettrashtime -r 0 "$MMNT" >/dev/null # deleted files free their space at once
   {
     echo "mfsmaster -v: $(mfsmaster -v 2>&1 | head -1)"
-    echo "goal: $(mfsgetgoal "$MMNT" 2>&1)"
-    echo "trashtime: $(mfsgettrashtime "$MMNT" 2>&1)"
-    echo "route: $(ip route get "$MFS_IP" | head -1)"
+    echo "goal: $(in_ns mfsgetgoal "$MMNT" 2>&1)"
+    echo "trashtime: $(in_ns mfsgettrashtime "$MMNT" 2>&1)"
+    echo "network: namespace $netns, $(ip -n "$netns" -o addr show dev lo | awk '{print $4}' | paste -sd' ')"
     echo "chunkservers:"
-    mfscli -H "$MFS_IP" -P "$cl" -SCS 2>&1
+    in_ns mfscli -H "$MFS_IP" -P "$cl" -SCS 2>&1
   } >"$LOGS/moosefs-up.txt"
   say "MooseFS mounted at $MMNT, goal 2"
 }
@@ -450,7 +449,7 @@ wl_seqwrite() {
         [ -d "$ds/blocks" ] || continue
         echo "$(basename "$ds"): $(find "$ds/blocks" -name '*.blk' | wc -l) blocks, $(du -sm "$ds/blocks" | cut -f1) MiB"
       done >>"$raw" 2>&1 ;;
-    "$MMNT"/*) mfscheckfile "$f" >>"$raw" 2>&1 || true ;;
+    "$MMNT"/*) in_ns mfscheckfile "$f" >>"$raw" 2>&1 || true ;;
   esac
   j=$(jq -r '.jobs[0].write | "\(.bw_bytes) \(.io_bytes)"' "$raw.json") || return 1
   [ "${j#* }" -ge "$size_bytes" ] || { echo "wrote ${j#* } of $size_bytes bytes" >>"$raw"; return 1; }
@@ -629,7 +628,7 @@ machine() {
   echo "os:      $(grep -m1 '^PRETTY_NAME=' /etc/os-release | cut -d= -f2 | tr -d '"')"
   echo "disk:    $(df -hT "$WORK_DIR" | awk 'NR == 2 { print $1 ", " $2 ", " $3 " total, " $5 " free" }') (both clusters' data under $WORK_DIR)"
   echo "nimbus:  $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (working tree differs from HEAD)'), release build; R=2 (the cluster default, DEFAULT_REPLICATION; no command sets it per directory yet); mount defaults (4 threads, attribute TTL 1 s)"
-  echo "moosefs: $(dpkg-query -W -f '${Version}' moosefs-master 2>/dev/null) (Debian), goal 2, trash time 0, HDD_FSYNC_BEFORE_CLOSE=$MFS_FSYNC, mfsmount defaults (cache mode AUTO), on $MFS_IP (lo)"
+  echo "moosefs: $(dpkg-query -W -f '${Version}' moosefs-master 2>/dev/null) (Debian), goal 2, trash time 0, HDD_FSYNC_BEFORE_CLOSE=$MFS_FSYNC, mfsmount defaults (cache mode AUTO), on $MFS_IP in a network namespace of its own"
   echo "tools:   $(fio --version), dbench $(dbench --help 2>&1 | head -1 | awk '{ print $3 }'), python $($PY -c 'import platform; print(platform.python_version())')"
   echo "sizes:   SIZE=$SIZE FILES=$FILES FILE_SIZE=$FILE_SIZE FILES_PER_DIR=$FILES_PER_DIR DIRS=$DIRS RAND_JOBS=$RAND_JOBS RAND_SECONDS=$RAND_SECONDS DBENCH_CLIENTS=$DBENCH_CLIENTS DBENCH_SECONDS=$DBENCH_SECONDS$quick_note"
 }
