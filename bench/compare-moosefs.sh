@@ -288,6 +288,9 @@ mfs_network() {
   ip -n "$netns" addr add "$MFS_IP/32" dev lo || die "cannot add $MFS_IP to lo in $netns"
 }
 
+# Background launches call nsenter directly (it execs the program, so $! is
+# the program's pid, which cleanup stops); a function would run in a
+# subshell whose pid is not the server's.
 in_ns() { nsenter --net="/run/netns/$netns" "$@"; }
 
 wait_listen() { # addr:port seconds
@@ -324,7 +327,7 @@ EOF
   echo "$MFS_IP / rw,alldirs,admin,maproot=0:0" >"$m/mfsexports.cfg"
   : >"$m/mfstopology.cfg"
   cp /var/lib/mfs/metadata.mfs.empty "$m/metadata.mfs"
-  in_ns mfsmaster -f -c "$m/mfsmaster.cfg" start >"$m/master.log" 2>&1 &
+  nsenter --net="/run/netns/$netns" mfsmaster -f -c "$m/mfsmaster.cfg" start >"$m/master.log" 2>&1 &
   mfs_master_pid=$!
   wait_listen "$MFS_IP:$cl" 30 || die "mfsmaster not listening; see $m/master.log: $(tail -3 "$m/master.log")"
   for i in 1 2 3; do
@@ -344,7 +347,7 @@ CSSERV_LISTEN_HOST = $MFS_IP
 CSSERV_LISTEN_PORT = $((MFS_PORT + 2 + i))
 EOF
     echo "$d/hdd${MFS_HDD_SIZE:+ $MFS_HDD_SIZE}" >"$d/mfshdd.cfg"
-    in_ns mfschunkserver -f -c "$d/mfschunkserver.cfg" start >"$d/chunkserver.log" 2>&1 &
+    nsenter --net="/run/netns/$netns" mfschunkserver -f -c "$d/mfschunkserver.cfg" start >"$d/chunkserver.log" 2>&1 &
     mfs_cs_pids+=($!)
   done
   local n=0
@@ -357,7 +360,7 @@ EOF
   [ "$n" -ge 3 ] || die "only $n of 3 chunkservers registered with space; logs in $MDIR/cs*/chunkserver.log"
   # Debian's mfsmount default nice is -19 too; default cache mode (AUTO), and
   # fsync before close (mfsfsyncmintime=0) as shipped.
-  in_ns mfsmount -f "$MMNT" -H "$MFS_IP" -P "$cl" -B "$MFS_IP" -o mfsnice=0 >"$MDIR/mount.log" 2>&1 &
+  nsenter --net="/run/netns/$netns" mfsmount -f "$MMNT" -H "$MFS_IP" -P "$cl" -B "$MFS_IP" -o mfsnice=0 >"$MDIR/mount.log" 2>&1 &
   mfs_mount_pid=$!
   for ((i = 0; i < 120; i++)); do mountpoint -q "$MMNT" && break; sleep 0.25; done
   mountpoint -q "$MMNT" || die "mfsmount did not mount; see $MDIR/mount.log: $(tail -3 "$MDIR/mount.log")"
