@@ -91,11 +91,6 @@ impl Mount {
         self.child.as_ref().map(Child::id)
     }
 
-    /// How the mount process ended, if it has.
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
-    }
-
     /// The mount's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

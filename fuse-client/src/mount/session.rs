@@ -116,11 +116,9 @@ impl Session {
         if ![F_RDLCK, F_WRLCK, F_UNLCK].contains(&a.typ) {
             return Err(Errno::EINVAL.into());
         }
-        if a.typ != F_UNLCK {
-            // Recorded before asking, so that a close racing the grant still
-            // releases it.
-            guard(&self.held).insert((a.ino, a.owner));
-        }
+        // Recorded before asking, so that a close racing the grant still
+        // releases it; forgotten again if nothing was granted.
+        let recorded = a.typ != F_UNLCK && guard(&self.held).insert((a.ino, a.owner));
         let mut pause = FIRST_WAIT;
         loop {
             match self
@@ -133,7 +131,12 @@ impl Session {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(LONGEST_WAIT);
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    if recorded {
+                        guard(&self.held).remove(&(a.ino, a.owner));
+                    }
+                    return Err(e.into());
+                }
             }
         }
         if a.typ == F_UNLCK && a.start == 0 && a.end >= i64::MAX as u64 {
