@@ -10,6 +10,7 @@ use nimbus_proto::namespace_client::NamespaceClient;
 use nimbus_proto::ns_reply::Result as R;
 use nimbus_proto::ns_request::Op;
 pub mod blocks;
+pub mod profile;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -36,6 +37,21 @@ pub enum ClientError {
     /// No data server has room.
     #[error("{0}")]
     NoSpace(String),
+    /// No valid sign-in: none, expired, revoked, or a wrong password.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Signed in, but not allowed (e.g. not an administrator).
+    #[error("{0}")]
+    Denied(String),
+    /// The named user, group or file does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The user, group or name exists already.
+    #[error("{0}")]
+    Exists(String),
+    /// A quota would be exceeded.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// Every replica of a block failed.
     #[error("{0}")]
     DataUnavailable(String),
@@ -50,6 +66,10 @@ impl ClientError {
             ClientError::Refused(_) => Errno::EINVAL,
             ClientError::Setup(_) => Errno::EIO,
             ClientError::NoSpace(_) => Errno::ENOSPC,
+            ClientError::Unauthenticated(_) | ClientError::Denied(_) => Errno::EACCES,
+            ClientError::NotFound(_) => Errno::ENOENT,
+            ClientError::Exists(_) => Errno::EEXIST,
+            ClientError::QuotaExceeded(_) => Errno::EDQUOT,
             ClientError::DataUnavailable(_) => Errno::EIO,
         }
     }
@@ -69,6 +89,13 @@ pub struct MetaClient {
     leader: Mutex<Option<String>>,
     deadline: Duration,
     caller: pb::Caller,
+    /// Send the caller as the identity to act as (administrators only).
+    act_as: bool,
+    /// The session token every request carries.
+    token: Mutex<Option<String>>,
+    /// The profile the token came from, read again when the cluster refuses
+    /// the token (the user may have signed in anew meanwhile).
+    profile: Option<String>,
 }
 
 impl MetaClient {
@@ -85,13 +112,66 @@ impl MetaClient {
             leader: Mutex::default(),
             deadline,
             caller: pb::Caller { uid: 0, gids: vec![0] },
+            act_as: false,
+            token: Mutex::default(),
+            profile: None,
         })
     }
 
-    /// Acts as `uid` with groups `gids` (primary first) from now on.
+    /// Acts as `uid` with groups `gids` (primary first) from now on, rather
+    /// than as the signed-in user: the cluster allows it administrators only.
     pub fn with_caller(mut self, uid: u32, gids: Vec<u32>) -> MetaClient {
         self.caller = pb::Caller { uid, gids };
+        self.act_as = true;
         self
+    }
+
+    /// Whether callers given to [`MetaClient::call_as`] are acted as, rather
+    /// than the signed-in user (administrators only).
+    pub fn act_as_callers(mut self, yes: bool) -> MetaClient {
+        self.act_as = yes;
+        self
+    }
+
+    /// Signs requests with the token stored in profile `name` (and with a
+    /// newer one stored there later).
+    pub fn with_profile(mut self, name: &str) -> Result<MetaClient, ClientError> {
+        let stored = profile::load(name).map_err(|e| ClientError::Setup(e.to_string()))?;
+        self.set_token(stored.map(|p| p.token));
+        self.profile = Some(name.to_owned());
+        Ok(self)
+    }
+
+    /// Reads the profile again; true if it holds a token other than the one
+    /// in use.
+    fn reload_token(&self) -> bool {
+        let Some(name) = &self.profile else {
+            return false;
+        };
+        let Ok(Some(stored)) = profile::load(name) else {
+            return false;
+        };
+        let mut token = self.token.lock().unwrap_or_else(|p| p.into_inner());
+        if token.as_deref() == Some(stored.token.as_str()) {
+            return false;
+        }
+        *token = Some(stored.token);
+        true
+    }
+
+    /// Signs every request from now on with session `token`.
+    pub fn set_token(&self, token: Option<String>) {
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = token;
+    }
+
+    /// `message` as a request carrying the session token.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        let token = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(v) = token.and_then(|t| tonic::metadata::MetadataValue::try_from(t.as_str()).ok()) {
+            r.metadata_mut().insert(nimbus_proto::TOKEN_KEY, v);
+        }
+        r
     }
 
     /// The shared channel to `addr`.
@@ -157,7 +237,15 @@ impl MetaClient {
                 Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled | Code::Aborted => {
                     self.set_leader(None)
                 }
+                Code::ResourceExhausted if status.message().contains("quota") => {
+                    return Err(ClientError::QuotaExceeded(status.message().to_owned()))
+                }
                 Code::ResourceExhausted => return Err(ClientError::NoSpace(status.message().to_owned())),
+                Code::Unauthenticated if self.reload_token() => continue,
+                Code::Unauthenticated => return Err(ClientError::Unauthenticated(status.message().to_owned())),
+                Code::PermissionDenied => return Err(ClientError::Denied(status.message().to_owned())),
+                Code::NotFound => return Err(ClientError::NotFound(status.message().to_owned())),
+                Code::AlreadyExists => return Err(ClientError::Exists(status.message().to_owned())),
                 _ => return Err(ClientError::Refused(format!("{addr}: {}", status.message()))),
             }
             if started.elapsed() >= self.deadline {
@@ -183,12 +271,13 @@ impl MetaClient {
         // One id for every retry of this call: the cluster applies it once.
         let req = pb::NsRequest {
             caller: Some(caller),
+            act_as_caller: self.act_as,
             op: Some(op),
             request_id: nimbus_common::BlockId::random().0.to_vec(),
         };
         let reply = self
             .on_leader(|ch| {
-                let req = req.clone();
+                let req = self.request(req.clone());
                 async move {
                     NamespaceClient::new(ch)
                         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -202,6 +291,39 @@ impl MetaClient {
             Some(R::Failure(f)) => Err(ClientError::Errno(Errno(f.errno))),
             Some(r) => Ok(r),
             None => Err(ClientError::Refused("empty reply".into())),
+        }
+    }
+
+    /// Sends one account operation (sign-in, users, groups, quotas, shares).
+    pub async fn account(&self, op: pb::account_request::Op) -> Result<pb::account_reply::Result, ClientError> {
+        let req = pb::AccountRequest {
+            request_id: nimbus_common::BlockId::random().0.to_vec(),
+            op: Some(op),
+        };
+        let reply = self
+            .on_leader(|ch| {
+                let req = self.request(req.clone());
+                async move {
+                    pb::account_service_client::AccountServiceClient::new(ch)
+                        .call(req)
+                        .await
+                }
+            })
+            .await?;
+        reply.result.ok_or_else(|| ClientError::Refused("empty reply".into()))
+    }
+
+    /// Signs in as `user`: returns the granted token (not yet used by this
+    /// client: see [`MetaClient::set_token`]).
+    pub async fn login(&self, user: &str, password: &str, ttl_secs: u64) -> Result<pb::LoginGranted, ClientError> {
+        let op = pb::account_request::Op::Login(pb::Login {
+            user: user.to_owned(),
+            password: password.to_owned(),
+            ttl_secs,
+        });
+        match self.account(op).await? {
+            pb::account_reply::Result::Login(g) => Ok(g),
+            _ => Err(ClientError::Refused("sign-in answered oddly".into())),
         }
     }
 
@@ -272,6 +394,7 @@ impl MetaClient {
                 perm,
                 rdev: 0,
                 symlink_target: Vec::new(),
+                umask: None,
             }))
             .await?,
         )

@@ -1,5 +1,6 @@
-//! Block tokens: short-lived permissions, signed by the meta leader, to read
-//! or write one block. Data servers check them before serving anything.
+//! Signed tokens. Block tokens: short-lived permissions, signed by the meta
+//! leader, to read or write one block; data servers check them before serving
+//! anything. Session tokens: a signed-in user, checked by the meta servers.
 //!
 //! Ed25519: meta servers hold the private key (`token.key`), data servers only
 //! the public one (`token.pub`), so a data server cannot mint tokens.
@@ -26,18 +27,35 @@ pub struct Claims {
     pub expires_ms: u64,
 }
 
+/// The signed content of a session token: who signed in, until when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionClaims {
+    /// Names the sign-in in the meta state, so that it can be revoked.
+    pub id: [u8; 16],
+    pub uid: u32,
+    /// Milliseconds since the Unix epoch after which the token is void.
+    pub expires_ms: u64,
+}
+
 const SIGNATURE_LEN: usize = 64;
+
+// Every signed body starts with its kind, so that no token of one kind can
+// ever be read as the other.
+const BLOCK_DOMAIN: &[u8] = b"nimbus-block-1:";
+const SESSION_DOMAIN: &[u8] = b"nimbus-session-1:";
+/// How session tokens start in their text form.
+const SESSION_PREFIX: &str = "nimbus1.";
 
 /// Why a token was refused, or keys could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
     #[error("no block token")]
     Missing,
-    #[error("malformed block token")]
+    #[error("malformed token")]
     Malformed,
-    #[error("block token signature is not valid")]
+    #[error("token signature is not valid (altered, or from another cluster)")]
     BadSignature,
-    #[error("block token expired")]
+    #[error("token expired")]
     Expired,
     #[error("block token is for another block")]
     WrongBlock,
@@ -113,8 +131,24 @@ impl Signer {
 
     /// A token carrying exactly `claims` (tests forge expired ones with it).
     pub fn sign_claims(&self, claims: &Claims) -> Vec<u8> {
+        self.sign_body(BLOCK_DOMAIN, claims)
+    }
+
+    /// A session token carrying `claims`, as text.
+    pub fn sign_session(&self, claims: &SessionClaims) -> String {
+        let bytes = self.sign_body(SESSION_DOMAIN, claims);
+        let mut out = String::with_capacity(SESSION_PREFIX.len() + 2 * bytes.len());
+        out.push_str(SESSION_PREFIX);
+        for b in bytes {
+            out.push_str(&format!("{b:02x}"));
+        }
+        out
+    }
+
+    fn sign_body(&self, domain: &[u8], claims: &impl Serialize) -> Vec<u8> {
+        let mut out = domain.to_vec();
         // Serialising a plain struct into a Vec cannot fail.
-        let mut out = postcard::to_allocvec(claims).unwrap_or_default();
+        out.extend(postcard::to_allocvec(claims).unwrap_or_default());
         let sig = self.key.sign(&out);
         out.extend_from_slice(sig.as_ref());
         out
@@ -139,18 +173,44 @@ impl Verifier {
         Ok(Verifier { public })
     }
 
-    /// Checks that `token` allows `access` to `block` now.
-    pub fn check(&self, token: &[u8], block: BlockId, access: Access) -> Result<(), TokenError> {
+    /// The verified body of `token`, after `domain`.
+    fn open<'t>(&self, token: &'t [u8], domain: &[u8]) -> Result<&'t [u8], TokenError> {
         if token.is_empty() {
             return Err(TokenError::Missing);
         }
-        if token.len() <= SIGNATURE_LEN {
+        if token.len() <= SIGNATURE_LEN + domain.len() {
             return Err(TokenError::Malformed);
         }
         let (body, sig) = token.split_at(token.len() - SIGNATURE_LEN);
         UnparsedPublicKey::new(&ED25519, &self.public)
             .verify(body, sig)
             .map_err(|_| TokenError::BadSignature)?;
+        body.strip_prefix(domain).ok_or(TokenError::Malformed)
+    }
+
+    /// The claims of a session token in text form, if it is genuine and
+    /// not expired.
+    pub fn check_session(&self, token: &str) -> Result<SessionClaims, TokenError> {
+        let hex = token.trim().strip_prefix(SESSION_PREFIX).ok_or(TokenError::Malformed)?;
+        if hex.len() % 2 != 0 || !hex.is_ascii() {
+            return Err(TokenError::Malformed);
+        }
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| TokenError::Malformed)?;
+        let body = self.open(&bytes, SESSION_DOMAIN)?;
+        let claims: SessionClaims = postcard::from_bytes(body).map_err(|_| TokenError::Malformed)?;
+        if claims.expires_ms < now_ms() {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// Checks that `token` allows `access` to `block` now.
+    pub fn check(&self, token: &[u8], block: BlockId, access: Access) -> Result<(), TokenError> {
+        let body = self.open(token, BLOCK_DOMAIN)?;
         let claims: Claims = postcard::from_bytes(body).map_err(|_| TokenError::Malformed)?;
         if claims.block != block {
             return Err(TokenError::WrongBlock);
@@ -195,5 +255,40 @@ mod tests {
         create_keys(other.path()).unwrap();
         let t2 = Signer::load(other.path()).unwrap().sign(a, Access::Write, 60_000);
         assert_eq!(verifier.check(&t2, a, Access::Write), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn session_tokens_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        create_keys(dir.path()).unwrap();
+        let signer = Signer::load(dir.path()).unwrap();
+        let verifier = signer.verifier();
+        let claims = SessionClaims {
+            id: [7; 16],
+            uid: 1000,
+            expires_ms: now_ms() + 60_000,
+        };
+        let t = signer.sign_session(&claims);
+        assert_eq!(verifier.check_session(&t), Ok(claims.clone()));
+        // One changed hex digit in the body.
+        let mut tampered = t.clone().into_bytes();
+        let at = "nimbus1.".len() + 40;
+        tampered[at] = if tampered[at] == b'0' { b'1' } else { b'0' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert_eq!(verifier.check_session(&tampered), Err(TokenError::BadSignature));
+        assert_eq!(verifier.check_session("nimbus1.zz"), Err(TokenError::Malformed));
+        assert_eq!(verifier.check_session("hello"), Err(TokenError::Malformed));
+        let expired = signer.sign_session(&SessionClaims {
+            expires_ms: 1,
+            ..claims
+        });
+        assert_eq!(verifier.check_session(&expired), Err(TokenError::Expired));
+        // A block token is not a session token, nor the other way round.
+        let block = signer.sign(BlockId([1; 16]), Access::Read, 60_000);
+        let as_text: String = block.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            verifier.check_session(&format!("nimbus1.{as_text}")),
+            Err(TokenError::Malformed)
+        );
     }
 }

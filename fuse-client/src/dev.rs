@@ -50,7 +50,7 @@ fn mounted(path: &Path) -> bool {
 
 /// Starts `nimbus mount` of the cluster at `path` in the background and
 /// waits until the kernel shows the mount.
-fn start_mount(cluster: &DevCluster, path: &Path) -> anyhow::Result<DevMount> {
+fn start_mount(cluster: &DevCluster, path: &Path, profile: &str) -> anyhow::Result<DevMount> {
     std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
     let path = path.canonicalize()?;
     if mounted(&path) {
@@ -73,6 +73,7 @@ fn start_mount(cluster: &DevCluster, path: &Path) -> anyhow::Result<DevMount> {
         .args(["--meta", &meta])
         .arg("--tls-dir")
         .arg(&cluster.certs)
+        .args(["--profile", profile])
         .arg("mount")
         .arg(&path)
         .stdin(Stdio::null())
@@ -209,7 +210,7 @@ fn spawn(
 
 /// Starts a dev cluster in `dir` (or reports the one running there), and
 /// with `mount`, mounts it there.
-pub async fn up(dir: &Path, mount: Option<&Path>) -> anyhow::Result<()> {
+pub async fn up(dir: &Path, mount: Option<&Path>, profile: &str) -> anyhow::Result<()> {
     if let Some(mut c) = load(dir)? {
         if c.meta.iter().any(|p| alive(p.pid)) {
             println!(
@@ -220,7 +221,10 @@ pub async fn up(dir: &Path, mount: Option<&Path>) -> anyhow::Result<()> {
                 if c.mount.as_ref().is_some_and(|m| alive(m.pid) && mounted(&m.path)) {
                     println!("and it is mounted already");
                 } else {
-                    let m = start_mount(&c, path)?;
+                    if nimbus_client::profile::load(profile)?.is_none() {
+                        sign_in_admin(&c.client()?, &c.dir, profile, Duration::from_secs(30)).await?;
+                    }
+                    let m = start_mount(&c, path, profile)?;
                     println!("mounted at {}", m.path.display());
                     c.mount = Some(m);
                     std::fs::write(state_file(dir), serde_json::to_vec_pretty(&c)?)?;
@@ -244,6 +248,7 @@ pub async fn up(dir: &Path, mount: Option<&Path>) -> anyhow::Result<()> {
             tls::issue(&certs, &format!("data{id}"), &[])?;
         }
     }
+    let password_file = admin_password_file(&dir)?;
     let meta_bin = sibling_binary("nimbus-meta")?;
     let data_bin = sibling_binary("nimbus-data")?;
     // Reuse the ports of an earlier run: the Raft membership and the data
@@ -267,7 +272,17 @@ pub async fn up(dir: &Path, mount: Option<&Path>) -> anyhow::Result<()> {
     let mut meta = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
         let id = i as u64 + 1;
-        let args = ["--id", &id.to_string(), "--listen", addr, "--initial-members", &members];
+        let pw = password_file.to_string_lossy();
+        let args = [
+            "--id",
+            &id.to_string(),
+            "--listen",
+            addr,
+            "--initial-members",
+            &members,
+            "--admin-password-file",
+            &pw,
+        ];
         meta.push(spawn(&meta_bin, "meta", id, addr, &dir, &certs, &args)?);
     }
     let mut data = Vec::new();
@@ -312,6 +327,8 @@ pub async fn up(dir: &Path, mount: Option<&Path>) -> anyhow::Result<()> {
             }
         }
         if let Some(l) = leader {
+            sign_in_admin(&client, &dir, profile, Duration::from_secs(30)).await?;
+            client.set_token(nimbus_client::profile::load(profile)?.map(|p| p.token));
             // The first write creates the root directory.
             client.getattr(nimbus_common::Ino::ROOT).await?;
             let active = client
@@ -343,13 +360,67 @@ pub async fn up(dir: &Path, mount: Option<&Path>) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     if let Some(path) = mount {
-        let m = start_mount(&cluster, path)?;
+        let m = start_mount(&cluster, path, profile)?;
         println!("mounted at {} (log: {})", m.path.display(), m.log.display());
         cluster.mount = Some(m);
         std::fs::write(state_file(&dir), serde_json::to_vec_pretty(&cluster)?)?;
     }
-    println!("try: nimbus status   nimbus dev status   nimbus dev down");
+    let password = std::fs::read_to_string(&password_file)?;
+    println!(
+        "administrator: admin, password {} (kept in {}, mode 0600)\n\
+         signed in as admin in profile {profile}; add users with: nimbus user add NAME --quota-bytes 10G",
+        password.trim(),
+        password_file.display()
+    );
+    println!("try: nimbus status   nimbus whoami   nimbus dev status   nimbus dev down");
     Ok(())
+}
+
+/// The first administrator's password file of the dev cluster in `dir`,
+/// made (random, 0600) on the first start.
+fn admin_password_file(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("admin.password");
+    if path.exists() {
+        return Ok(path);
+    }
+    const CHARS: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let password: String = (0..20)
+        .map(|_| CHARS[rand::random_range(0..CHARS.len())] as char)
+        .collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{password}")?;
+    f.sync_all()?;
+    Ok(path)
+}
+
+/// Signs in as the dev cluster's administrator into `profile`, retrying
+/// while the new cluster has yet to create the account.
+async fn sign_in_admin(client: &MetaClient, dir: &Path, profile: &str, patience: Duration) -> anyhow::Result<()> {
+    let password = std::fs::read_to_string(dir.join("admin.password")).context("reading admin.password")?;
+    let started = Instant::now();
+    loop {
+        match client.login("admin", password.trim(), 0).await {
+            Ok(granted) => {
+                nimbus_client::profile::save(
+                    profile,
+                    &nimbus_client::profile::Profile {
+                        user: "admin".into(),
+                        token: granted.token,
+                        expires_ms: granted.expires_ms,
+                    },
+                )?;
+                return Ok(());
+            }
+            Err(e) if started.elapsed() > patience => bail!("signing in as admin: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
 }
 
 /// Stops every process of the dev cluster in `dir`; with `purge`, deletes

@@ -1,6 +1,7 @@
 //! `nimbus`: the Nimbus command line: the FUSE mount, a local development
 //! cluster, cluster status and administration, and namespace commands by path.
 
+mod account;
 mod dev;
 mod mount;
 mod paths;
@@ -18,9 +19,11 @@ use std::time::Duration;
     version,
     about = "Nimbus distributed file system: local cluster, status and namespace commands",
     long_about = "Nimbus distributed file system.\n\n\
-                  `nimbus dev up` starts a local cluster of 3 meta servers on 127.0.0.1 with its \
-                  state in ./.nimbus-dev; the other commands then talk to it, unless --meta (or \
-                  NIMBUS_META) names another cluster."
+                  `nimbus dev up` starts a local cluster of 3 meta and 3 data servers on 127.0.0.1 \
+                  with its state in ./.nimbus-dev and signs you in as its administrator; the other \
+                  commands then talk to it, unless --meta (or NIMBUS_META) names another cluster.\n\n\
+                  Every command acts as the Nimbus user of a stored sign-in (`nimbus login`), \
+                  picked with --profile (or NIMBUS_PROFILE)."
 )]
 struct Cli {
     #[command(flatten)]
@@ -44,6 +47,10 @@ struct Conn {
     /// State directory of the dev cluster.
     #[arg(long, global = true, env = "NIMBUS_DEV_DIR", default_value = ".nimbus-dev")]
     dev_dir: PathBuf,
+    /// Which stored sign-in to act as (see `nimbus login`); one local account
+    /// may keep several.
+    #[arg(long, global = true, env = "NIMBUS_PROFILE", default_value = nimbus_client::profile::DEFAULT)]
+    profile: String,
 }
 
 #[derive(Subcommand)]
@@ -90,6 +97,136 @@ enum Cmd {
         #[command(subcommand)]
         command: ServerCmd,
     },
+    /// Sign in and store the session token (readable only by you) in the
+    /// profile (--profile, default "default").
+    Login {
+        /// The Nimbus user. [default: $USER]
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        password: account::PasswordSource,
+        /// How long the sign-in lasts, e.g. 12h or 30d. [default: 7d]
+        #[arg(long, value_parser = account::parse_duration)]
+        ttl: Option<u64>,
+    },
+    /// End the profile's session in the cluster and forget its token.
+    Logout,
+    /// Show who the profile is signed in as, with quota and usage.
+    Whoami,
+    /// Manage user accounts (administrators; `passwd` for everyone).
+    User {
+        #[command(subcommand)]
+        command: UserCmd,
+    },
+    /// Manage groups (administrators; `list` for everyone).
+    Group {
+        #[command(subcommand)]
+        command: GroupCmd,
+    },
+    /// Show and set space and inode quotas.
+    Quota {
+        #[command(subcommand)]
+        command: QuotaCmd,
+    },
+    /// Share a folder or file with a user or @group: `nimbus share PATH WHO
+    /// --ro|--rw`. PATH is a path in the store (/home/alice/projects) or
+    /// inside a local Nimbus mount. The recipient uses the same path: the
+    /// share lets them through the folders above it, to it only.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Share {
+        #[command(subcommand)]
+        command: Option<ShareCmd>,
+        /// What to share.
+        #[arg(required = true)]
+        path: Option<String>,
+        /// A user name, or @group.
+        #[arg(required = true)]
+        who: Option<String>,
+        /// Read-only access.
+        #[arg(long, conflicts_with = "rw", required_unless_present = "rw")]
+        ro: bool,
+        /// Read-write access.
+        #[arg(long)]
+        rw: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Create a user with home folder /home/NAME (mode 0700).
+    Add {
+        name: String,
+        /// Space quota, e.g. 10G (0: none).
+        #[arg(long, default_value = "0", value_parser = account::parse_size)]
+        quota_bytes: u64,
+        /// Most files and directories (0: none).
+        #[arg(long, default_value_t = 0)]
+        quota_inodes: u64,
+        /// Make the user an administrator (the file-system superuser).
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        password: account::PasswordSource,
+    },
+    /// List users with their usage and quotas.
+    List,
+    /// Change your password, or (administrators) reset another user's. With
+    /// --password-stdin, your own change reads the current password on the
+    /// first line and the new one on the second.
+    Passwd {
+        name: Option<String>,
+        #[command(flatten)]
+        password: account::PasswordSource,
+    },
+    /// Stop a user from signing in and end their sessions.
+    Disable { name: String },
+    /// Let a disabled user sign in again.
+    Enable { name: String },
+    /// Delete an account. Their home folder and files stay, renamed to
+    /// /home/NAME.removed-UID; their shares end.
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
+enum GroupCmd {
+    /// Create a group.
+    Add { name: String },
+    /// Add a user to a group.
+    Adduser { group: String, user: String },
+    /// Remove a user from a group.
+    Deluser { group: String, user: String },
+    /// List groups and their members.
+    List,
+}
+
+#[derive(Subcommand)]
+enum QuotaCmd {
+    /// Show a user's quota and usage (yours by default).
+    Get { user: Option<String> },
+    /// Set a user's limits (administrators); 0 removes a limit.
+    Set {
+        user: String,
+        /// Space, e.g. 10G.
+        #[arg(long, value_parser = account::parse_size)]
+        bytes: Option<u64>,
+        /// Files and directories.
+        #[arg(long)]
+        inodes: Option<u64>,
+    },
+    /// Recount every user's usage from the namespace and compare
+    /// (administrators); exits 1 on a difference unless --fix records the counts.
+    Check {
+        #[arg(long)]
+        fix: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ShareCmd {
+    /// Shares you made or received (administrators: all).
+    List,
+    /// End a share.
+    Revoke { path: String, who: String },
 }
 
 #[derive(Subcommand)]
@@ -137,14 +274,14 @@ impl Conn {
             let Some(dev) = dev::load(&self.dev_dir)? else {
                 bail!("no cluster given: pass --meta HOST:PORT (or NIMBUS_META), or start one with `nimbus dev up`");
             };
-            return dev.client();
+            return Ok(dev.client()?.with_profile(&self.profile)?);
         }
         let security = match (&self.tls_dir, self.insecure) {
             (_, true) => Security::Insecure,
             (Some(d), false) => Security::load(d, "admin")?,
             (None, false) => bail!("--tls-dir (or NIMBUS_TLS_DIR) is required with --meta, or --insecure"),
         };
-        Ok(MetaClient::new(security, self.meta.clone(), Duration::from_secs(30))?)
+        Ok(MetaClient::new(security, self.meta.clone(), Duration::from_secs(30))?.with_profile(&self.profile)?)
     }
 }
 
@@ -163,7 +300,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let conn = cli.conn;
     match cli.command {
         Cmd::Dev { command } => match command {
-            DevCmd::Up { mount } => dev::up(&conn.dev_dir, mount.as_deref()).await,
+            DevCmd::Up { mount } => dev::up(&conn.dev_dir, mount.as_deref(), &conn.profile).await,
             DevCmd::Down { purge } => dev::down(&conn.dev_dir, purge),
             DevCmd::Status { json } => dev::status(&conn.dev_dir, json).await,
         },
@@ -183,6 +320,63 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ServerCmd::Remove { id } => (id, "removed"),
             };
             paths::server_state(&conn.client()?, id, state).await
+        }
+        Cmd::Login { user, password, ttl } => {
+            account::login(&conn.client()?, &conn.profile, user, password, ttl.unwrap_or(0)).await
+        }
+        Cmd::Logout => account::logout(&conn.client()?, &conn.profile).await,
+        Cmd::Whoami => account::whoami(&conn.client()?).await,
+        Cmd::User { command } => {
+            let client = conn.client()?;
+            match command {
+                UserCmd::Add {
+                    name,
+                    quota_bytes,
+                    quota_inodes,
+                    admin,
+                    password,
+                } => account::user_add(&client, name, quota_bytes, quota_inodes, admin, password).await,
+                UserCmd::List => account::user_list(&client).await,
+                UserCmd::Passwd { name, password } => {
+                    let own = nimbus_client::profile::load(&conn.profile)?.map(|p| p.user);
+                    account::user_passwd(&client, name, own, password).await
+                }
+                UserCmd::Disable { name } => account::user_disable(&client, name, true).await,
+                UserCmd::Enable { name } => account::user_disable(&client, name, false).await,
+                UserCmd::Remove { name } => account::user_remove(&client, name).await,
+            }
+        }
+        Cmd::Group { command } => {
+            let client = conn.client()?;
+            match command {
+                GroupCmd::Add { name } => account::group_add(&client, name).await,
+                GroupCmd::Adduser { group, user } => account::group_member(&client, group, user, true).await,
+                GroupCmd::Deluser { group, user } => account::group_member(&client, group, user, false).await,
+                GroupCmd::List => account::group_list(&client).await,
+            }
+        }
+        Cmd::Quota { command } => {
+            let client = conn.client()?;
+            match command {
+                QuotaCmd::Get { user } => account::quota_get(&client, user).await,
+                QuotaCmd::Set { user, bytes, inodes } => account::quota_set(&client, user, bytes, inodes).await,
+                QuotaCmd::Check { fix } => account::quota_check(&client, fix).await,
+            }
+        }
+        Cmd::Share {
+            command,
+            path,
+            who,
+            ro: _,
+            rw,
+        } => {
+            let client = conn.client()?;
+            match (command, path, who) {
+                (Some(ShareCmd::List), _, _) => account::share_list(&client).await,
+                (Some(ShareCmd::Revoke { path, who }), _, _) => account::revoke(&client, &path, who).await,
+                (None, Some(path), Some(who)) => account::share(&client, &path, who, rw).await,
+                _ => bail!("usage: nimbus share PATH USER|@GROUP --ro|--rw (or share list, share revoke)"),
+            }
         }
     }
 }

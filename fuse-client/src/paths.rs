@@ -15,7 +15,7 @@ fn components(path: &str) -> anyhow::Result<Vec<&str>> {
 }
 
 /// The inode at `path`.
-async fn resolve(client: &MetaClient, path: &str) -> anyhow::Result<pb::Attr> {
+pub async fn resolve(client: &MetaClient, path: &str) -> anyhow::Result<pb::Attr> {
     let mut attr = client.getattr(Ino::ROOT).await?;
     for c in components(path)? {
         attr = client
@@ -227,7 +227,7 @@ pub async fn status(client: &MetaClient, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn human(bytes: u64) -> String {
+pub fn human(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = bytes as f64;
     let mut u = 0;

@@ -41,6 +41,11 @@ pub struct Settings {
     /// cluster with `nimbus-meta cluster add`.
     #[arg(long)]
     pub initial_members: Option<String>,
+    /// With --initial-members: a file whose first line is the password of the
+    /// first administrator (user `admin`, uid 0), created when the new
+    /// cluster starts. Keep it 0600, or delete it once you have signed in.
+    #[arg(long)]
+    pub admin_password_file: Option<PathBuf>,
     /// Raft heartbeat interval in milliseconds. [default: 100]
     #[arg(long)]
     pub heartbeat_ms: Option<u64>,
@@ -87,6 +92,7 @@ impl Settings {
             tls_name,
             insecure,
             initial_members,
+            admin_password_file,
             heartbeat_ms,
             election_timeout_min_ms,
             election_timeout_max_ms,
@@ -110,6 +116,8 @@ pub struct Config {
     /// None with `--insecure`.
     pub tls: Option<(PathBuf, String)>,
     pub initial_members: BTreeMap<u64, String>,
+    /// The first administrator's password, for a new cluster.
+    pub admin_password: Option<String>,
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
@@ -178,6 +186,27 @@ impl Config {
         if !initial_members.is_empty() && !initial_members.contains_key(&id) {
             bail!("--initial-members does not list this node's id {id}");
         }
+        let admin_password = match &s.admin_password_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the administrator's password from {}", path.display()))?;
+                let password = text.lines().next().unwrap_or("").to_owned();
+                if password.len() < 8 {
+                    bail!(
+                        "{}: the administrator's password needs at least 8 characters",
+                        path.display()
+                    );
+                }
+                Some(password)
+            }
+            None => None,
+        };
+        if !initial_members.is_empty() && admin_password.is_none() {
+            bail!(
+                "--admin-password-file is required with --initial-members: a new cluster starts with one \
+                 administrator (`admin`) and needs their password"
+            );
+        }
         let token_dir = s.token_dir.or_else(|| tls.as_ref().map(|(d, _)| d.clone()));
         let c = Config {
             token_dir,
@@ -191,6 +220,7 @@ impl Config {
             data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from(format!("nimbus-meta-{id}"))),
             tls,
             initial_members,
+            admin_password,
             heartbeat_ms: s.heartbeat_ms.unwrap_or(100),
             election_timeout_min_ms: s.election_timeout_min_ms.unwrap_or(500),
             election_timeout_max_ms: s.election_timeout_max_ms.unwrap_or(1000),

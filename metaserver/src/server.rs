@@ -7,9 +7,13 @@ use nimbus_common::tls::{Security, MAX_MESSAGE_BYTES};
 use nimbus_common::token::Signer;
 use nimbus_meta::commit::{Committer, ReadBarrier};
 use nimbus_meta::data::{DataService, DataSettings};
+use nimbus_meta::namespace::accounts::{self, AccountOp};
+use nimbus_meta::namespace::{Caller, Command, Op, Txn};
 use nimbus_meta::raft::{LogStore, Network, Raft, StateMachine};
-use nimbus_meta::service::{AdminService, NamespaceService, RaftService};
+use nimbus_meta::service::auth::{self, Auth};
+use nimbus_meta::service::{AccountService, AdminService, NamespaceService, RaftService};
 use nimbus_meta::store::{SledStore, Store};
+use nimbus_proto::account_service_server::AccountServiceServer;
 use nimbus_proto::data_cluster_server::DataClusterServer;
 use nimbus_proto::{admin_server::AdminServer, namespace_server::NamespaceServer, raft_server::RaftServer};
 use openraft::{BasicNode, SnapshotPolicy};
@@ -70,13 +74,16 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let barrier = ReadBarrier::start(raft.clone());
     let signer = match &cfg.token_dir {
         Some(dir) => {
-            Some(Signer::load(dir).with_context(|| format!("loading the block-token key from {}", dir.display()))?)
+            Some(Arc::new(Signer::load(dir).with_context(|| {
+                format!("loading the token key from {}", dir.display())
+            })?))
         }
         None => {
             tracing::warn!("no --token-dir: this node cannot hand out block tokens");
             None
         }
     };
+    let auth = Arc::new(Auth::new(store.clone(), signer.clone(), barrier.clone()));
     let data = DataService::new(
         raft.clone(),
         store.clone(),
@@ -104,10 +111,21 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .server()
         .context("configuring TLS")?
         .add_service(
-            NamespaceServer::new(NamespaceService::new(store.clone(), committer, barrier))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            NamespaceServer::new(NamespaceService::new(
+                store.clone(),
+                committer.clone(),
+                barrier.clone(),
+                auth.clone(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
+        .add_service(AccountServiceServer::new(AccountService::new(
+            store.clone(),
+            committer.clone(),
+            barrier,
+            auth,
+        )))
         .add_service(AdminServer::new(AdminService::new(raft.clone(), store.clone(), tls)))
         .add_service(DataClusterServer::new(data))
         .add_service(
@@ -126,6 +144,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     );
     if !cfg.initial_members.is_empty() {
         tokio::spawn(bootstrap(raft.clone(), cfg.clone()));
+        if let Some(password) = cfg.admin_password.clone() {
+            tokio::spawn(create_first_admin(raft.clone(), store.clone(), committer, password));
+        }
     }
 
     let result = router
@@ -161,5 +182,46 @@ async fn bootstrap(raft: Raft, cfg: Config) {
     match raft.initialize(members).await {
         Ok(()) => tracing::info!(members = ?cfg.initial_members, "initialised a new cluster"),
         Err(e) => tracing::warn!("initialise: {e}"),
+    }
+}
+
+/// Creates the first administrator of a new cluster: whichever initial
+/// member leads while no account exists submits it (apply ignores a second).
+async fn create_first_admin(raft: Raft, store: Arc<dyn Store>, committer: Committer, password: String) {
+    let mut hash = None;
+    loop {
+        match accounts::users(&Txn::new(store.as_ref())) {
+            Ok(users) if !users.is_empty() => return,
+            Ok(_) => {}
+            Err(e) => tracing::warn!("reading accounts: {e}"),
+        }
+        let leading = raft.metrics().borrow().current_leader == Some(raft.metrics().borrow().id);
+        if leading {
+            if hash.is_none() {
+                hash = auth::hash_password(password.clone()).await.ok();
+            }
+            if let Some(h) = &hash {
+                let op = Op::Account(AccountOp::InitAdmin {
+                    name: "admin".into(),
+                    hash: h.clone(),
+                });
+                match committer
+                    .submit(Command {
+                        caller: Caller::root(),
+                        op,
+                        request: None,
+                    })
+                    .await
+                {
+                    Ok(Ok(_)) => {
+                        tracing::info!("created the first administrator, `admin`");
+                        return;
+                    }
+                    Ok(Err(e)) => tracing::warn!("creating the first administrator: {e}"),
+                    Err(e) => tracing::debug!("creating the first administrator: {e}"),
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

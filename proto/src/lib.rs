@@ -15,3 +15,5 @@ pub use v1::*;
 pub const LEADER_ADDR_KEY: &str = "nimbus-leader-addr";
 /// gRPC metadata key naming the leader's Raft id, beside [`LEADER_ADDR_KEY`].
 pub const LEADER_ID_KEY: &str = "nimbus-leader-id";
+/// gRPC metadata key of the session token a request acts under.
+pub const TOKEN_KEY: &str = "nimbus-token";

@@ -154,43 +154,10 @@ pub fn file_attr(a: &pb::Attr, size: u64) -> FileAttr {
 /// Read, write and execute in the `rwx` bit order of a mode.
 pub const R: u32 = 4;
 pub const W: u32 = 2;
-pub const X: u32 = 1;
-
-/// Whether `caller` may access a file with attributes `a` for `mask` (a
-/// combination of [`R`], [`W`], [`X`]) as its mode bits say. Root may read
-/// and write anything and execute what someone may execute (or search any
-/// directory), as on a local file system.
-pub fn permitted(a: &pb::Attr, caller: &pb::Caller, mask: u32) -> bool {
-    if caller.uid == 0 {
-        return mask & X == 0 || a.perm & 0o111 != 0 || a.kind == pb::FileKind::Directory as i32;
-    }
-    let bits = if caller.uid == a.uid {
-        a.perm >> 6
-    } else if caller.gids.contains(&a.gid) {
-        a.perm >> 3
-    } else {
-        a.perm
-    } & 7;
-    bits & mask == mask
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn attr(perm: u32, uid: u32, gid: u32, kind: pb::FileKind) -> pb::Attr {
-        pb::Attr {
-            perm,
-            uid,
-            gid,
-            kind: kind as i32,
-            ..Default::default()
-        }
-    }
-
-    fn caller(uid: u32, gid: u32) -> pb::Caller {
-        pb::Caller { uid, gids: vec![gid] }
-    }
 
     #[test]
     fn pre_epoch_setattr_times_are_read_as_the_kernel_meant() {
@@ -200,30 +167,6 @@ mod tests {
         assert_eq!(setattr_nanos(misread), -31_536_000 * 1_000_000_000 + 5);
         let after = UNIX_EPOCH + Duration::new(7, 9);
         assert_eq!(setattr_nanos(after), 7_000_000_009);
-    }
-
-    #[test]
-    fn permission_bits_follow_owner_group_other() {
-        let a = attr(0o640, 10, 20, pb::FileKind::Regular);
-        assert!(permitted(&a, &caller(10, 99), R | W));
-        assert!(!permitted(&a, &caller(10, 99), X));
-        assert!(permitted(&a, &caller(11, 20), R));
-        assert!(!permitted(&a, &caller(11, 20), W));
-        assert!(!permitted(&a, &caller(11, 21), R));
-        assert!(permitted(&a, &caller(11, 21), 0));
-    }
-
-    #[test]
-    fn root_executes_only_what_someone_may() {
-        let f = attr(0o600, 10, 20, pb::FileKind::Regular);
-        assert!(permitted(&f, &caller(0, 0), R | W));
-        assert!(!permitted(&f, &caller(0, 0), X));
-        assert!(permitted(
-            &attr(0o700, 10, 20, pb::FileKind::Directory),
-            &caller(0, 0),
-            X
-        ));
-        assert!(permitted(&attr(0o001, 10, 20, pb::FileKind::Regular), &caller(0, 0), X));
     }
 
     #[test]

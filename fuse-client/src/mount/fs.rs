@@ -195,6 +195,10 @@ impl Filesystem for NimbusFs {
             // `diff -r` need no lookup per entry.
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
+            // POSIX ACLs (setfacl/getfacl) through system.posix_acl_*
+            // xattrs; the kernel then leaves the umask to us (sent with
+            // each create), since a default ACL replaces it.
+            InitFlags::FUSE_POSIX_ACL,
         ] {
             if let Err(missing) = config.add_capabilities(cap) {
                 tracing::info!("the kernel does not offer {missing:?}");
@@ -271,16 +275,7 @@ impl Filesystem for NimbusFs {
         });
     }
 
-    fn mknod(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        _umask: u32,
-        rdev: u32,
-        reply: ReplyEntry,
-    ) {
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         let kind = match mknod_kind(mode) {
             Ok(k) => k,
             Err(e) => return reply.fail(e),
@@ -292,11 +287,12 @@ impl Filesystem for NimbusFs {
             perm: perm(mode),
             rdev,
             symlink_target: Vec::new(),
+            umask: Some(umask),
         };
         self.make_node(req, reply, node);
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let node = pb::MakeNode {
             parent: parent.0,
             name: bytes(name),
@@ -304,6 +300,7 @@ impl Filesystem for NimbusFs {
             perm: perm(mode),
             rdev: 0,
             symlink_target: Vec::new(),
+            umask: Some(umask),
         };
         self.make_node(req, reply, node);
     }
@@ -326,6 +323,7 @@ impl Filesystem for NimbusFs {
             perm: 0o777,
             rdev: 0,
             symlink_target: bytes(target.as_os_str()),
+            umask: None,
         };
         self.make_node(req, reply, node);
     }
@@ -374,7 +372,7 @@ impl Filesystem for NimbusFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
@@ -385,6 +383,7 @@ impl Filesystem for NimbusFs {
             perm: perm(mode),
             rdev: 0,
             symlink_target: Vec::new(),
+            umask: Some(umask),
         };
         let (inner, caller, ttl) = (self.inner.clone(), caller(req), self.inner.ttl);
         self.serve(
@@ -566,9 +565,19 @@ impl Filesystem for NimbusFs {
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let (inner, caller) = (self.inner.clone(), caller(req));
         self.serve(reply, async move { inner.statfs(caller).await }, |r, s| {
-            let used_blocks = s.bytes.div_ceil(STATFS_BSIZE);
-            let blocks = (STATFS_TOTAL_BYTES / STATFS_BSIZE).max(used_blocks);
-            let files = STATFS_TOTAL_INODES.max(s.inodes);
+            // With a quota, df shows the user's own space: the limit as the
+            // size, their usage as used.
+            let (total, used) = match s.quota_bytes {
+                0 => (STATFS_TOTAL_BYTES, s.bytes),
+                q => (q, s.used_bytes),
+            };
+            let (total_inodes, used_inodes) = match s.quota_inodes {
+                0 => (STATFS_TOTAL_INODES, s.inodes),
+                q => (q, s.used_inodes),
+            };
+            let used_blocks = used.div_ceil(STATFS_BSIZE);
+            let blocks = (total / STATFS_BSIZE).max(used_blocks);
+            let files = total_inodes.max(used_inodes);
             let free = blocks - used_blocks;
             let name_max = if s.name_max == 0 { 255 } else { s.name_max };
             r.statfs(
@@ -576,7 +585,7 @@ impl Filesystem for NimbusFs {
                 free,
                 free,
                 files,
-                files - s.inodes,
+                files - used_inodes,
                 STATFS_BSIZE as u32,
                 name_max,
                 STATFS_BSIZE as u32,

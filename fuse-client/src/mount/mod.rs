@@ -12,7 +12,7 @@ mod session;
 
 use anyhow::{bail, Context};
 use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
-use nimbus_client::MetaClient;
+use nimbus_client::{ClientError, MetaClient};
 use nimbus_common::Ino;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,9 +39,16 @@ pub struct MountArgs {
     /// Threads reading requests from the kernel.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: u16,
-    /// Let users other than the one mounting use the file system.
+    /// Let users other than the one mounting use the file system. Unless
+    /// --as-local-users, they all act as the signed-in Nimbus user.
     #[arg(long)]
     pub allow_other: bool,
+    /// Administrators only: act as each calling process's local uid and
+    /// groups (local root is the superuser), as a trusted NFS client does,
+    /// instead of as the signed-in user; the kernel then checks permissions
+    /// too. For conformance tests and migrations that set owners.
+    #[arg(long)]
+    pub as_local_users: bool,
 }
 
 /// Mounts the cluster `client` talks to and serves it until told to stop.
@@ -52,10 +59,11 @@ pub async fn run(client: MetaClient, args: MountArgs) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
-    let client = Arc::new(client);
+    let client = Arc::new(client.act_as_callers(args.as_local_users));
     tokio::select! {
         reached = tokio::time::timeout(REACH_TIMEOUT, client.getattr(Ino::ROOT)) => match reached {
             Ok(Ok(_)) => {}
+            Ok(Err(e @ (ClientError::Unauthenticated(_) | ClientError::Denied(_)))) => bail!("{e}"),
             Ok(Err(e)) => bail!("cannot reach the meta cluster: {e}"),
             Err(_) => bail!("the meta cluster did not answer within {REACH_TIMEOUT:?}"),
         },
@@ -72,12 +80,17 @@ pub async fn run(client: MetaClient, args: MountArgs) -> anyhow::Result<()> {
     config.mount_options = vec![
         MountOption::FSName("nimbus".into()),
         MountOption::Subtype("nimbus".into()),
-        // The kernel checks mode bits itself, on every path component and
-        // also for names it has cached; without this a cached lookup would
-        // skip the meta servers' check for the attribute TTL. The servers
-        // still check every operation.
-        MountOption::DefaultPermissions,
     ];
+    if args.as_local_users {
+        // Local uids mean something here, so the kernel checks mode bits
+        // and ACLs itself, on every path component and also for names it has
+        // cached; without this a cached lookup would skip the meta servers'
+        // check for the attribute TTL. The servers still check every
+        // operation. Signed in as one user, the local uid means nothing:
+        // the meta servers alone decide (open, access and every change ask
+        // them).
+        config.mount_options.push(MountOption::DefaultPermissions);
+    }
     if args.allow_other {
         config.acl = SessionACL::All;
     }

@@ -2,9 +2,7 @@
 //! shared state: namespace calls to the meta cluster on behalf of the
 //! calling process, and the tables of open files and directories.
 
-use super::convert::{
-    self, fail, file_attr, file_type, permitted, unexpected, FsError, FsResult, R as READ, W as WRITE,
-};
+use super::convert::{self, fail, file_attr, file_type, unexpected, FsError, FsResult, R as READ, W as WRITE};
 use super::files::OpenFile;
 use super::open::OpenTable;
 use super::session::Session;
@@ -222,19 +220,16 @@ impl Inner {
     }
 
     pub async fn setxattr(&self, caller: pb::Caller, set: pb::SetXattr) -> FsResult<()> {
-        no_acl(&set.name)?;
         self.done_call(caller, Op::Setxattr(set), "Setxattr").await
     }
 
     pub async fn removexattr(&self, caller: pb::Caller, ino: u64, name: Vec<u8>) -> FsResult<()> {
-        no_acl(&name)?;
         self.done_call(caller, Op::Removexattr(pb::RemoveXattr { ino, name }), "Removexattr")
             .await
     }
 
     /// An attribute's value, or its size when `size` is 0 (a probe).
     pub async fn getxattr(&self, caller: pb::Caller, ino: u64, name: Vec<u8>, size: u32) -> FsResult<XattrOut> {
-        no_acl(&name)?;
         match self.call(caller, Op::Getxattr(pb::GetXattr { ino, name })).await? {
             R::Data(v) => sized(v, size),
             other => unexpected("Getxattr", &other),
@@ -257,23 +252,21 @@ impl Inner {
         }
     }
 
-    /// access(2) from the mode bits, for the calling process.
+    /// The attributes of `ino` if the caller has the rights in `mask`
+    /// (R|W|X): the cluster decides, from mode bits, ACL and shares.
+    async fn checked_attr(&self, caller: pb::Caller, ino: u64, mask: u32) -> FsResult<pb::Attr> {
+        self.attr_call(caller, Op::Access(pb::Access { ino, mask: mask & 7 }), "Access")
+            .await
+    }
+
+    /// access(2), for the calling process.
     pub async fn access(&self, caller: pb::Caller, ino: u64, mask: u32) -> FsResult<()> {
-        let a = self.raw_attr(caller.clone(), ino).await?;
-        if permitted(&a, &caller, mask & 7) {
-            Ok(())
-        } else {
-            fail(Errno::EACCES)
-        }
+        self.checked_attr(caller, ino, mask).await.map(drop)
     }
 
     /// Opens a regular file: fresh attributes and layout from the cluster
     /// (close-to-open), permission from the mode bits.
     pub async fn open(&self, caller: pb::Caller, ino: u64, flags: i32) -> FsResult<u64> {
-        let a = self.raw_attr(caller.clone(), ino).await?;
-        if a.kind == pb::FileKind::Directory as i32 {
-            return fail(Errno::EISDIR);
-        }
         let mut want = match flags & O_ACCMODE {
             O_WRONLY => WRITE,
             O_RDWR => READ | WRITE,
@@ -282,8 +275,9 @@ impl Inner {
         if flags & O_TRUNC != 0 {
             want |= WRITE;
         }
-        if !permitted(&a, &caller, want) {
-            return fail(Errno::EACCES);
+        let a = self.checked_attr(caller.clone(), ino, want).await?;
+        if a.kind == pb::FileKind::Directory as i32 {
+            return fail(Errno::EISDIR);
         }
         let file = self.files.acquire(ino, &caller);
         if let Err(e) = file.refresh(&self.client, caller).await {
@@ -521,13 +515,6 @@ impl Inner {
 /// them as plain bytes would be worse than refusing: `cp -a` sets the ACL
 /// instead of chmod and the mode bits would stay wrong. EOPNOTSUPP makes
 /// tools fall back to the mode bits.
-fn no_acl(name: &[u8]) -> FsResult<()> {
-    if name.starts_with(b"system.posix_acl_") {
-        return fail(Errno::EOPNOTSUPP);
-    }
-    Ok(())
-}
-
 /// A getxattr/listxattr answer for a buffer of `size` bytes (0: a probe).
 fn sized(value: Vec<u8>, size: u32) -> FsResult<XattrOut> {
     let len = u32::try_from(value.len()).map_err(|_| FsError(Errno::E2BIG))?;

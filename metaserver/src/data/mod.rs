@@ -143,7 +143,7 @@ impl DataService {
         store: Arc<dyn Store>,
         committer: Committer,
         barrier: ReadBarrier,
-        signer: Option<Signer>,
+        signer: Option<Arc<Signer>>,
         settings: DataSettings,
     ) -> DataService {
         DataService {
@@ -151,7 +151,7 @@ impl DataService {
             committer,
             barrier,
             raft,
-            signer: signer.map(Arc::new),
+            signer,
             settings,
             soft: Arc::default(),
         }

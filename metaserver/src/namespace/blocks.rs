@@ -124,7 +124,7 @@ pub(super) fn commit_write(
         FileKind::Directory => return Err(Errno::EISDIR.into()),
         _ => return Err(Errno::EINVAL.into()),
     }
-    perm::check(&inode, caller, W)?;
+    perm::access(txn, &inode, caller, W)?;
     if writes.len() > MAX_SLOTS_PER_COMMIT || size > SIZE_MAX {
         return Err(Errno::EFBIG.into());
     }
@@ -172,6 +172,7 @@ pub(super) fn commit_write(
     for block in replaced {
         release(txn, block)?;
     }
+    super::quota::resize(txn, &inode, inode.size, size)?;
     // Nothing past the committed size survives, whatever the writes said.
     release_beyond(txn, &mut inode, size)?;
     let mut sb = txn.superblock()?;

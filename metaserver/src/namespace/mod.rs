@@ -7,17 +7,24 @@
 //! Every check that decides an errno runs here, in apply, which makes the
 //! outcome linearizable.
 
+pub mod accounts;
+pub mod acl;
 pub mod blocks;
 mod ops;
-mod perm;
+pub mod perm;
+pub mod quota;
 mod read;
 pub mod sessions;
+pub mod shares;
 pub mod tables;
 #[cfg(test)]
 mod tests;
 
 pub use perm::Caller;
-pub use read::{getattr, getxattr, listxattr, lookup, readdir, readdir_plus, readlink, statfs, DirEntry, FsStats};
+pub use read::{
+    access, getattr, getxattr, listxattr, lookup, readable_layout, readdir, readdir_plus, readlink, statfs, DirEntry,
+    FsStats,
+};
 pub use tables::Txn;
 
 use crate::store::StoreError;
@@ -199,6 +206,8 @@ pub enum Op {
         perm: u16,
         rdev: u32,
         target: Vec<u8>,
+        /// The creator's umask, applied unless a default ACL decides.
+        umask: Option<u16>,
     },
     Unlink {
         parent: Ino,
@@ -296,8 +305,22 @@ pub enum Op {
         ino: Ino,
         session: u64,
     },
-    /// Ends every session whose lease ran out (the leader, periodically).
+    /// Ends every session whose lease ran out, and every expired sign-in
+    /// (the leader, periodically).
     ExpireSessions,
+    /// Users, groups, sign-ins and quotas.
+    Account(accounts::AccountOp),
+    /// Shares `ino` with a user or group.
+    Share {
+        ino: Ino,
+        grantee: shares::Grantee,
+        rw: bool,
+    },
+    /// Ends a share.
+    Unshare {
+        ino: Ino,
+        grantee: shares::Grantee,
+    },
 }
 
 /// A mutation and who asks for it.
@@ -323,6 +346,10 @@ pub enum Reply {
     Done,
     /// A lock test's answer: the first conflicting lock, if any.
     Conflict(Option<sessions::HeldLock>),
+    /// The id of a new user or group.
+    Id(u32),
+    /// What a quota check found.
+    Usage(Vec<quota::UsageCheck>),
 }
 
 /// Why a namespace operation did not succeed.

@@ -2,6 +2,7 @@
 //! writes, and reads state back through the transaction after every write so
 //! that a directory that is both source and target is updated once, correctly.
 
+use super::acl::{self, Acl};
 use super::perm::{self, Caller, W, X};
 use super::*;
 
@@ -21,6 +22,7 @@ pub(super) fn ensure_root(txn: &mut Txn, time: Timestamp) -> Result<(), StoreErr
         Ino::ROOT,
     );
     txn.put_inode(&root);
+    quota::charge_root(txn, &root);
     sb.next_ino = Ino::ROOT.0 + 1;
     sb.inodes = 1;
     txn.put_superblock(&sb);
@@ -62,7 +64,8 @@ pub(super) fn apply(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Rep
             perm,
             rdev,
             target,
-        } => make_node(txn, time, c, *parent, name, *kind, *perm, *rdev, target),
+            umask,
+        } => make_node(txn, time, c, *parent, name, *kind, *perm, *rdev, target, *umask),
         Op::Unlink { parent, name, keep_for } => unlink(txn, time, c, *parent, name, *keep_for),
         Op::Rmdir { parent, name } => rmdir(txn, time, c, *parent, name),
         Op::Rename {
@@ -98,7 +101,13 @@ pub(super) fn apply(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Rep
         Op::RenewSession { session } => sessions::renew(txn, time, *session),
         Op::EndSession { session } => sessions::end_session(txn, *session),
         Op::Forget { ino, session } => sessions::forget(txn, *ino, *session),
-        Op::ExpireSessions => sessions::expire(txn, time),
+        Op::ExpireSessions => {
+            accounts::expire_sign_ins(txn, time)?;
+            sessions::expire(txn, time)
+        }
+        Op::Account(op) => accounts::apply(txn, time, c, op),
+        Op::Share { ino, grantee, rw } => shares::add(txn, c, *ino, *grantee, *rw),
+        Op::Unshare { ino, grantee } => shares::revoke(txn, c, *ino, *grantee),
     }
 }
 
@@ -182,6 +191,7 @@ pub(super) fn free_inode(txn: &mut Txn, mut inode: Inode) -> Result<(), NsError>
         blocks::release(txn, slot.block)?;
     }
     txn.remove_inode(inode.ino);
+    quota::charge(txn, inode.uid, -i128::from(quota::bytes_of(&inode)), -1)?;
     let mut sb = txn.superblock()?;
     sb.inodes = sb.inodes.saturating_sub(1);
     sb.bytes = sb
@@ -202,6 +212,7 @@ fn make_node(
     perm: u16,
     rdev: u32,
     target: &[u8],
+    umask: Option<u16>,
 ) -> Result<Reply, NsError> {
     validate_entry_name(name)?;
     if kind == FileKind::Symlink {
@@ -219,17 +230,12 @@ fn make_node(
     }
     let dir = directory(txn, parent)?;
     // As in Linux: an existing name is EEXIST even where one may not write.
-    perm::check(&dir, caller, X)?;
+    perm::access(txn, &dir, caller, X)?;
     if txn.dentry(parent, name)?.is_some() {
         return Err(Errno::EEXIST.into());
     }
-    perm::check(&dir, caller, W)?;
-
-    let mut sb = txn.superblock()?;
-    let ino = Ino(sb.next_ino);
-    sb.next_ino += 1;
-    sb.inodes += 1;
-    txn.put_superblock(&sb);
+    perm::access(txn, &dir, caller, W)?;
+    let ino = allocate_ino(txn)?;
 
     let setgid_dir = dir.perm & S_ISGID != 0;
     let gid = if setgid_dir { dir.gid } else { caller.primary_gid() };
@@ -243,7 +249,31 @@ fn make_node(
     if kind != FileKind::Directory && !caller.is_root() && !caller.in_group(gid) {
         perm &= !S_ISGID;
     }
+    // A default ACL on the directory decides the new mode instead of the
+    // umask, as on Linux.
+    let inherited = match dir.xattrs.get(acl::DEFAULT_XATTR).map(|v| Acl::parse(v)) {
+        Some(Ok(default)) if kind != FileKind::Symlink => {
+            let (mode, access, default) = Acl::inherit(&default, perm, kind == FileKind::Directory);
+            perm = mode;
+            Some((access, default))
+        }
+        _ => {
+            if kind != FileKind::Symlink {
+                perm &= !(umask.unwrap_or(0) & 0o777);
+            }
+            None
+        }
+    };
     let mut inode = new_inode(ino, kind, perm, caller.uid, gid, time, parent);
+    if let Some((access, default)) = inherited {
+        if let Some(a) = access {
+            inode.xattrs.insert(acl::ACCESS_XATTR.to_vec(), a.to_bytes());
+        }
+        if let Some(d) = default {
+            inode.xattrs.insert(acl::DEFAULT_XATTR.to_vec(), d.to_bytes());
+        }
+    }
+    quota::charge(txn, caller.uid, 0, 1)?;
     inode.replication = dir.replication;
     if matches!(kind, FileKind::CharDevice | FileKind::BlockDevice) {
         inode.rdev = rdev;
@@ -270,7 +300,7 @@ fn unlink(
         return Err(Errno::EISDIR.into());
     }
     let dir = directory(txn, parent)?;
-    perm::check(&dir, caller, W | X)?;
+    perm::access(txn, &dir, caller, W | X)?;
     let d = txn.dentry(parent, name)?.ok_or(Errno::ENOENT)?;
     if d.kind == FileKind::Directory {
         return Err(Errno::EISDIR.into());
@@ -291,7 +321,7 @@ fn rmdir(txn: &mut Txn, time: Timestamp, caller: &Caller, parent: Ino, name: &[u
         return Err(Errno::ENOTEMPTY.into());
     }
     let dir = directory(txn, parent)?;
-    perm::check(&dir, caller, W | X)?;
+    perm::access(txn, &dir, caller, W | X)?;
     let d = txn.dentry(parent, name)?.ok_or(Errno::ENOENT)?;
     if d.kind != FileKind::Directory {
         return Err(Errno::ENOTDIR.into());
@@ -345,8 +375,8 @@ fn rename(
     }
     let src_dir = directory(txn, parent)?;
     let dst_dir = directory(txn, new_parent)?;
-    perm::check(&src_dir, caller, W | X)?;
-    perm::check(&dst_dir, caller, W | X)?;
+    perm::access(txn, &src_dir, caller, W | X)?;
+    perm::access(txn, &dst_dir, caller, W | X)?;
     let src = txn.dentry(parent, name)?.ok_or(Errno::ENOENT)?;
     let dst = txn.dentry(new_parent, new_name)?;
     let src_inode = txn.existing(src.ino)?;
@@ -368,7 +398,7 @@ fn rename(
     }
     // Moving a directory to another parent rewrites its "..".
     if src.kind == FileKind::Directory && parent != new_parent {
-        perm::check(&src_inode, caller, W)?;
+        perm::access(txn, &src_inode, caller, W)?;
     }
 
     if flags & RENAME_EXCHANGE != 0 {
@@ -377,7 +407,7 @@ fn rename(
             return Err(Errno::EINVAL.into());
         }
         if dst.kind == FileKind::Directory && parent != new_parent {
-            perm::check(&txn.existing(dst.ino)?, caller, W)?;
+            perm::access(txn, &txn.existing(dst.ino)?, caller, W)?;
         }
         return exchange(txn, time, parent, name, &src, new_parent, new_name, &dst);
     }
@@ -396,11 +426,56 @@ fn rename(
     add_entry(txn, time, new_parent, new_name, src.ino, src.kind)?;
     update(txn, src.ino, |i| {
         i.ctime = time;
-        if i.is_dir() {
-            i.parent = new_parent;
-        }
+        // A file's parent is only its latest name's, which is all shares
+        // need to find what holds it.
+        i.parent = new_parent;
     })?;
     Ok(Reply::Done)
+}
+
+/// Renames an entry as the superuser (an account's home when it goes).
+pub(super) fn rename_as_root(
+    txn: &mut Txn,
+    time: Timestamp,
+    parent: Ino,
+    name: &[u8],
+    new_name: &[u8],
+    flags: u32,
+) -> Result<Reply, NsError> {
+    rename(txn, time, &Caller::root(), parent, name, parent, new_name, flags, None)
+}
+
+/// Makes directory `name` in `parent` for `uid`, without permission checks
+/// (home folders).
+pub(super) fn make_dir_for(
+    txn: &mut Txn,
+    time: Timestamp,
+    parent: Ino,
+    name: &[u8],
+    perm: u16,
+    uid: Uid,
+    gid: Gid,
+) -> Result<Inode, NsError> {
+    validate_entry_name(name)?;
+    directory(txn, parent)?;
+    if txn.dentry(parent, name)?.is_some() {
+        return Err(Errno::EEXIST.into());
+    }
+    let ino = allocate_ino(txn)?;
+    let inode = new_inode(ino, FileKind::Directory, perm, uid, gid, time, parent);
+    quota::charge(txn, uid, 0, 1)?;
+    txn.put_inode(&inode);
+    add_entry(txn, time, parent, name, ino, FileKind::Directory)?;
+    Ok(inode)
+}
+
+fn allocate_ino(txn: &mut Txn) -> Result<Ino, NsError> {
+    let mut sb = txn.superblock()?;
+    let ino = Ino(sb.next_ino);
+    sb.next_ino += 1;
+    sb.inodes += 1;
+    txn.put_superblock(&sb);
+    Ok(ino)
 }
 
 /// RENAME_EXCHANGE: both entries keep their cookies, their inodes swap.
@@ -478,11 +553,11 @@ fn link(
         return Err(Errno::EPERM.into());
     }
     let dir = directory(txn, new_parent)?;
-    perm::check(&dir, caller, X)?;
+    perm::access(txn, &dir, caller, X)?;
     if txn.dentry(new_parent, new_name)?.is_some() {
         return Err(Errno::EEXIST.into());
     }
-    perm::check(&dir, caller, W)?;
+    perm::access(txn, &dir, caller, W)?;
     if inode.nlink >= LINK_MAX {
         return Err(Errno::EMLINK.into());
     }
@@ -508,7 +583,7 @@ fn setattr(txn: &mut Txn, time: Timestamp, caller: &Caller, ino: Ino, ch: &AttrC
             return Err(Errno::EFBIG.into());
         }
         if !ch.through_writer {
-            perm::check(&inode, caller, W)?;
+            perm::access(txn, &inode, caller, W)?;
         }
     }
     if let Some(uid) = ch.uid {
@@ -530,7 +605,7 @@ fn setattr(txn: &mut Txn, time: Timestamp, caller: &Caller, ino: Ino, ch: &AttrC
             TimeSet::At(_) => perm::owner_or_root(&inode, caller)?,
             TimeSet::Now => {
                 if !caller.is_root() && !caller.owns(&inode) {
-                    perm::check(&inode, caller, W)?;
+                    perm::access(txn, &inode, caller, W)?;
                 }
             }
         }
@@ -545,8 +620,16 @@ fn setattr(txn: &mut Txn, time: Timestamp, caller: &Caller, ino: Ino, ch: &AttrC
             p &= !S_ISGID;
         }
         inode.perm = p;
+        // chmod rewrites the ACL's owner, group class (its mask) and other
+        // entries, so that the mode and the ACL keep agreeing.
+        if let Some(acl) = inode.xattrs.get(acl::ACCESS_XATTR).and_then(|v| Acl::parse(v).ok()) {
+            inode
+                .xattrs
+                .insert(acl::ACCESS_XATTR.to_vec(), acl.with_mode(p).to_bytes());
+        }
     }
     if let Some(uid) = ch.uid {
+        quota::transfer(txn, &inode, uid)?;
         inode.uid = uid;
     }
     if let Some(gid) = ch.gid {
@@ -562,6 +645,7 @@ fn setattr(txn: &mut Txn, time: Timestamp, caller: &Caller, ino: Ino, ch: &AttrC
         }
     }
     if let Some(size) = ch.size {
+        quota::resize(txn, &inode, old_size, size)?;
         if size < old_size {
             blocks::release_beyond(txn, &mut inode, size)?;
         }
@@ -587,31 +671,52 @@ fn setattr(txn: &mut Txn, time: Timestamp, caller: &Caller, ino: Ino, ch: &AttrC
 }
 
 /// Checks an xattr name and whether `caller` may change it on `inode`.
-pub(super) fn xattr_access(inode: &Inode, caller: &Caller, name: &[u8], write: bool) -> Result<(), Errno> {
+pub(super) fn xattr_access(txn: &Txn, inode: &Inode, caller: &Caller, name: &[u8], write: bool) -> Result<(), NsError> {
     if name.is_empty() || name.len() > XATTR_NAME_MAX {
-        return Err(Errno::ERANGE);
+        return Err(Errno::ERANGE.into());
     }
     if name.starts_with(b"user.") {
         // Linux allows user attributes only on files and directories.
         if !matches!(inode.kind, FileKind::Regular | FileKind::Directory) {
-            return Err(if write { Errno::EPERM } else { Errno::ENODATA });
+            return Err(if write { Errno::EPERM } else { Errno::ENODATA }.into());
         }
-        perm::check(inode, caller, if write { perm::W } else { perm::R })
+        perm::access(txn, inode, caller, if write { perm::W } else { perm::R })
     } else if name.starts_with(b"trusted.") {
         if caller.is_root() {
             Ok(())
         } else {
-            Err(if write { Errno::EPERM } else { Errno::ENODATA })
+            Err(if write { Errno::EPERM } else { Errno::ENODATA }.into())
         }
     } else if name.starts_with(b"security.") || name.starts_with(b"system.") {
         if write {
-            perm::owner_or_root(inode, caller)
+            Ok(perm::owner_or_root(inode, caller)?)
         } else {
             Ok(())
         }
     } else {
-        Err(Errno::EOPNOTSUPP)
+        Err(Errno::EOPNOTSUPP.into())
     }
+}
+
+/// Stores an ACL set through its xattr: validated, in canonical form, with
+/// the mode following an access ACL (and none stored when the mode says it
+/// all), as Linux file systems do.
+fn set_acl(inode: &mut Inode, name: &[u8], value: &[u8]) -> Result<(), NsError> {
+    let acl = Acl::parse(value)?;
+    if name == acl::DEFAULT_XATTR {
+        if inode.kind != FileKind::Directory {
+            return Err(Errno::EACCES.into());
+        }
+        inode.xattrs.insert(name.to_vec(), acl.to_bytes());
+        return Ok(());
+    }
+    inode.perm = (inode.perm & !0o777) | acl.mode();
+    if acl.is_minimal() {
+        inode.xattrs.remove(name);
+    } else {
+        inode.xattrs.insert(name.to_vec(), acl.to_bytes());
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -631,7 +736,7 @@ fn setxattr(
         return Err(Errno::E2BIG.into());
     }
     let mut inode = txn.existing(ino)?;
-    xattr_access(&inode, caller, name, true)?;
+    xattr_access(txn, &inode, caller, name, true)?;
     let exists = inode.xattrs.contains_key(name);
     if flags & XATTR_CREATE != 0 && exists {
         return Err(Errno::EEXIST.into());
@@ -639,7 +744,11 @@ fn setxattr(
     if flags & XATTR_REPLACE != 0 && !exists {
         return Err(Errno::ENODATA.into());
     }
-    inode.xattrs.insert(name.to_vec(), value.to_vec());
+    if name == acl::ACCESS_XATTR || name == acl::DEFAULT_XATTR {
+        set_acl(&mut inode, name, value)?;
+    } else {
+        inode.xattrs.insert(name.to_vec(), value.to_vec());
+    }
     let total: usize = inode.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
     if total > XATTR_TOTAL_MAX {
         return Err(Errno::ENOSPC.into());
@@ -651,7 +760,7 @@ fn setxattr(
 
 fn removexattr(txn: &mut Txn, time: Timestamp, caller: &Caller, ino: Ino, name: &[u8]) -> Result<Reply, NsError> {
     let mut inode = txn.existing(ino)?;
-    xattr_access(&inode, caller, name, true)?;
+    xattr_access(txn, &inode, caller, name, true)?;
     if inode.xattrs.remove(name).is_none() {
         return Err(Errno::ENODATA.into());
     }

@@ -1,6 +1,9 @@
-//! Who may do what: POSIX mode bits, ownership and the sticky bit.
+//! Who may do what: POSIX mode bits, access control lists, ownership, the
+//! sticky bit, and the rights a share grants.
 
-use super::{Inode, S_ISVTX};
+use super::acl::{self, Acl};
+use super::tables::Txn;
+use super::{shares, Inode, NsError, S_ISVTX};
 use nimbus_common::{Errno, Gid, Uid};
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +20,8 @@ pub struct Caller {
     pub uid: Uid,
     /// The primary group first.
     pub gids: Vec<Gid>,
+    /// The file-system superuser: an administrator, never a local root.
+    pub superuser: bool,
 }
 
 impl Caller {
@@ -25,12 +30,13 @@ impl Caller {
         Caller {
             uid: Uid::ROOT,
             gids: vec![Gid(0)],
+            superuser: true,
         }
     }
 
     /// Whether this is the superuser.
     pub fn is_root(&self) -> bool {
-        self.uid == Uid::ROOT
+        self.superuser
     }
 
     /// The group new files get, unless the directory is set-group-id.
@@ -49,7 +55,7 @@ impl Caller {
     }
 }
 
-/// Checks that `caller` has every permission in `mask` (R|W|X) on `inode`.
+/// Checks `mask` (R|W|X) against the inode's own bits and ACL only.
 pub fn check(inode: &Inode, caller: &Caller, mask: u16) -> Result<(), Errno> {
     if caller.is_root() {
         // Root may search any directory, but executes a file only if some
@@ -58,6 +64,17 @@ pub fn check(inode: &Inode, caller: &Caller, mask: u16) -> Result<(), Errno> {
             return Err(Errno::EACCES);
         }
         return Ok(());
+    }
+    if !caller.owns(inode) {
+        // The owner's rights are the mode's owner bits, ACL or not; for
+        // everyone else a stored (non-minimal) ACL decides.
+        if let Some(acl) = inode.xattrs.get(acl::ACCESS_XATTR).and_then(|v| Acl::parse(v).ok()) {
+            return if acl.allows(inode.uid, inode.gid, caller.uid, &caller.gids, mask) {
+                Ok(())
+            } else {
+                Err(Errno::EACCES)
+            };
+        }
     }
     let bits = if caller.owns(inode) {
         inode.perm >> 6
@@ -70,6 +87,35 @@ pub fn check(inode: &Inode, caller: &Caller, mask: u16) -> Result<(), Errno> {
         Ok(())
     } else {
         Err(Errno::EACCES)
+    }
+}
+
+/// Checks `mask` as [`check`] does, then lets a share with the caller make
+/// up for what the bits refuse.
+pub fn access(txn: &Txn, inode: &Inode, caller: &Caller, mask: u16) -> Result<(), NsError> {
+    match check(inode, caller, mask) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let granted = shares::granted(txn, inode, caller)?;
+            if granted & mask == mask {
+                Ok(())
+            } else {
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Search permission on directory `dir` to reach its entry `child`: a share
+/// lets its grantee pass through the directories above the shared one (to
+/// the shared one only, not to their other entries).
+pub fn search(txn: &Txn, dir: &Inode, child: Option<nimbus_common::Ino>, caller: &Caller) -> Result<(), NsError> {
+    match access(txn, dir, caller, X) {
+        Ok(()) => Ok(()),
+        Err(e) => match child {
+            Some(c) if shares::on_way_to_share(txn, c, caller)? => Ok(()),
+            _ => Err(e),
+        },
     }
 }
 

@@ -20,6 +20,11 @@ pub struct DirEntry {
 pub struct FsStats {
     pub inodes: u64,
     pub bytes: u64,
+    /// The caller's quota (0: none) and usage.
+    pub quota_bytes: u64,
+    pub used_bytes: u64,
+    pub quota_inodes: u64,
+    pub used_inodes: u64,
 }
 
 /// Largest readdir page.
@@ -29,13 +34,15 @@ pub const READDIR_MAX: usize = 4096;
 pub fn lookup(txn: &Txn, caller: &Caller, parent: Ino, name: &[u8]) -> Result<Attr, NsError> {
     validate_name(name)?;
     let dir = directory(txn, parent)?;
-    perm::check(&dir, caller, X)?;
     let ino = match name {
-        b"." => parent,
-        b".." => dir.parent,
-        _ => txn.dentry(parent, name)?.ok_or(Errno::ENOENT)?.ino,
+        b"." => Some(parent),
+        b".." => Some(dir.parent),
+        _ => txn.dentry(parent, name)?.map(|d| d.ino),
     };
-    Ok(txn.existing(ino)?.attr())
+    // Searching first: a caller who may not search learns nothing, not
+    // even whether the name exists.
+    perm::search(txn, &dir, ino, caller)?;
+    Ok(txn.existing(ino.ok_or(Errno::ENOENT)?)?.attr())
 }
 
 /// The attributes of `ino`.
@@ -64,7 +71,7 @@ pub fn readdir(
     limit: usize,
 ) -> Result<(Vec<DirEntry>, bool), NsError> {
     let dir = directory(txn, ino)?;
-    perm::check(&dir, caller, R)?;
+    perm::access(txn, &dir, caller, R)?;
     let limit = limit.clamp(1, READDIR_MAX);
     let start = cookie_key(ino, after.saturating_add(1));
     let rows = txn.store().scan(Tree::State, &cookie_prefix(ino), &start, limit + 1)?;
@@ -97,7 +104,7 @@ pub fn readdir_plus(
     limit: usize,
 ) -> Result<(Vec<(DirEntry, Option<Attr>)>, bool), NsError> {
     let (entries, more) = readdir(txn, caller, ino, after, limit)?;
-    let searchable = perm::check(&directory(txn, ino)?, caller, X).is_ok();
+    let searchable = perm::access(txn, &directory(txn, ino)?, caller, X).is_ok();
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
         let attr = match searchable {
@@ -110,18 +117,52 @@ pub fn readdir_plus(
 }
 
 /// Usage of the whole namespace.
-pub fn statfs(txn: &Txn) -> Result<FsStats, NsError> {
+pub fn statfs(txn: &Txn, caller: &Caller) -> Result<FsStats, NsError> {
     let sb = txn.superblock()?;
+    let usage = quota::usage(txn, caller.uid)?;
+    let (quota_bytes, quota_inodes) = match accounts::user_by_uid(txn, caller.uid)? {
+        Some(u) => (u.quota_bytes, u.quota_inodes),
+        None => (0, 0),
+    };
     Ok(FsStats {
         inodes: sb.inodes,
         bytes: sb.bytes,
+        quota_bytes,
+        used_bytes: usage.bytes,
+        quota_inodes,
+        used_inodes: usage.inodes,
     })
+}
+
+/// The attributes of `ino` if `caller` has every right in `mask` (R|W|X)
+/// on it; 0 asks only whether it exists.
+pub fn access(txn: &Txn, caller: &Caller, ino: Ino, mask: u16) -> Result<Attr, NsError> {
+    let inode = txn.existing(ino)?;
+    if mask != 0 {
+        perm::access(txn, &inode, caller, mask)?;
+    }
+    Ok(inode.attr())
+}
+
+/// The layout of a file the caller may read or write (a writer reads back
+/// the parts of slots it rewrites).
+#[allow(clippy::type_complexity)]
+pub fn readable_layout(
+    txn: &Txn,
+    caller: &Caller,
+    ino: Ino,
+) -> Result<(u64, Vec<(u64, super::blocks::SlotRef)>), NsError> {
+    let inode = txn.existing(ino)?;
+    if perm::access(txn, &inode, caller, perm::R).is_err() {
+        perm::access(txn, &inode, caller, perm::W)?;
+    }
+    super::blocks::layout(txn, ino)
 }
 
 /// The value of extended attribute `name` of `ino`.
 pub fn getxattr(txn: &Txn, caller: &Caller, ino: Ino, name: &[u8]) -> Result<Vec<u8>, NsError> {
     let inode = txn.existing(ino)?;
-    xattr_access(&inode, caller, name, false)?;
+    xattr_access(txn, &inode, caller, name, false)?;
     Ok(inode.xattrs.get(name).cloned().ok_or(Errno::ENODATA)?)
 }
 

@@ -22,7 +22,8 @@ use nimbus_common::{BlockId, Errno, Ino, ServerId, Timestamp};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
 
-const INODE: u8 = b'i';
+/// Prefix of inode records.
+pub const INODE: u8 = b'i';
 const DENTRY: u8 = b'd';
 const COOKIE: u8 = b'c';
 const SUPER: &[u8] = b"s";
@@ -125,7 +126,7 @@ fn inode_key(ino: Ino) -> Vec<u8> {
 }
 
 /// The key prefix of every dentry in `parent`.
-fn dentry_prefix(parent: Ino) -> Vec<u8> {
+pub fn dentry_prefix(parent: Ino) -> Vec<u8> {
     let mut k = vec![DENTRY];
     k.extend_from_slice(&parent.0.to_be_bytes());
     k

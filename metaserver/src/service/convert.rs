@@ -59,6 +59,7 @@ pub fn caller_from_pb(c: Option<pb::Caller>) -> Result<Caller, Status> {
     Ok(Caller {
         uid: Uid(c.uid),
         gids: c.gids.into_iter().map(Gid).collect(),
+        superuser: c.uid == 0,
     })
 }
 

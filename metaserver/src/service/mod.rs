@@ -1,10 +1,13 @@
 //! The gRPC services of a meta server: namespace, administration, Raft.
 
+mod accounts;
 mod admin;
+pub mod auth;
 mod convert;
 mod namespace;
 mod raft;
 
+pub use accounts::AccountService;
 pub use admin::AdminService;
 pub use namespace::NamespaceService;
 pub use raft::RaftService;

@@ -1,5 +1,6 @@
 //! `Namespace.Call`: reads after a read barrier, writes through group commit.
 
+use super::auth::Auth;
 use super::convert::{attr_to_pb, caller_from_pb, changes_from_pb, kind_from_pb, kind_to_pb, perm_from_pb};
 use crate::commit::{Committer, ReadBarrier};
 use crate::namespace::{self as ns, Caller, Command, NsError, Op, Reply, Txn};
@@ -19,16 +20,39 @@ pub struct NamespaceService {
     store: Arc<dyn Store>,
     committer: Committer,
     barrier: ReadBarrier,
+    auth: Arc<Auth>,
 }
 
 impl NamespaceService {
-    /// Serves reads from `store` and writes through `committer`.
-    pub fn new(store: Arc<dyn Store>, committer: Committer, barrier: ReadBarrier) -> Self {
+    /// Serves reads from `store` and writes through `committer`, for the
+    /// users `auth` recognises.
+    pub fn new(store: Arc<dyn Store>, committer: Committer, barrier: ReadBarrier, auth: Arc<Auth>) -> Self {
         NamespaceService {
             store,
             committer,
             barrier,
+            auth,
         }
+    }
+
+    /// The identity `request` acts as: its signed-in user, or, from an
+    /// administrator who asks for it, the caller it names.
+    async fn caller(&self, request: &Request<pb::NsRequest>) -> Result<Caller, Status> {
+        let id = self.auth.identify(request).await?;
+        let req = request.get_ref();
+        if !req.act_as_caller {
+            return Ok(id.caller);
+        }
+        if !id.user.admin {
+            return Err(Status::permission_denied(format!(
+                "{} is not an administrator and may act only as themselves (mount without --as-local-users)",
+                id.user.name
+            )));
+        }
+        let mut caller = caller_from_pb(req.caller.clone())?;
+        // A trusted client's local root is the file-system superuser.
+        caller.superuser = caller.uid == nimbus_common::Uid::ROOT;
+        Ok(caller)
     }
 
     async fn read(&self, caller: &Caller, op: P) -> Result<R, Status> {
@@ -66,16 +90,24 @@ impl NamespaceService {
                     })
                 })
             }
-            P::Statfs(_) => ns::statfs(&txn).map(|s| {
+            P::Statfs(_) => ns::statfs(&txn, caller).map(|s| {
                 R::Stats(pb::FsStats {
                     inodes: s.inodes,
                     bytes: s.bytes,
                     name_max: ns::NAME_MAX as u32,
+                    quota_bytes: s.quota_bytes,
+                    used_bytes: s.used_bytes,
+                    quota_inodes: s.quota_inodes,
+                    used_inodes: s.used_inodes,
                 })
             }),
+            P::Access(r) => {
+                let mask = u16::try_from(r.mask & 7).unwrap_or(0);
+                ns::access(&txn, caller, Ino(r.ino), mask).map(|a| R::Attr(attr_to_pb(&a)))
+            }
             P::Getxattr(r) => ns::getxattr(&txn, caller, Ino(r.ino), &r.name).map(R::Data),
             P::Listxattr(r) => ns::listxattr(&txn, caller, Ino(r.ino)).map(|names| R::Names(pb::XattrNames { names })),
-            P::GetLayout(r) => ns::blocks::layout(&txn, Ino(r.ino)).map(|(size, slots)| {
+            P::GetLayout(r) => ns::readable_layout(&txn, caller, Ino(r.ino)).map(|(size, slots)| {
                 R::Layout(pb::Layout {
                     size,
                     slot_size: ns::blocks::SLOT_SIZE,
@@ -113,7 +145,7 @@ impl NamespaceService {
         }
         Ok(match self.committer.submit(Command { caller, op, request }).await? {
             Ok(Reply::Attr(a)) => R::Attr(attr_to_pb(&a)),
-            Ok(Reply::Done) => R::Done(pb::Done {}),
+            Ok(Reply::Done | Reply::Id(_) | Reply::Usage(_)) => R::Done(pb::Done {}),
             Ok(Reply::Conflict(held)) => R::Conflict(match held {
                 Some(l) => pb::LockConflict {
                     held: true,
@@ -155,6 +187,7 @@ fn write_op(op: &P) -> Result<Option<Op>, Status> {
             perm: perm_from_pb(r.perm)?,
             rdev: r.rdev,
             target: r.symlink_target.clone(),
+            umask: r.umask.map(|m| (m & 0o777) as u16),
         },
         P::Unlink(r) => Op::Unlink {
             parent: Ino(r.parent),
@@ -246,8 +279,8 @@ fn write_op(op: &P) -> Result<Option<Op>, Status> {
 #[tonic::async_trait]
 impl pb::namespace_server::Namespace for NamespaceService {
     async fn call(&self, request: Request<pb::NsRequest>) -> Result<Response<pb::NsReply>, Status> {
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        let caller = caller_from_pb(req.caller)?;
         let op = req
             .op
             .ok_or_else(|| Status::invalid_argument("request names no operation"))?;

@@ -36,7 +36,11 @@ fn other() -> Caller {
 
 fn caller(uid: u32, gids: &[u32]) -> Caller {
     let (uid, gids) = (Uid(uid), gids.iter().map(|&g| Gid(g)).collect());
-    Caller { uid, gids }
+    Caller {
+        uid,
+        gids,
+        superuser: uid.0 == 0,
+    }
 }
 
 fn b(s: impl AsRef<[u8]>) -> Vec<u8> {
@@ -59,6 +63,7 @@ fn mknod(parent: Ino, name: impl AsRef<[u8]>, kind: FileKind, perm: u16, rdev: u
         perm,
         rdev,
         target,
+        umask: None,
     }
 }
 
