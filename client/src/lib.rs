@@ -96,6 +96,9 @@ pub struct MetaClient {
     /// The profile the token came from, read again when the cluster refuses
     /// the token (the user may have signed in anew meanwhile).
     profile: Option<String>,
+    /// A user and password to sign in with when there is no token (tools
+    /// and tests that hold the password anyway).
+    password: Option<(String, String)>,
 }
 
 impl MetaClient {
@@ -115,6 +118,7 @@ impl MetaClient {
             act_as: false,
             token: Mutex::default(),
             profile: None,
+            password: None,
         })
     }
 
@@ -140,6 +144,37 @@ impl MetaClient {
         self.set_token(stored.map(|p| p.token));
         self.profile = Some(name.to_owned());
         Ok(self)
+    }
+
+    /// Signs in as `user` with `password` by itself, at the first request
+    /// and whenever the cluster refuses the token; a new cluster that has yet
+    /// to create the account is waited for, up to the deadline.
+    pub fn with_password(mut self, user: &str, password: &str) -> MetaClient {
+        self.password = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Signs in with the stored password if there is one and no token.
+    async fn ensure_signed_in(&self) -> Result<(), ClientError> {
+        let Some((user, password)) = &self.password else {
+            return Ok(());
+        };
+        if self.token.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        loop {
+            match self.login(user, password, 0).await {
+                Ok(granted) => {
+                    self.set_token(Some(granted.token));
+                    return Ok(());
+                }
+                Err(ClientError::Unauthenticated(_)) if started.elapsed() < self.deadline => {
+                    tokio::time::sleep(Duration::from_millis(250)).await
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Reads the profile again; true if it holds a token other than the one
@@ -268,6 +303,7 @@ impl MetaClient {
 
     /// Sends one namespace operation on behalf of `caller`.
     pub async fn call_as(&self, caller: pb::Caller, op: Op) -> Result<R, ClientError> {
+        self.ensure_signed_in().await?;
         // One id for every retry of this call: the cluster applies it once.
         let req = pb::NsRequest {
             caller: Some(caller),
@@ -296,6 +332,14 @@ impl MetaClient {
 
     /// Sends one account operation (sign-in, users, groups, quotas, shares).
     pub async fn account(&self, op: pb::account_request::Op) -> Result<pb::account_reply::Result, ClientError> {
+        if !matches!(op, pb::account_request::Op::Login(_)) {
+            self.ensure_signed_in().await?;
+        }
+        self.account_unsigned(op).await
+    }
+
+    /// [`MetaClient::account`] without signing in first.
+    async fn account_unsigned(&self, op: pb::account_request::Op) -> Result<pb::account_reply::Result, ClientError> {
         let req = pb::AccountRequest {
             request_id: nimbus_common::BlockId::random().0.to_vec(),
             op: Some(op),
@@ -321,7 +365,7 @@ impl MetaClient {
             password: password.to_owned(),
             ttl_secs,
         });
-        match self.account(op).await? {
+        match self.account_unsigned(op).await? {
             pb::account_reply::Result::Login(g) => Ok(g),
             _ => Err(ClientError::Refused("sign-in answered oddly".into())),
         }

@@ -448,10 +448,11 @@ async fn store_path(arg: &str) -> anyhow::Result<String> {
             let mut best: Option<&str> = None;
             for line in mounts.lines() {
                 let mut f = line.split_whitespace();
-                let (Some(_), Some(point), Some(fstype)) = (f.next(), f.next(), f.next()) else {
+                let (Some(source), Some(point), Some(fstype)) = (f.next(), f.next(), f.next()) else {
                     continue;
                 };
-                if fstype == "fuse.nimbus" && abs.starts_with(point) && best.is_none_or(|b| point.len() > b.len()) {
+                let nimbus = source == "nimbus" && fstype.starts_with("fuse");
+                if nimbus && abs.starts_with(point) && best.is_none_or(|b| point.len() > b.len()) {
                     best = Some(point);
                 }
             }

@@ -130,6 +130,9 @@ impl DataNode {
     }
 }
 
+/// The first administrator's password in test clusters.
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
+
 /// A meta cluster of real processes under a temporary directory.
 pub struct MetaCluster {
     /// Data servers by index (1, 2, ...).
@@ -151,6 +154,7 @@ impl MetaCluster {
         let certs = dir.path().join("certs");
         tls::create_ca(&certs)?;
         tls::issue(&certs, "admin", &[])?;
+        std::fs::write(dir.path().join("admin.password"), format!("{ADMIN_PASSWORD}\n"))?;
         let mut cluster = MetaCluster {
             dir: dir.path().to_path_buf(),
             tmp: Some(dir),
@@ -226,7 +230,9 @@ impl MetaCluster {
             .stdout(log.try_clone()?)
             .stderr(log);
         if let Some(m) = &node.initial_members {
-            cmd.args(["--initial-members", m]);
+            cmd.args(["--initial-members", m])
+                .arg("--admin-password-file")
+                .arg(self.dir.join("admin.password"));
         }
         node.child = Some(cmd.spawn().context("spawning nimbus-meta")?);
         Ok(())
@@ -386,13 +392,71 @@ impl MetaCluster {
         Ok(Security::load(&self.certs, "admin")?)
     }
 
-    /// A client of the running nodes, acting as the file-system root.
+    /// A client of the running nodes, signed in as the administrator and
+    /// acting as the file-system root.
     pub fn client(&self) -> anyhow::Result<MetaClient> {
-        Ok(MetaClient::new(
-            self.security()?,
-            self.addrs(),
-            Duration::from_secs(30),
-        )?)
+        Ok(
+            MetaClient::new(self.security()?, self.addrs(), Duration::from_secs(30))?
+                .with_password("admin", ADMIN_PASSWORD)
+                .with_caller(0, vec![0]),
+        )
+    }
+
+    /// A client signed in as `user` with `password`, acting as that user.
+    pub fn client_as(&self, user: &str, password: &str) -> anyhow::Result<MetaClient> {
+        Ok(MetaClient::new(self.security()?, self.addrs(), Duration::from_secs(30))?.with_password(user, password))
+    }
+
+    /// Where the `nimbus` command keeps this cluster's sign-ins
+    /// (`NIMBUS_CONFIG_DIR`).
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.join("config")
+    }
+
+    /// The `nimbus` command for this cluster, with profile `profile`.
+    pub fn nimbus(&self, profile: &str) -> Command {
+        let mut c = Command::new(bin_dir().join("nimbus"));
+        c.arg("--meta")
+            .arg(self.addrs().join(","))
+            .arg("--tls-dir")
+            .arg(&self.certs)
+            .args(["--profile", profile])
+            .env("NIMBUS_CONFIG_DIR", self.config_dir())
+            .env_remove("NIMBUS_PROFILE");
+        c
+    }
+
+    /// Signs `user` in with `nimbus login` into profile `profile` (named
+    /// after the user), retrying while a new cluster has yet to create the
+    /// account.
+    pub fn login(&self, user: &str, password: &str, extra: &[&str]) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut child = self
+                .nimbus(user)
+                .args(["login", "--user", user, "--password-stdin"])
+                .args(extra)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("running nimbus login")?;
+            if let Some(mut stdin) = child.stdin.take() {
+                use std::io::Write;
+                writeln!(stdin, "{password}")?;
+            }
+            let out = child.wait_with_output()?;
+            if out.status.success() {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "nimbus login as {user} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
     }
 
     /// Waits until a running node reports itself leader; returns its id.

@@ -44,7 +44,27 @@ pub struct Mount {
 impl Mount {
     /// Mounts `cluster` at `<cluster dir>/<name>`, with `$S` in scripts set to
     /// `scratch`, and waits until the kernel shows the mount.
+    ///
+    /// The mount is the administrator's, acting as local users
+    /// (`--as-local-users`): tests drive it as root and as other local uids.
     pub fn start(cluster: &MetaCluster, name: &str, scratch: &Path, extra: &[&str]) -> anyhow::Result<Mount> {
+        if !cluster.config_dir().join("profiles").join("admin").exists() {
+            cluster.login("admin", crate::ADMIN_PASSWORD, &[])?;
+        }
+        let mut args = vec!["--as-local-users"];
+        args.extend_from_slice(extra);
+        Mount::start_as(cluster, name, scratch, "admin", &args)
+    }
+
+    /// Mounts `cluster` as the user signed in to `profile` (see
+    /// [`MetaCluster::login`]).
+    pub fn start_as(
+        cluster: &MetaCluster,
+        name: &str,
+        scratch: &Path,
+        profile: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Mount> {
         let mnt = cluster.dir.join(name);
         std::fs::create_dir_all(&mnt)?;
         let mut m = Mount {
@@ -60,11 +80,8 @@ impl Mount {
             bin.display()
         );
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log)?;
-        let child = Command::new(bin)
-            .arg("--meta")
-            .arg(cluster.addrs().join(","))
-            .arg("--tls-dir")
-            .arg(&cluster.certs)
+        let child = cluster
+            .nimbus(profile)
             .arg("mount")
             .args(extra)
             .arg(&m.mnt)

@@ -37,13 +37,16 @@ const DESTROY_FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Nimbus as the kernel sees it.
 pub struct NimbusFs {
+    /// Acting as local users (--as-local-users): the kernel checks
+    /// permissions and ACLs itself.
+    trusted: bool,
     inner: Arc<Inner>,
     rt: Handle,
 }
 
 impl NimbusFs {
-    pub fn new(inner: Arc<Inner>, rt: Handle) -> NimbusFs {
-        NimbusFs { inner, rt }
+    pub fn new(inner: Arc<Inner>, rt: Handle, trusted: bool) -> NimbusFs {
+        NimbusFs { trusted, inner, rt }
     }
 
     /// Runs `work` on the runtime; replies with `done` on success, else with
@@ -195,12 +198,19 @@ impl Filesystem for NimbusFs {
             // `diff -r` need no lookup per entry.
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
-            // POSIX ACLs (setfacl/getfacl) through system.posix_acl_*
-            // xattrs; the kernel then leaves the umask to us (sent with
-            // each create), since a default ACL replaces it.
-            InitFlags::FUSE_POSIX_ACL,
         ] {
             if let Err(missing) = config.add_capabilities(cap) {
+                tracing::info!("the kernel does not offer {missing:?}");
+            }
+        }
+        // Acting as local users, the kernel enforces ACLs too (this flag
+        // turns default_permissions on) and leaves the umask to us, since a
+        // default ACL replaces it. Signed in as one user, local ids mean
+        // nothing to the kernel's checks: ACL xattrs pass through to the
+        // meta servers, which enforce them (Linux 6.2 and later pass them
+        // through; older kernels answer EOPNOTSUPP to setfacl there).
+        if self.trusted {
+            if let Err(missing) = config.add_capabilities(InitFlags::FUSE_POSIX_ACL) {
                 tracing::info!("the kernel does not offer {missing:?}");
             }
         }

@@ -73,7 +73,7 @@ pub async fn run(client: MetaClient, args: MountArgs) -> anyhow::Result<()> {
 
     let inner = Arc::new(ops::Inner::new(client, Duration::from_millis(args.attr_ttl_ms)));
     tokio::spawn(inner.session.clone().keep_alive());
-    let filesystem = fs::NimbusFs::new(inner.clone(), tokio::runtime::Handle::current());
+    let filesystem = fs::NimbusFs::new(inner.clone(), tokio::runtime::Handle::current(), args.as_local_users);
     let mut config = Config::default();
     config.n_threads = Some(usize::from(args.threads));
     config.clone_fd = true;

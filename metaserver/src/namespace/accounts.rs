@@ -80,8 +80,8 @@ pub struct Counters {
 /// Account mutations (`Op::Account`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AccountOp {
-    /// The first administrator, uid 0, when a cluster starts; nothing if any
-    /// user exists.
+    /// The first administrator, uid 0, whose home is the root, when a
+    /// cluster starts; nothing if any user exists.
     InitAdmin {
         name: String,
         hash: String,
@@ -334,6 +334,9 @@ pub(super) fn apply(txn: &mut Txn, time: Timestamp, caller: &Caller, op: &Accoun
                 return Ok(Reply::Done);
             }
             admin_only(caller)?;
+            validate_name(name)?;
+            // The superuser's home is the root: a new file system holds
+            // nothing until someone puts something there.
             let user = User {
                 name: name.clone(),
                 uid: Uid::ROOT,
@@ -344,7 +347,8 @@ pub(super) fn apply(txn: &mut Txn, time: Timestamp, caller: &Caller, op: &Accoun
                 quota_inodes: 0,
                 home: Ino::ROOT,
             };
-            create_user(txn, time, user)
+            put_user(txn, &user);
+            Ok(Reply::Id(0))
         }
         AccountOp::AddUser {
             name,

@@ -119,6 +119,31 @@ pub fn search(txn: &Txn, dir: &Inode, child: Option<nimbus_common::Ino>, caller:
     }
 }
 
+/// Checks that `caller` may reach `inode` from the root now: search
+/// permission on every directory above it (the latest name's, for a file
+/// with several). A mount signed in as one user caches names in the kernel,
+/// which never asks us again for the path; checking the path where data
+/// is handed out (open, readdir, layouts) makes a revoked share or a
+/// tightened folder take effect at once, not when the cache expires.
+pub fn reachable(txn: &Txn, inode: &Inode, caller: &Caller) -> Result<(), NsError> {
+    if caller.is_root() {
+        return Ok(());
+    }
+    let (mut child, mut parent) = (inode.ino, inode.parent);
+    for _ in 0..4096 {
+        if child == nimbus_common::Ino::ROOT {
+            return Ok(());
+        }
+        // A directory removed meanwhile: what is still open stays usable.
+        let Some(dir) = txn.inode(parent)? else {
+            return Ok(());
+        };
+        search(txn, &dir, Some(child), caller)?;
+        (child, parent) = (dir.ino, dir.parent);
+    }
+    Ok(())
+}
+
 /// Owner or root, else EPERM (chmod, explicit utimes).
 pub fn owner_or_root(inode: &Inode, caller: &Caller) -> Result<(), Errno> {
     if caller.is_root() || caller.owns(inode) {

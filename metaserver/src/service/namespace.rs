@@ -55,13 +55,35 @@ impl NamespaceService {
         Ok(caller)
     }
 
-    async fn read(&self, caller: &Caller, op: P) -> Result<R, Status> {
+    /// A read. With `walk` (a signed-in user's request, whose kernel may
+    /// have used cached names), handing out data also checks the path.
+    async fn read(&self, caller: &Caller, op: P, walk: bool) -> Result<R, Status> {
         self.barrier.wait().await?;
         if Txn::new(self.store.as_ref()).superblock().map_err(internal)?.next_ino == 0 {
             // A new cluster: the first committed batch creates the root.
             self.committer.sync().await?;
         }
         let txn = Txn::new(self.store.as_ref());
+        if walk {
+            let ino = match &op {
+                P::Access(r) => Some(r.ino),
+                P::Readdir(r) => Some(r.ino),
+                P::GetLayout(r) => Some(r.ino),
+                _ => None,
+            };
+            if let Some(ino) = ino {
+                let reached = match txn.inode(Ino(ino)) {
+                    Ok(Some(inode)) => ns::perm::reachable(&txn, &inode, caller),
+                    Ok(None) => Ok(()),
+                    Err(e) => return Err(internal(e)),
+                };
+                match reached {
+                    Ok(()) => {}
+                    Err(NsError::Errno(e)) => return Ok(failure(e)),
+                    Err(NsError::Store(e)) => return Err(internal(e)),
+                }
+            }
+        }
         let outcome = match op {
             P::Lookup(r) => ns::lookup(&txn, caller, Ino(r.parent), &r.name).map(|a| R::Attr(attr_to_pb(&a))),
             P::Getattr(r) => ns::getattr(&txn, Ino(r.ino)).map(|a| R::Attr(attr_to_pb(&a))),
@@ -293,7 +315,7 @@ impl pb::namespace_server::Namespace for NamespaceService {
                 };
                 self.write(caller, w, request).await?
             }
-            None => self.read(&caller, op).await?,
+            None => self.read(&caller, op, !req.act_as_caller).await?,
         };
         Ok(Response::new(pb::NsReply { result: Some(result) }))
     }

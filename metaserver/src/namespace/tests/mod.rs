@@ -311,7 +311,7 @@ impl Fs {
 
     /// (inodes, bytes)
     fn stats(&self) -> (u64, u64) {
-        let s = errno(statfs(&Txn::new(&self.store))).unwrap();
+        let s = errno(statfs(&Txn::new(&self.store), &Caller::root())).unwrap();
         (s.inodes, s.bytes)
     }
 
