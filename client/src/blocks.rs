@@ -100,8 +100,9 @@ impl MetaClient {
             exclude: exclude.to_vec(),
             ino: ino.map(|i| i.0).unwrap_or(0),
         };
+        self.ensure_signed_in().await?;
         self.on_leader(|ch| {
-            let req = req.clone();
+            let req = self.request(req.clone());
             async move { data_client(ch).allocate(req).await }
         })
         .await
@@ -112,8 +113,9 @@ impl MetaClient {
         let req = pb::LocateRequest {
             block_id: block.0.to_vec(),
         };
+        self.ensure_signed_in().await?;
         self.on_leader(|ch| {
-            let req = req.clone();
+            let req = self.request(req.clone());
             async move { data_client(ch).locate(req).await }
         })
         .await
@@ -254,8 +256,9 @@ impl MetaClient {
             server_id: server,
             state: state.to_owned(),
         };
+        self.ensure_signed_in().await?;
         self.on_leader(|ch| {
-            let req = req.clone();
+            let req = self.request(req.clone());
             async move { data_client(ch).set_server_state(req).await }
         })
         .await

@@ -155,7 +155,7 @@ impl MetaClient {
     }
 
     /// Signs in with the stored password if there is one and no token.
-    async fn ensure_signed_in(&self) -> Result<(), ClientError> {
+    pub(crate) async fn ensure_signed_in(&self) -> Result<(), ClientError> {
         let Some((user, password)) = &self.password else {
             return Ok(());
         };

@@ -97,6 +97,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             max_copies_per_server: (cfg.max_copies as usize / 2).max(1),
             token_ttl: Duration::from_secs(600),
         },
+        auth.clone(),
     );
     tokio::spawn(data.clone().run_repair());
     if let Some(addr) = cfg.metrics_listen.clone() {

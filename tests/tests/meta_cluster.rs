@@ -6,7 +6,7 @@ use nimbus_client::{ClientError, MetaClient};
 use nimbus_common::{Errno, Ino};
 use nimbus_proto as pb;
 use nimbus_proto::ns_request::Op;
-use nimbus_tests::{MetaCluster, Options};
+use nimbus_tests::{MetaCluster, Options, ADMIN_PASSWORD};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -386,10 +386,19 @@ async fn hostile_requests_are_refused_and_the_server_survives() -> anyhow::Resul
         let r = raft.append_entries(misrouted).await;
         assert_eq!(r.map(|_| ()).unwrap_err().code(), tonic::Code::FailedPrecondition);
     }
-    // An empty request and one without an operation.
-    let ch = cluster.security()?.endpoint(&cluster.addrs()[0])?.connect().await?;
-    let r = pb::namespace_client::NamespaceClient::new(ch)
+    // An empty request: without a token, nobody; with one, no operation.
+    let leader = cluster.wait_leader(20 * SECOND).await?;
+    let ch = cluster
+        .security()?
+        .endpoint(&cluster.nodes[&leader].addr)?
+        .connect()
+        .await?;
+    let r = pb::namespace_client::NamespaceClient::new(ch.clone())
         .call(pb::NsRequest::default())
+        .await;
+    assert_eq!(r.map(|_| ()).unwrap_err().code(), tonic::Code::Unauthenticated);
+    let r = pb::namespace_client::NamespaceClient::new(ch)
+        .call(client.request(pb::NsRequest::default()))
         .await;
     assert_eq!(r.map(|_| ()).unwrap_err().code(), tonic::Code::InvalidArgument);
 
@@ -410,7 +419,7 @@ async fn hostile_requests_are_refused_and_the_server_survives() -> anyhow::Resul
             .await;
         assert_eq!(r.map(|_| ()).unwrap_err().code(), tonic::Code::PermissionDenied);
     }
-    let user = MetaClient::new(ca_only, cluster.addrs(), 10 * SECOND)?;
+    let user = MetaClient::new(ca_only, cluster.addrs(), 10 * SECOND)?.with_password("admin", ADMIN_PASSWORD);
     user.getattr(Ino::ROOT).await?;
 
     // Still serving, on every node.
@@ -432,7 +441,9 @@ async fn reads_through_a_follower_see_every_acknowledged_write() -> anyhow::Resu
     let follower = cluster.nodes.values().find(|n| n.id != leader).map(|n| n.addr.clone());
     let follower = follower.ok_or_else(|| anyhow::anyhow!("no follower"))?;
     let writer = cluster.client()?;
-    let reader = MetaClient::new(cluster.security()?, vec![follower.clone()], 10 * SECOND)?;
+    let reader = MetaClient::new(cluster.security()?, vec![follower.clone()], 10 * SECOND)?
+        .with_password("admin", ADMIN_PASSWORD)
+        .with_caller(0, vec![0]);
 
     let d = Ino(writer.mkdir(Ino::ROOT, b"lin", 0o755).await?.ino);
     for i in 0..100 {
@@ -449,7 +460,9 @@ async fn reads_through_a_follower_see_every_acknowledged_write() -> anyhow::Resu
         ));
     }
     // Writes sent to a follower reach the leader.
-    let only_follower = MetaClient::new(cluster.security()?, vec![follower], 10 * SECOND)?;
+    let only_follower = MetaClient::new(cluster.security()?, vec![follower], 10 * SECOND)?
+        .with_password("admin", ADMIN_PASSWORD)
+        .with_caller(0, vec![0]);
     only_follower.create(d, b"via-follower", 0o644).await?;
     writer.lookup(d, b"via-follower").await?;
     assert_eq!(writer.readdir_all(d).await?.len(), 101);

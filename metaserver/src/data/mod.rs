@@ -109,6 +109,9 @@ pub struct DataService {
     signer: Option<Arc<Signer>>,
     settings: DataSettings,
     soft: Arc<Mutex<Soft>>,
+    /// Clients must be signed in to get block tokens; changing servers
+    /// takes an administrator.
+    auth: Arc<crate::service::auth::Auth>,
 }
 
 fn ns_status(e: NsError) -> Status {
@@ -145,8 +148,10 @@ impl DataService {
         barrier: ReadBarrier,
         signer: Option<Arc<Signer>>,
         settings: DataSettings,
+        auth: Arc<crate::service::auth::Auth>,
     ) -> DataService {
         DataService {
+            auth,
             store,
             committer,
             barrier,
@@ -203,10 +208,14 @@ impl DataService {
 
     /// Whether this leader is new and some active server has not yet
     /// reported to it (within the dead-after timeout).
+    ///
+    /// Asked only after a barrier proved leadership: no `leader_since` then
+    /// means the repair loop has yet to notice (it ticks every 250 ms), so
+    /// the leader is as new as can be. Counting that as "not new" answered
+    /// ENOSPC to the first allocations after a fail-over.
     fn still_hearing_from(&self, servers: &[ServerRecord]) -> bool {
         let soft = self.soft();
-        soft.leader_since
-            .is_some_and(|t| t.elapsed() < self.settings.dead_after)
+        soft.leader_since.is_none_or(|t| t.elapsed() < self.settings.dead_after)
             && servers
                 .iter()
                 .any(|r| r.state == ServerState::Active && !soft.live.contains_key(&r.id))
@@ -326,6 +335,7 @@ impl pb::data_cluster_server::DataCluster for DataService {
 
     async fn allocate(&self, request: Request<pb::AllocateRequest>) -> Result<Response<pb::Allocation>, Status> {
         self.barrier.wait().await?;
+        self.auth.identify(&request).await?;
         let r = request.into_inner();
         let signer = self.signer()?;
         let inherited = match r.ino {
@@ -387,6 +397,7 @@ impl pb::data_cluster_server::DataCluster for DataService {
 
     async fn locate(&self, request: Request<pb::LocateRequest>) -> Result<Response<pb::Location>, Status> {
         self.barrier.wait().await?;
+        self.auth.identify(&request).await?;
         let id = block_id(&request.into_inner().block_id)?;
         let signer = self.signer()?;
         let info = Txn::new(self.store.as_ref())
@@ -497,6 +508,13 @@ impl pb::data_cluster_server::DataCluster for DataService {
 
     async fn set_server_state(&self, request: Request<pb::ServerStateRequest>) -> Result<Response<pb::Empty>, Status> {
         self.barrier.wait().await?;
+        let who = self.auth.identify(&request).await?;
+        if !who.user.admin {
+            return Err(Status::permission_denied(format!(
+                "only an administrator may change data servers, and {} is not one",
+                who.user.name
+            )));
+        }
         let r = request.into_inner();
         let id = ServerId(r.server_id);
         let state = match r.state.as_str() {

@@ -3,6 +3,7 @@
 //! This module holds the harness: shorthands that build [`Op`]s and [`Fs`], a
 //! namespace over a fresh store. The tests live in one child module per topic.
 
+mod accounts;
 mod attributes;
 mod batches;
 mod blocks;
