@@ -163,10 +163,13 @@ fn remove_entry(txn: &mut Txn, time: Timestamp, parent: Ino, name: &[u8], d: &De
     Ok(())
 }
 
-/// Drops one link to `ino`; frees the inode when none remain, unless a
+/// The `parent` of a file none of whose names is known to be its folder.
+pub const NO_PARENT: Ino = Ino(0);
+
+/// Drops one link to `ino` (a name removed from `from`); frees the inode when none remain, unless a
 /// session (`keep_for`) still has the file open. Directories lose both their
 /// links at once (their own `.` goes with them).
-fn drop_link(txn: &mut Txn, time: Timestamp, ino: Ino, keep_for: Option<u64>) -> Result<(), NsError> {
+fn drop_link(txn: &mut Txn, time: Timestamp, from: Ino, ino: Ino, keep_for: Option<u64>) -> Result<(), NsError> {
     let mut inode = txn.existing(ino)?;
     inode.nlink = if inode.is_dir() {
         0
@@ -174,6 +177,12 @@ fn drop_link(txn: &mut Txn, time: Timestamp, ino: Ino, keep_for: Option<u64>) ->
         inode.nlink.saturating_sub(1)
     };
     inode.ctime = time;
+    if !inode.is_dir() && inode.nlink > 0 && inode.parent == from {
+        // The name that gave the file its folder is gone and the others
+        // are not indexed: no folder, so no share reaches it (never one it
+        // has left) until it is renamed or linked again.
+        inode.parent = NO_PARENT;
+    }
     match keep_for {
         _ if inode.nlink > 0 => txn.put_inode(&inode),
         Some(session) if inode.kind == FileKind::Regular => {
@@ -308,7 +317,7 @@ fn unlink(
     let victim = txn.existing(d.ino)?;
     perm::sticky(&dir, &victim, caller)?;
     remove_entry(txn, time, parent, name, &d)?;
-    drop_link(txn, time, d.ino, keep_for)?;
+    drop_link(txn, time, parent, d.ino, keep_for)?;
     Ok(Reply::Done)
 }
 
@@ -333,7 +342,7 @@ fn rmdir(txn: &mut Txn, time: Timestamp, caller: &Caller, parent: Ino, name: &[u
         return Err(Errno::ENOTEMPTY.into());
     }
     remove_entry(txn, time, parent, name, &d)?;
-    drop_link(txn, time, d.ino, None)?;
+    drop_link(txn, time, parent, d.ino, None)?;
     Ok(Reply::Done)
 }
 
@@ -420,7 +429,7 @@ fn rename(
             _ => {}
         }
         remove_entry(txn, time, new_parent, new_name, dst)?;
-        drop_link(txn, time, dst.ino, keep_for)?;
+        drop_link(txn, time, new_parent, dst.ino, keep_for)?;
     }
     remove_entry(txn, time, parent, name, &src)?;
     add_entry(txn, time, new_parent, new_name, src.ino, src.kind)?;
@@ -524,17 +533,14 @@ fn exchange(
         }
         p.touch_dir(time);
     })?;
+    // Files too: shares and path checks find a file's folder through it.
     update(txn, src.ino, |i| {
         i.ctime = time;
-        if i.is_dir() {
-            i.parent = new_parent;
-        }
+        i.parent = new_parent;
     })?;
     update(txn, dst.ino, |i| {
         i.ctime = time;
-        if i.is_dir() {
-            i.parent = parent;
-        }
+        i.parent = parent;
     })?;
     Ok(Reply::Done)
 }
@@ -564,6 +570,8 @@ fn link(
     let inode = update(txn, ino, |i| {
         i.nlink += 1;
         i.ctime = time;
+        // The newest name's folder is the file's folder for shares.
+        i.parent = new_parent;
     })?;
     add_entry(txn, time, new_parent, new_name, ino, inode.kind)?;
     Ok(Reply::Attr(inode.attr()))
@@ -702,6 +710,11 @@ pub(super) fn xattr_access(txn: &Txn, inode: &Inode, caller: &Caller, name: &[u8
 /// the mode following an access ACL (and none stored when the mode says it
 /// all), as Linux file systems do.
 fn set_acl(inode: &mut Inode, name: &[u8], value: &[u8]) -> Result<(), NsError> {
+    if value.is_empty() {
+        // Linux reads an empty value as "no ACL".
+        inode.xattrs.remove(name);
+        return Ok(());
+    }
     let acl = Acl::parse(value)?;
     if name == acl::DEFAULT_XATTR {
         if inode.kind != FileKind::Directory {

@@ -12,6 +12,7 @@ mod names;
 mod readdir;
 mod rename;
 mod sessions;
+mod sharing;
 mod xattrs;
 
 use super::read::READDIR_MAX;
