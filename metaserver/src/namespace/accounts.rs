@@ -172,23 +172,33 @@ pub fn user_by_uid(txn: &Txn, uid: Uid) -> Result<Option<User>, StoreError> {
     get(txn, &key(USER, &[&uid.0.to_be_bytes()]))
 }
 
+/// The id a name index (`prefix` name -> id) holds for `name`.
+fn id_named(txn: &Txn, prefix: u8, name: &str) -> Result<Option<u32>, StoreError> {
+    Ok(txn
+        .raw(&key(prefix, &[name.as_bytes()]))?
+        .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+        .map(u32::from_be_bytes))
+}
+
+/// Every record under `prefix`.
+fn all<T: DeserializeOwned>(txn: &Txn, prefix: u8) -> Result<Vec<T>, StoreError> {
+    txn.scan_prefix(&[prefix])?
+        .into_iter()
+        .map(|(k, v)| decode(&k, &v))
+        .collect()
+}
+
 /// The user called `name`.
 pub fn user_by_name(txn: &Txn, name: &str) -> Result<Option<User>, StoreError> {
-    match txn.raw(&key(USER_NAME, &[name.as_bytes()]))? {
-        Some(v) => match <[u8; 4]>::try_from(v.as_slice()) {
-            Ok(b) => user_by_uid(txn, Uid(u32::from_be_bytes(b))),
-            Err(_) => Ok(None),
-        },
+    match id_named(txn, USER_NAME, name)? {
+        Some(uid) => user_by_uid(txn, Uid(uid)),
         None => Ok(None),
     }
 }
 
 /// Every user, by uid.
 pub fn users(txn: &Txn) -> Result<Vec<User>, StoreError> {
-    txn.scan_prefix(&[USER])?
-        .into_iter()
-        .map(|(k, v)| decode(&k, &v))
-        .collect()
+    all(txn, USER)
 }
 
 /// The group with id `gid`.
@@ -198,21 +208,15 @@ pub fn group_by_gid(txn: &Txn, gid: Gid) -> Result<Option<Group>, StoreError> {
 
 /// The group called `name`.
 pub fn group_by_name(txn: &Txn, name: &str) -> Result<Option<Group>, StoreError> {
-    match txn.raw(&key(GROUP_NAME, &[name.as_bytes()]))? {
-        Some(v) => match <[u8; 4]>::try_from(v.as_slice()) {
-            Ok(b) => group_by_gid(txn, Gid(u32::from_be_bytes(b))),
-            Err(_) => Ok(None),
-        },
+    match id_named(txn, GROUP_NAME, name)? {
+        Some(gid) => group_by_gid(txn, Gid(gid)),
         None => Ok(None),
     }
 }
 
 /// Every group, by gid.
 pub fn groups(txn: &Txn) -> Result<Vec<Group>, StoreError> {
-    txn.scan_prefix(&[GROUP])?
-        .into_iter()
-        .map(|(k, v)| decode(&k, &v))
-        .collect()
+    all(txn, GROUP)
 }
 
 /// The named groups `uid` belongs to.
