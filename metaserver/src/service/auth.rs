@@ -7,7 +7,7 @@ use crate::namespace::{Caller, Txn};
 use crate::store::Store;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
-use nimbus_common::token::{Signer, TokenError, Verifier};
+use nimbus_common::token::{SessionClaims, Signer, TokenError, Verifier};
 use nimbus_common::Uid;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,7 +42,14 @@ pub struct Auth {
     verifier: Option<Verifier>,
     barrier: ReadBarrier,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Tokens whose signature was checked: a mount sends the same one with
+    /// every request, and Ed25519 need not be verified each time. Expiry
+    /// and the sign-in are still checked at every request.
+    verified: Mutex<HashMap<String, SessionClaims>>,
 }
+
+/// Most verified tokens remembered; past it the memory starts afresh.
+const VERIFIED_MAX: usize = 4096;
 
 fn unauthenticated(why: impl std::fmt::Display) -> Status {
     Status::unauthenticated(why.to_string())
@@ -63,6 +70,7 @@ impl Auth {
             verifier,
             barrier,
             failures: Mutex::default(),
+            verified: Mutex::default(),
         }
     }
 
@@ -101,13 +109,32 @@ impl Auth {
             .ok_or_else(|| unauthenticated("not signed in: run `nimbus login`"))?
             .to_str()
             .map_err(|_| unauthenticated("the session token is not valid text"))?;
-        let claims = verifier.check_session(token).map_err(|e| match e {
-            TokenError::Expired => unauthenticated("your session expired: run `nimbus login` again"),
-            TokenError::BadSignature => unauthenticated(
-                "the session token is not valid: it was altered or comes from another cluster; run `nimbus login`",
-            ),
-            _ => unauthenticated("the session token is malformed; run `nimbus login`"),
-        })?;
+        let expired = || unauthenticated("your session expired: run `nimbus login` again");
+        let known = self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned();
+        let claims = match known {
+            Some(c) if c.expires_ms < nimbus_common::token::now_ms() => return Err(expired()),
+            Some(c) => c,
+            None => {
+                let c = verifier.check_session(token).map_err(|e| match e {
+                    TokenError::Expired => expired(),
+                    TokenError::BadSignature => unauthenticated(
+                        "the session token is not valid: it was altered or comes from another cluster; run `nimbus login`",
+                    ),
+                    _ => unauthenticated("the session token is malformed; run `nimbus login`"),
+                })?;
+                let mut v = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+                if v.len() >= VERIFIED_MAX {
+                    v.clear();
+                }
+                v.insert(token.to_owned(), c.clone());
+                c
+            }
+        };
         let txn = Txn::new(self.store.as_ref());
         let sign_in = accounts::sign_in(&txn, &claims.id)
             .map_err(internal)?
