@@ -128,10 +128,13 @@ enum Cmd {
         #[command(subcommand)]
         command: QuotaCmd,
     },
-    /// Share a folder or file with a user or @group: `nimbus share PATH WHO
-    /// --ro|--rw`. PATH is a path in the store (/home/alice/projects) or
-    /// inside a local Nimbus mount. The recipient uses the same path: the
-    /// share lets them through the folders above it, to it only.
+    /// Share a folder or file with a user or @group (share PATH WHO --ro|--rw).
+    ///
+    /// PATH is a path in the store (/home/alice/projects) or inside a local
+    /// Nimbus mount. The recipient uses the same path: the share lets them
+    /// through the folders above it, to it only. `share list` shows what you
+    /// shared and what was shared with you; `share revoke` ends a share at
+    /// once.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Share {
         #[command(subcommand)]

@@ -217,6 +217,9 @@ async fn quotas_hold_exactly() -> anyhow::Result<()> {
     carol.sh(
         "for i in $(seq 32); do (dd if=/dev/zero of=home/carol/p$i bs=1M count=1 status=none 2>/dev/null || true) & done; wait",
     )?;
+    // The kernel keeps the size a refused writer reached until the
+    // attribute TTL (1 s) passes; then it asks the cluster again.
+    std::thread::sleep(Duration::from_millis(1500));
     let total: u64 = carol
         .sh("stat -c %s home/carol/* | awk '{ s += $1 } END { print s }'")?
         .trim()

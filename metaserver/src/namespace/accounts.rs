@@ -16,6 +16,7 @@
 //! | `M` gid uid   | () — the same, by group |
 //! | `t` id        | [`SignIn`]    |
 //! | `a`           | [`Counters`]  |
+//! | `A`           | generation: u64, bumped by every change that can alter an identity |
 
 use super::ops::{self, make_dir_for};
 use super::perm::Caller;
@@ -33,6 +34,7 @@ const MEMBER: u8 = b'm';
 const MEMBER_BY_GROUP: u8 = b'M';
 const SIGN_IN: u8 = b't';
 const COUNTERS: &[u8] = b"a";
+const GENERATION: &[u8] = b"A";
 
 /// The first id `user add` and `group add` give out.
 pub const FIRST_ID: u32 = 1000;
@@ -330,8 +332,25 @@ fn create_user(txn: &mut Txn, time: Timestamp, mut user: User) -> Result<Reply, 
     Ok(Reply::Id(user.uid.0))
 }
 
+/// A number that changes whenever an account, group, membership or sign-in
+/// might have changed, so that services may cache what they derived from
+/// them (who a token is) until it moves.
+pub fn generation(txn: &Txn) -> Result<u64, StoreError> {
+    Ok(txn
+        .raw(GENERATION)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0))
+}
+
 /// Applies one account mutation.
 pub(super) fn apply(txn: &mut Txn, time: Timestamp, caller: &Caller, op: &AccountOp) -> Result<Reply, NsError> {
+    // A new sign-in changes nobody's identity and a check changes nothing;
+    // anything else may (a refused command discards the bump with the rest).
+    if !matches!(op, AccountOp::SignIn { .. } | AccountOp::CheckQuota { .. }) {
+        let next = generation(txn)?.wrapping_add(1);
+        txn.put_raw(GENERATION.to_vec(), Some(next.to_be_bytes().to_vec()));
+    }
     match op {
         AccountOp::InitAdmin { name, hash } => {
             if !txn.scan_prefix(&[USER])?.is_empty() {

@@ -435,7 +435,7 @@ fn rename(
     add_entry(txn, time, new_parent, new_name, src.ino, src.kind)?;
     update(txn, src.ino, |i| {
         i.ctime = time;
-        // A file's parent is only its latest name's, which is all shares
+        // A file's parent is only its newest name's, which is all shares
         // need to find what holds it.
         i.parent = new_parent;
     })?;

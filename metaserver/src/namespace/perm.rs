@@ -120,7 +120,7 @@ pub fn search(txn: &Txn, dir: &Inode, child: Option<nimbus_common::Ino>, caller:
 }
 
 /// Checks that `caller` may reach `inode` from the root now: search
-/// permission on every directory above it (the latest name's, for a file
+/// permission on every directory above it (the newest name's, for a file
 /// with several). A mount signed in as one user caches names in the kernel,
 /// which never asks us again for the path; checking the path where data
 /// is handed out (open, readdir, layouts) makes a revoked share or a

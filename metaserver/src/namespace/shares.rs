@@ -3,11 +3,12 @@
 //!
 //! A share adds rights; it never takes any away. It covers the shared inode
 //! and everything under it, found by walking up from an inode through its
-//! parents (a file's parent is its latest name's). The grantee may also pass
-//! through the directories above the shared one — only towards it: they can
-//! reach `/home/alice/projects` without seeing what else `/home/alice`
-//! holds. Rights are looked up in the state at every check, so a revocation
-//! takes effect with the next operation.
+//! parents (a file's parent is its newest name's folder, or none once that
+//! name is removed). The grantee may also pass through the directories above
+//! the shared one — only towards it: they can reach `/home/alice/projects`
+//! without seeing what else `/home/alice` holds. Rights are looked up in the
+//! state at every check, so a revocation takes effect with the next
+//! operation.
 //!
 //! | key                 | value     |
 //! |---------------------|-----------|

@@ -28,6 +28,7 @@ pub const MIN_PASSWORD: usize = 8;
 pub const MAX_PASSWORD: usize = 1024;
 
 /// A signed-in user, as checked for this request.
+#[derive(Clone)]
 pub struct Identity {
     pub user: User,
     pub caller: Caller,
@@ -42,10 +43,19 @@ pub struct Auth {
     verifier: Option<Verifier>,
     barrier: ReadBarrier,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
-    /// Tokens whose signature was checked: a mount sends the same one with
-    /// every request, and Ed25519 need not be verified each time. Expiry
-    /// and the sign-in are still checked at every request.
-    verified: Mutex<HashMap<String, SessionClaims>>,
+    /// Tokens already checked: a mount sends the same one with every
+    /// request. The signature is verified once; who the token is holds while
+    /// the accounts' generation stays the same (any sign-out, disable,
+    /// removal or membership change moves it). Expiry is checked every time.
+    verified: Mutex<HashMap<String, Known>>,
+}
+
+/// What is known of a token.
+#[derive(Clone)]
+struct Known {
+    claims: SessionClaims,
+    /// The identity, as of an accounts generation.
+    identity: Option<(u64, Identity)>,
 }
 
 /// Most verified tokens remembered; past it the memory starts afresh.
@@ -116,37 +126,51 @@ impl Auth {
             .unwrap_or_else(|p| p.into_inner())
             .get(token)
             .cloned();
-        let claims = match known {
-            Some(c) if c.expires_ms < nimbus_common::token::now_ms() => return Err(expired()),
-            Some(c) => c,
-            None => {
-                let c = verifier.check_session(token).map_err(|e| match e {
-                    TokenError::Expired => expired(),
-                    TokenError::BadSignature => unauthenticated(
-                        "the session token is not valid: it was altered or comes from another cluster; run `nimbus login`",
-                    ),
-                    _ => unauthenticated("the session token is malformed; run `nimbus login`"),
-                })?;
-                let mut v = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-                if v.len() >= VERIFIED_MAX {
-                    v.clear();
-                }
-                v.insert(token.to_owned(), c.clone());
-                c
-            }
-        };
         let txn = Txn::new(self.store.as_ref());
-        let sign_in = accounts::sign_in(&txn, &claims.id)
+        let generation = accounts::generation(&txn).map_err(internal)?;
+        let claims = match known {
+            Some(k) if k.claims.expires_ms < nimbus_common::token::now_ms() => return Err(expired()),
+            Some(Known {
+                identity: Some((g, id)),
+                ..
+            }) if g == generation => return Ok(id),
+            Some(k) => k.claims,
+            None => verifier.check_session(token).map_err(|e| match e {
+                TokenError::Expired => expired(),
+                TokenError::BadSignature => unauthenticated(
+                    "the session token is not valid: it was altered or comes from another cluster; run `nimbus login`",
+                ),
+                _ => unauthenticated("the session token is malformed; run `nimbus login`"),
+            })?,
+        };
+        let identity = self.identity_of(&txn, &claims);
+        let mut v = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() >= VERIFIED_MAX {
+            v.clear();
+        }
+        v.insert(
+            token.to_owned(),
+            Known {
+                claims,
+                identity: identity.as_ref().ok().map(|id| (generation, id.clone())),
+            },
+        );
+        identity
+    }
+
+    /// Who a genuine, unexpired token is, from the state.
+    fn identity_of(&self, txn: &Txn, claims: &SessionClaims) -> Result<Identity, Status> {
+        let sign_in = accounts::sign_in(txn, &claims.id)
             .map_err(internal)?
             .ok_or_else(|| unauthenticated("your session was ended (logged out or revoked): run `nimbus login`"))?;
-        let user = accounts::user_by_uid(&txn, Uid(claims.uid))
+        let user = accounts::user_by_uid(txn, Uid(claims.uid))
             .map_err(internal)?
             .filter(|u| sign_in.uid == u.uid)
             .ok_or_else(|| unauthenticated("your account no longer exists"))?;
         if user.disabled {
             return Err(unauthenticated(format!("account {} is disabled", user.name)));
         }
-        let caller = accounts::caller_of(&txn, &user).map_err(internal)?;
+        let caller = accounts::caller_of(txn, &user).map_err(internal)?;
         Ok(Identity {
             user,
             caller,
