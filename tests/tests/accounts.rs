@@ -233,6 +233,20 @@ async fn quotas_hold_exactly() -> anyhow::Result<()> {
     let check = nimbus(c, "admin", &["quota", "check"], "")?;
     ensure!(check.contains("agrees"), "{check}");
 
+    // An inode limit: dan may hold 5 (his home is one of them).
+    add_user(c, "dan", &["--quota-inodes", "5"])?;
+    let dan = mount_as(&m, "dan", &[])?;
+    dan.sh("touch home/dan/a home/dan/b && mkdir home/dan/c && ln -s a home/dan/d")?;
+    let err = dan.sh_fails("touch home/dan/e")?;
+    ensure!(err.contains("Disk quota exceeded"), "{err}");
+    assert_eq!(
+        dan.sh("df --output=iused,itotal . | tail -1")?
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["5", "5"]
+    );
+    dan.sh("rm home/dan/a && touch home/dan/e")?;
+
     // Raising the limit lets her write again.
     nimbus(c, "admin", &["quota", "set", "carol", "--bytes", "30M"], "")?;
     carol.sh("dd if=/dev/zero of=home/carol/big bs=1M count=20 status=none")?;
