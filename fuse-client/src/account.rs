@@ -441,7 +441,7 @@ pub async fn quota_check(client: &MetaClient, fix: bool) -> anyhow::Result<()> {
 
 /// A path in the store from one given on the command line: an absolute
 /// store path, or a local path inside a Nimbus mount.
-async fn store_path(arg: &str) -> anyhow::Result<String> {
+fn store_path(arg: &str) -> anyhow::Result<String> {
     let local = Path::new(arg);
     if let Ok(abs) = local.canonicalize() {
         if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
@@ -470,7 +470,7 @@ async fn store_path(arg: &str) -> anyhow::Result<String> {
 
 /// `nimbus share PATH WHO --ro|--rw`.
 pub async fn share(client: &MetaClient, path: &str, grantee: String, rw: bool) -> anyhow::Result<()> {
-    let p = store_path(path).await?;
+    let p = store_path(path)?;
     let attr = paths::resolve(client, &p).await?;
     let op = Op::ShareAdd(pb::ShareAdd {
         ino: attr.ino,
@@ -487,7 +487,7 @@ pub async fn share(client: &MetaClient, path: &str, grantee: String, rw: bool) -
 
 /// `nimbus share revoke PATH WHO`.
 pub async fn revoke(client: &MetaClient, path: &str, grantee: String) -> anyhow::Result<()> {
-    let p = store_path(path).await?;
+    let p = store_path(path)?;
     let attr = paths::resolve(client, &p).await?;
     let op = Op::ShareRevoke(pb::ShareRevoke {
         ino: attr.ino,

@@ -327,8 +327,8 @@ pub async fn up(dir: &Path, mount: Option<&Path>, profile: &str) -> anyhow::Resu
             }
         }
         if let Some(l) = leader {
-            sign_in_admin(&client, &dir, profile, Duration::from_secs(30)).await?;
-            client.set_token(nimbus_client::profile::load(profile)?.map(|p| p.token));
+            let token = sign_in_admin(&client, &dir, profile, Duration::from_secs(30)).await?;
+            client.set_token(Some(token));
             // The first write creates the root directory.
             client.getattr(nimbus_common::Ino::ROOT).await?;
             let active = client
@@ -400,8 +400,8 @@ fn admin_password_file(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Signs in as the dev cluster's administrator into `profile`, retrying
-/// while the new cluster has yet to create the account.
-async fn sign_in_admin(client: &MetaClient, dir: &Path, profile: &str, patience: Duration) -> anyhow::Result<()> {
+/// while the new cluster has yet to create the account; returns the token.
+async fn sign_in_admin(client: &MetaClient, dir: &Path, profile: &str, patience: Duration) -> anyhow::Result<String> {
     let password = std::fs::read_to_string(dir.join("admin.password")).context("reading admin.password")?;
     let started = Instant::now();
     loop {
@@ -411,11 +411,11 @@ async fn sign_in_admin(client: &MetaClient, dir: &Path, profile: &str, patience:
                     profile,
                     &nimbus_client::profile::Profile {
                         user: "admin".into(),
-                        token: granted.token,
+                        token: granted.token.clone(),
                         expires_ms: granted.expires_ms,
                     },
                 )?;
-                return Ok(());
+                return Ok(granted.token);
             }
             Err(e) if started.elapsed() > patience => bail!("signing in as admin: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,

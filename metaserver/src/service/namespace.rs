@@ -49,10 +49,9 @@ impl NamespaceService {
                 id.user.name
             )));
         }
-        let mut caller = caller_from_pb(req.caller.clone())?;
-        // A trusted client's local root is the file-system superuser.
-        caller.superuser = caller.uid == nimbus_common::Uid::ROOT;
-        Ok(caller)
+        // A trusted client's local root is the file-system superuser
+        // (caller_from_pb says so).
+        caller_from_pb(req.caller.clone())
     }
 
     /// A read. With `walk` (a signed-in user's request, whose kernel may
