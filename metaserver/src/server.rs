@@ -57,11 +57,25 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     .validate()
     .context("invalid Raft settings")?;
 
+    let log_dir = cfg.data_dir.join("raft-log");
+    let (log_store, recovery) =
+        LogStore::open(&log_dir).with_context(|| format!("opening the Raft log in {}", log_dir.display()))?;
+    if recovery.torn_bytes > 0 {
+        tracing::warn!(
+            bytes = recovery.torn_bytes,
+            "the Raft log ended in a torn write (a crash mid-append); cut it off"
+        );
+    }
+    // Nodes from before the log had its own files kept it in sled.
+    log_store
+        .import_from(store.as_ref())
+        .context("moving the Raft log out of sled")?;
+
     let raft = Raft::new(
         cfg.id,
         Arc::new(raft_config),
         Network::new(security.clone()),
-        LogStore::new(store.clone()),
+        log_store,
         StateMachine::new(store.clone()),
     )
     .await

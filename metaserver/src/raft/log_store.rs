@@ -1,64 +1,202 @@
-//! The Raft log and vote, durable in the store before openraft hears back.
+//! The Raft log and vote, durable on disk before openraft hears back.
+//!
+//! Entries live in [`Segments`] (append-only files, one `fdatasync` per
+//! append batch); the vote and the purge point are small files replaced
+//! atomically. Nothing here goes through sled: a sled flush writes out the
+//! whole database, which made every commit pay for the state machine's pages.
 
-use super::{blocking, storage_error, StorageError, TypeConfig};
-use crate::namespace::tables::{decode, encode};
+use super::segments::{read_small_file, write_small_file, Recovery, SegmentError, Segments};
+use super::{storage_error, StorageError, TypeConfig};
 use crate::store::{Store, Tree};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, LogState, RaftLogReader, Vote};
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-const VOTE: &[u8] = b"vote";
-const COMMITTED: &[u8] = b"committed";
-const PURGED: &[u8] = b"purged";
+const VOTE_FILE: &str = "vote";
+const PURGED_FILE: &str = "purged";
+/// Recent entries kept decoded, so that replication and apply of what was
+/// just appended read no file and decode nothing.
+const CACHE_ENTRIES: usize = 4096;
+const CACHE_BYTES: usize = 32 << 20;
 
-/// The log store; clones share the same store (they are the log readers).
+/// Why the log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum LogStoreError {
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    #[error("Raft log {what} in {dir} cannot be decoded: {detail}")]
+    Decode { dir: PathBuf, what: String, detail: String },
+    #[error("importing the Raft log kept in sled: {0}")]
+    Import(String),
+}
+
+struct Inner {
+    dir: PathBuf,
+    segments: Segments,
+    vote: Option<Vote<u64>>,
+    purged: Option<LogId<u64>>,
+    last: Option<LogId<u64>>,
+    /// Decoded entries `cache_first ..` with their encoded sizes.
+    cache: VecDeque<(Entry<TypeConfig>, usize)>,
+    cache_first: u64,
+    cache_bytes: usize,
+}
+
+/// The log store; clones share the same log (they are the log readers).
 #[derive(Clone)]
 pub struct LogStore {
-    store: Arc<dyn Store>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+fn decode_entry(dir: &Path, index: u64, bytes: &[u8]) -> Result<Entry<TypeConfig>, LogStoreError> {
+    postcard::from_bytes(bytes).map_err(|e| LogStoreError::Decode {
+        dir: dir.to_path_buf(),
+        what: format!("entry {index}"),
+        detail: e.to_string(),
+    })
+}
+
+fn read_record<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<Option<T>, LogStoreError> {
+    match read_small_file(&dir.join(name))? {
+        None => Ok(None),
+        Some(b) => postcard::from_bytes(&b).map(Some).map_err(|e| LogStoreError::Decode {
+            dir: dir.to_path_buf(),
+            what: name.to_owned(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Decodes what an earlier version kept in sled (postcard, as here).
+fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, LogStoreError> {
+    postcard::from_bytes(bytes).map_err(|e| LogStoreError::Import(format!("{what}: {e}")))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    postcard::to_allocvec(value).map_err(|e| storage_error(e, ErrorSubject::Logs, ErrorVerb::Write))
+}
+
+fn write_err(e: impl std::fmt::Display) -> StorageError {
+    storage_error(e, ErrorSubject::Logs, ErrorVerb::Write)
+}
+
+fn read_err(e: impl std::fmt::Display) -> StorageError {
+    storage_error(e, ErrorSubject::Logs, ErrorVerb::Read)
 }
 
 impl LogStore {
-    /// A log store over `store`'s Log and Raft trees.
-    pub fn new(store: Arc<dyn Store>) -> LogStore {
-        LogStore { store }
+    /// Opens (or creates) the log in `dir`, cutting off a torn final write.
+    pub fn open(dir: &Path) -> Result<(LogStore, Recovery), LogStoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| SegmentError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let vote = read_record(dir, VOTE_FILE)?;
+        let purged: Option<LogId<u64>> = read_record(dir, PURGED_FILE)?;
+        let (segments, recovery) = Segments::open(dir, purged.map(|p| p.index))?;
+        let next = segments.next_index();
+        let last = match next.checked_sub(1) {
+            Some(i) if i >= segments.first_index() && purged.is_none_or(|p| p.index < i) => {
+                Some(decode_entry(dir, i, &segments.read(i)?)?.log_id)
+            }
+            _ => purged,
+        };
+        let inner = Inner {
+            dir: dir.to_path_buf(),
+            segments,
+            vote,
+            purged,
+            last,
+            cache: VecDeque::new(),
+            cache_first: next,
+            cache_bytes: 0,
+        };
+        Ok((
+            LogStore {
+                inner: Arc::new(Mutex::new(inner)),
+            },
+            recovery,
+        ))
     }
 
-    fn read<T: serde::de::DeserializeOwned>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>, StorageError> {
-        let read_err = |e| storage_error(e, ErrorSubject::Store, ErrorVerb::Read);
-        match self.store.get(tree, key).map_err(read_err)? {
-            None => Ok(None),
-            Some(bytes) => decode(key, &bytes).map(Some).map_err(read_err),
+    /// Moves a log that earlier versions kept in sled's `log` and `raft`
+    /// trees into this (empty) log, so that existing nodes keep their state.
+    pub fn import_from(&self, store: &dyn Store) -> Result<(), LogStoreError> {
+        let import = |e: &dyn std::fmt::Display| LogStoreError::Import(e.to_string());
+        let mut inner = self.lock();
+        let fresh = inner.vote.is_none() && inner.last.is_none();
+        let old_vote = store.get(Tree::Raft, b"vote").map_err(|e| import(&e))?;
+        if !fresh || old_vote.is_none() {
+            return Ok(());
         }
+        let purged: Option<LogId<u64>> = match store.get(Tree::Raft, b"purged").map_err(|e| import(&e))? {
+            Some(b) => Some(decode("purged", &b)?),
+            None => None,
+        };
+        if let Some(p) = purged {
+            write_small_file(&inner.dir.join(PURGED_FILE), &encode(&p).map_err(|e| import(&e))?)?;
+            inner.segments.drop_segments_upto(p.index)?;
+            inner.purged = Some(p);
+            inner.last = Some(p);
+        }
+        let rows = crate::store::scan_all(store, Tree::Log).map_err(|e| import(&e))?;
+        for (key, value) in rows {
+            let entry: Entry<TypeConfig> = decode("entry", &value)?;
+            if purged.is_some_and(|p| entry.log_id.index <= p.index) {
+                continue;
+            }
+            if entry.log_id.index != inner.segments.next_index() {
+                return Err(import(&format!(
+                    "entry under key {key:?} has index {}, expected {}",
+                    entry.log_id.index,
+                    inner.segments.next_index()
+                )));
+            }
+            inner.segments.append([(entry.log_id.index, value.as_slice())])?;
+            inner.last = Some(entry.log_id);
+        }
+        inner.segments.sync()?;
+        inner.cache_first = inner.segments.next_index();
+        if let Some(v) = old_vote {
+            let vote: Vote<u64> = decode("vote", &v)?;
+            write_small_file(&inner.dir.join(VOTE_FILE), &v)?;
+            inner.vote = Some(vote);
+        }
+        tracing::info!(last = ?inner.last, "moved the Raft log out of sled into segment files");
+        Ok(())
     }
 
-    /// Writes and flushes, off the async workers.
-    async fn write_durably(&self, tree: Tree, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StorageError> {
-        let store = self.store.clone();
-        blocking(move || {
-            let err = |e| storage_error(e, ErrorSubject::Logs, ErrorVerb::Write);
-            store.apply(tree, writes).map_err(err)?;
-            store.flush().map_err(err)
-        })
-        .await
-    }
-
-    fn index_keys(&self, from: u64, to_inclusive: u64) -> Result<Vec<Vec<u8>>, StorageError> {
-        let rows = self
-            .store
-            .scan(Tree::Log, &[], &from.to_be_bytes(), usize::MAX)
-            .map_err(|e| storage_error(e, ErrorSubject::Logs, ErrorVerb::Read))?;
-        Ok(rows
-            .into_iter()
-            .map(|(k, _)| k)
-            .take_while(|k| index_of(k).is_some_and(|i| i <= to_inclusive))
-            .collect())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-fn index_of(key: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(key.try_into().ok()?))
+impl Inner {
+    fn entry(&self, index: u64) -> Result<Entry<TypeConfig>, StorageError> {
+        if index >= self.cache_first {
+            if let Some((e, _)) = self.cache.get((index - self.cache_first) as usize) {
+                return Ok(e.clone());
+            }
+        }
+        let bytes = self.segments.read(index).map_err(read_err)?;
+        decode_entry(&self.dir, index, &bytes).map_err(read_err)
+    }
+
+    fn evict(&mut self) {
+        while self.cache.len() > CACHE_ENTRIES || self.cache_bytes > CACHE_BYTES {
+            match self.cache.pop_front() {
+                Some((_, n)) => {
+                    self.cache_bytes -= n;
+                    self.cache_first += 1;
+                }
+                None => break,
+            }
+        }
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -66,24 +204,24 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        let inner = self.lock();
+        let held_from = inner
+            .purged
+            .map_or(0, |p| p.index + 1)
+            .max(inner.segments.first_index());
         let start = match range.start_bound() {
             Bound::Included(i) => *i,
             Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
-        };
-        let rows = self
-            .store
-            .scan(Tree::Log, &[], &start.to_be_bytes(), usize::MAX)
-            .map_err(|e| storage_error(e, ErrorSubject::Logs, ErrorVerb::Read))?;
-        let mut out = Vec::new();
-        for (k, v) in rows {
-            let Some(index) = index_of(&k) else { break };
-            if !range.contains(&index) {
-                break;
-            }
-            out.push(decode(&k, &v).map_err(|e| storage_error(e, ErrorSubject::Logs, ErrorVerb::Read))?);
         }
-        Ok(out)
+        .max(held_from);
+        let end = match range.end_bound() {
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
+        }
+        .min(inner.segments.next_index());
+        (start..end).map(|i| inner.entry(i)).collect()
     }
 }
 
@@ -91,22 +229,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged: Option<LogId<u64>> = self.read(Tree::Raft, PURGED)?;
-        let last = match self
-            .store
-            .last(Tree::Log, &[])
-            .map_err(|e| storage_error(e, ErrorSubject::Logs, ErrorVerb::Read))?
-        {
-            Some((k, v)) => {
-                let e: Entry<TypeConfig> =
-                    decode(&k, &v).map_err(|e| storage_error(e, ErrorSubject::Logs, ErrorVerb::Read))?;
-                Some(e.log_id)
-            }
-            None => last_purged,
-        };
+        let inner = self.lock();
         Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id: last,
+            last_purged_log_id: inner.purged,
+            last_log_id: inner.last,
         })
     }
 
@@ -117,59 +243,113 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
         // A vote must be on disk before it is sent, or a restarted node could
         // vote twice in one term.
-        self.write_durably(Tree::Raft, vec![(VOTE.to_vec(), Some(encode(vote)))])
-            .await
+        let bytes = encode(vote)?;
+        let mut inner = self.lock();
+        write_small_file(&inner.dir.join(VOTE_FILE), &bytes)
+            .map_err(|e| storage_error(e, ErrorSubject::Vote, ErrorVerb::Write))?;
+        inner.vote = Some(*vote);
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
-        self.read(Tree::Raft, VOTE)
+        Ok(self.lock().vote)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError> {
-        // Not flushed: losing it only means re-learning the commit index.
-        self.store
-            .apply(Tree::Raft, vec![(COMMITTED.to_vec(), Some(encode(&committed)))])
-            .map_err(|e| storage_error(e, ErrorSubject::Store, ErrorVerb::Write))
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError> {
-        Ok(self.read::<Option<LogId<u64>>>(Tree::Raft, COMMITTED)?.flatten())
-    }
+    // save_committed/read_committed keep openraft's defaults (not stored): a
+    // commit index written ahead of this node's own fsynced log could point
+    // past what a crash left; a restarted node applies again from the state
+    // machine's applied index once a leader tells it what is committed.
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let writes = entries
-            .into_iter()
-            .map(|e| (e.log_id.index.to_be_bytes().to_vec(), Some(encode(&e))))
-            .collect();
-        // openraft counts an entry as persisted only when the callback fires:
-        // after the fsync, never before.
-        let result = self.write_durably(Tree::Log, writes).await;
-        callback.log_io_completed(
-            result
-                .as_ref()
-                .map(|_| ())
-                .map_err(|e| std::io::Error::other(e.to_string())),
-        );
-        result
+        let mut encoded = Vec::new();
+        let mut decoded = Vec::new();
+        for e in entries {
+            encoded.push((e.log_id.index, encode(&e)?));
+            decoded.push(e);
+        }
+        let file = {
+            let mut inner = self.lock();
+            let file = inner
+                .segments
+                .append(encoded.iter().map(|(i, b)| (*i, b.as_slice())))
+                .map_err(write_err)?;
+            if let Some(e) = decoded.last() {
+                inner.last = Some(e.log_id);
+            }
+            if inner.cache.is_empty() {
+                inner.cache_first = encoded.first().map_or(inner.cache_first, |(i, _)| *i);
+            }
+            for (e, (_, b)) in decoded.into_iter().zip(&encoded) {
+                inner.cache_bytes += b.len();
+                inner.cache.push_back((e, b.len()));
+            }
+            inner.evict();
+            file
+        };
+        // The fsync runs here, on the Raft core's task, without the lock:
+        // readers go on meanwhile, and openraft 0.9 waits for the callback
+        // before it does anything else anyway, so a hand-off to another
+        // thread would only add two wake-ups. The entries count as persisted
+        // only when the callback fires: after the fsync, never before.
+        let result = file.sync_data();
+        let report = match &result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        };
+        callback.log_io_completed(report);
+        result.map_err(write_err)
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
-        let keys = self.index_keys(log_id.index, u64::MAX)?;
-        self.write_durably(Tree::Log, keys.into_iter().map(|k| (k, None)).collect())
-            .await
+        let mut inner = self.lock();
+        inner.segments.truncate_from(log_id.index).map_err(write_err)?;
+        while inner.cache_first + inner.cache.len() as u64 > log_id.index {
+            match inner.cache.pop_back() {
+                Some((_, n)) => inner.cache_bytes -= n,
+                None => break,
+            }
+        }
+        if inner.cache.is_empty() {
+            inner.cache_first = log_id.index;
+        }
+        let purged = inner.purged;
+        inner.last = match log_id.index.checked_sub(1) {
+            Some(prev) if purged.is_none_or(|p| p.index < prev) && prev >= inner.segments.first_index() => {
+                Some(inner.entry(prev)?.log_id)
+            }
+            _ => purged,
+        };
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
-        // Record the purge point first: a crash between the two writes then
-        // leaves extra entries, never a log state that claims missing ones.
-        self.write_durably(Tree::Raft, vec![(PURGED.to_vec(), Some(encode(&log_id)))])
-            .await?;
-        let keys = self.index_keys(0, log_id.index)?;
-        self.write_durably(Tree::Log, keys.into_iter().map(|k| (k, None)).collect())
-            .await
+        let bytes = encode(&log_id)?;
+        let mut inner = self.lock();
+        // Record the purge point first: a crash before the segments go then
+        // leaves extra entries, which opening drops, never a log state that
+        // claims entries it lacks.
+        write_small_file(&inner.dir.join(PURGED_FILE), &bytes).map_err(write_err)?;
+        inner.purged = Some(log_id);
+        inner.segments.drop_segments_upto(log_id.index).map_err(write_err)?;
+        while inner.cache_first <= log_id.index {
+            match inner.cache.pop_front() {
+                Some((_, n)) => {
+                    inner.cache_bytes -= n;
+                    inner.cache_first += 1;
+                }
+                None => {
+                    inner.cache_first = inner.segments.next_index();
+                    break;
+                }
+            }
+        }
+        if inner.last.is_none_or(|l| l.index < log_id.index) {
+            inner.last = Some(log_id);
+        }
+        Ok(())
     }
 }

@@ -7,10 +7,12 @@
 
 mod log_store;
 mod network;
+mod segments;
 mod state_machine;
 
-pub use log_store::LogStore;
+pub use log_store::{LogStore, LogStoreError};
 pub use network::Network;
+pub use segments::{Recovery, SegmentError};
 pub use state_machine::{digest, StateMachine};
 
 use crate::namespace::{Command, Reply};
@@ -56,7 +58,9 @@ fn storage_error(
     openraft::StorageIOError::new(what, verb, openraft::AnyError::error(e.to_string())).into()
 }
 
-/// Runs blocking store work (sled flushes fsync) off the async workers.
+/// Runs blocking store work (sled flushes fsync) off the async workers; only
+/// for rare work (snapshots): a hop to the blocking pool per small write costs
+/// two thread wake-ups.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {
@@ -81,13 +85,13 @@ mod tests {
 
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for SledBuilder {
         async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
-            let dir = tempfile::tempdir()
-                .map_err(|e| storage_error(e, openraft::ErrorSubject::Store, openraft::ErrorVerb::Write))?;
-            let store: Arc<dyn crate::store::Store> = Arc::new(
-                SledStore::open(dir.path())
-                    .map_err(|e| storage_error(e, openraft::ErrorSubject::Store, openraft::ErrorVerb::Write))?,
-            );
-            Ok((dir, LogStore::new(store.clone()), StateMachine::new(store)))
+            let err =
+                |e: &dyn std::fmt::Display| storage_error(e, openraft::ErrorSubject::Store, openraft::ErrorVerb::Write);
+            let dir = tempfile::tempdir().map_err(|e| err(&e))?;
+            let store: Arc<dyn crate::store::Store> =
+                Arc::new(SledStore::open(&dir.path().join("db")).map_err(|e| err(&e))?);
+            let (log, _) = LogStore::open(&dir.path().join("raft-log")).map_err(|e| err(&e))?;
+            Ok((dir, log, StateMachine::new(store)))
         }
     }
 

@@ -98,34 +98,35 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let store = self.store.clone();
-        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
         // One atomic store batch for every entry openraft hands over; not
-        // flushed here: the log is durable and replays anything lost.
-        blocking(move || {
-            let err = |e| storage_error(e, ErrorSubject::StateMachine, ErrorVerb::Write);
-            let mut txn = Txn::new(store.as_ref());
-            let mut responses = Vec::with_capacity(entries.len());
-            for entry in &entries {
-                txn.put_raw(APPLIED.to_vec(), Some(encode(&entry.log_id)));
-                let response = match &entry.payload {
-                    EntryPayload::Blank => Response::default(),
-                    EntryPayload::Normal(Request { time, commands }) => Response {
-                        results: apply_batch(&mut txn, *time, commands).map_err(err)?,
-                    },
-                    EntryPayload::Membership(m) => {
-                        let stored = StoredMembership::new(Some(entry.log_id), m.clone());
-                        txn.put_raw(MEMBERSHIP.to_vec(), Some(encode(&stored)));
-                        Response::default()
-                    }
-                };
-                txn.commit_command();
-                responses.push(response);
-            }
-            store.apply(Tree::State, txn.into_writes()).map_err(err)?;
-            Ok(responses)
-        })
-        .await
+        // flushed here: the log is durable, and a restarted node applies
+        // again from the applied id that reached the disk (sled writes its
+        // batches in order, so the state on disk is always a prefix). The log
+        // is only purged behind a snapshot, which flushes the state first.
+        // Applied right here: this is CPU work on sled's cache, and a hop to
+        // the blocking pool would cost more than most batches take.
+        let store = self.store.as_ref();
+        let err = |e| storage_error(e, ErrorSubject::StateMachine, ErrorVerb::Write);
+        let mut txn = Txn::new(store);
+        let mut responses = Vec::new();
+        for entry in entries {
+            txn.put_raw(APPLIED.to_vec(), Some(encode(&entry.log_id)));
+            let response = match &entry.payload {
+                EntryPayload::Blank => Response::default(),
+                EntryPayload::Normal(Request { time, commands }) => Response {
+                    results: apply_batch(&mut txn, *time, commands).map_err(err)?,
+                },
+                EntryPayload::Membership(m) => {
+                    let stored = StoredMembership::new(Some(entry.log_id), m.clone());
+                    txn.put_raw(MEMBERSHIP.to_vec(), Some(encode(&stored)));
+                    Response::default()
+                }
+            };
+            txn.commit_command();
+            responses.push(response);
+        }
+        store.apply(Tree::State, txn.into_writes()).map_err(err)?;
+        Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
