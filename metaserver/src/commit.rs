@@ -48,6 +48,7 @@ type WriteResult = Result<Result<Reply, Errno>, ServeError>;
 struct Pending {
     /// None asks only for an entry to be committed (it creates the root).
     command: Option<Command>,
+    has_command: bool,
     reply: oneshot::Sender<WriteResult>,
 }
 
@@ -78,7 +79,14 @@ impl Committer {
     async fn send(&self, command: Option<Command>) -> WriteResult {
         let (reply, rx) = oneshot::channel();
         let stopped = || ServeError::Unavailable("meta server is shutting down".into());
-        self.tx.send(Pending { command, reply }).await.map_err(|_| stopped())?;
+        self.tx
+            .send(Pending {
+                command,
+                has_command: false,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 }
@@ -105,20 +113,28 @@ async fn run_committer(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
-async fn commit_batch(raft: &Raft, batch: Vec<Pending>) {
-    let commands: Vec<Command> = batch.iter().filter_map(|p| p.command.clone()).collect();
+async fn commit_batch(raft: &Raft, mut batch: Vec<Pending>) {
+    // Moved, not copied, into the entry; `has_command` remembers which
+    // waiters get a result of their own.
+    let mut commands = Vec::with_capacity(batch.len());
+    for p in &mut batch {
+        if let Some(c) = p.command.take() {
+            commands.push(c);
+            p.has_command = true;
+        }
+    }
     let request = Request {
         time: Timestamp::now(),
-        commands,
+        commands: Arc::new(commands),
     };
     match raft.client_write(request).await {
         Ok(response) => {
             let mut results = response.data.results.into_iter();
             for p in batch {
-                let outcome = match p.command {
-                    None => Ok(Ok(Reply::Done)),
+                let outcome = match p.has_command {
+                    false => Ok(Ok(Reply::Done)),
                     // The state machine answers every command of the batch.
-                    Some(_) => results
+                    true => results
                         .next()
                         .map(Ok)
                         .unwrap_or(Err(ServeError::Unavailable("short batch response".into()))),

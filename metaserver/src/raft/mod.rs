@@ -19,13 +19,17 @@ use crate::namespace::{Command, Reply};
 use nimbus_common::{Errno, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
+use std::sync::Arc;
 
 /// One Raft entry: a batch of namespace commands committed together (group
 /// commit), stamped with the leader's clock.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Request {
     pub time: Timestamp,
-    pub commands: Vec<Command>,
+    /// Shared: openraft clones an entry for every reader (each follower's
+    /// replication, the state machine), and a batch can hold a thousand
+    /// commands. Encoded exactly as a plain list.
+    pub commands: Arc<Vec<Command>>,
 }
 
 /// The outcome of every command of a [`Request`], in order.
