@@ -4,6 +4,7 @@
 
 use super::convert::{self, fail, file_attr, file_type, unexpected, FsError, FsResult, R as READ, W as WRITE};
 use super::files::OpenFile;
+use super::idmap::IdMap;
 use super::open::OpenTable;
 use super::session::Session;
 use fuser::{FileAttr, FileType};
@@ -69,6 +70,8 @@ pub struct Inner {
     pub ttl: Duration,
     /// What this mount holds in the cluster: locks, removed-but-open files.
     pub session: Arc<Session>,
+    /// Nimbus ids as the workstation shows them, and back.
+    pub ids: Arc<IdMap>,
     files: OpenTable,
     handles: Mutex<HashMap<u64, Handle>>,
     dirs: Mutex<HashMap<u64, Option<DirCache>>>,
@@ -81,11 +84,12 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
-    pub fn new(client: Arc<MetaClient>, ttl: Duration) -> Inner {
+    pub fn new(client: Arc<MetaClient>, ttl: Duration, ids: IdMap) -> Inner {
         Inner {
             session: Arc::new(Session::new(client.clone())),
             client,
             ttl,
+            ids: Arc::new(ids),
             files: OpenTable::default(),
             handles: Mutex::default(),
             dirs: Mutex::default(),
@@ -116,8 +120,15 @@ impl Inner {
     }
 
     /// The kernel's view of `a`: an open file's size and mtime include the
-    /// writes this mount has buffered.
+    /// writes this mount has buffered; ids are the workstation's.
     fn view(&self, a: &pb::Attr) -> FileAttr {
+        let mut attr = self.view_data(a);
+        attr.uid = self.ids.uid_out(a.uid);
+        attr.gid = self.ids.gid_out(a.gid);
+        attr
+    }
+
+    fn view_data(&self, a: &pb::Attr) -> FileAttr {
         match self.open_file(a.ino) {
             Some(f) if a.kind == pb::FileKind::Regular as i32 => {
                 // 0: never written here (not the epoch; times may be older).
@@ -151,7 +162,13 @@ impl Inner {
 
     /// chmod, chown, truncate and utimens in one command; an open file's
     /// buffered writes are cut or committed to match (files.rs).
-    pub async fn setattr(&self, caller: pb::Caller, change: pb::SetAttr) -> FsResult<FileAttr> {
+    pub async fn setattr(&self, caller: pb::Caller, mut change: pb::SetAttr) -> FsResult<FileAttr> {
+        if let Some(uid) = change.uid {
+            change.uid = Some(self.ids.uid_in(uid).await?);
+        }
+        if let Some(gid) = change.gid {
+            change.gid = Some(self.ids.gid_in(gid).await?);
+        }
         let set = self.attr_call(caller, Op::Setattr(change), "Setattr");
         let a = match self.open_file(change.ino) {
             Some(file) => file.set_attr(&self.client, &change, set).await?,
@@ -219,7 +236,10 @@ impl Inner {
         }
     }
 
-    pub async fn setxattr(&self, caller: pb::Caller, set: pb::SetXattr) -> FsResult<()> {
+    pub async fn setxattr(&self, caller: pb::Caller, mut set: pb::SetXattr) -> FsResult<()> {
+        if IdMap::is_acl(&set.name) {
+            set.value = self.ids.acl_in(std::mem::take(&mut set.value)).await?;
+        }
         self.done_call(caller, Op::Setxattr(set), "Setxattr").await
     }
 
@@ -230,7 +250,9 @@ impl Inner {
 
     /// An attribute's value, or its size when `size` is 0 (a probe).
     pub async fn getxattr(&self, caller: pb::Caller, ino: u64, name: Vec<u8>, size: u32) -> FsResult<XattrOut> {
+        let acl = IdMap::is_acl(&name);
         match self.call(caller, Op::Getxattr(pb::GetXattr { ino, name })).await? {
+            R::Data(v) if acl => sized(self.ids.acl_out(v), size),
             R::Data(v) => sized(v, size),
             other => unexpected("Getxattr", &other),
         }
@@ -510,11 +532,6 @@ impl Inner {
     }
 }
 
-/// POSIX ACLs travel as the xattrs `system.posix_acl_access` and
-/// `system.posix_acl_default`. Nimbus does not enforce ACLs, and storing
-/// them as plain bytes would be worse than refusing: `cp -a` sets the ACL
-/// instead of chmod and the mode bits would stay wrong. EOPNOTSUPP makes
-/// tools fall back to the mode bits.
 /// A getxattr/listxattr answer for a buffer of `size` bytes (0: a probe).
 fn sized(value: Vec<u8>, size: u32) -> FsResult<XattrOut> {
     let len = u32::try_from(value.len()).map_err(|_| FsError(Errno::E2BIG))?;
