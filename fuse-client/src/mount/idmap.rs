@@ -185,13 +185,16 @@ impl IdMap {
         }
     }
 
-    /// The mapping of a mount signed in through `client` and mounted by
-    /// this process's user.
-    pub async fn load(mode: IdMode, client: Arc<MetaClient>) -> Result<IdMap, nimbus_client::ClientError> {
+    /// The mapping of a mount signed in as `me` through `client` and
+    /// mounted by this process's user.
+    pub async fn load(
+        mode: IdMode,
+        me: &pb::Account,
+        client: Arc<MetaClient>,
+    ) -> Result<IdMap, nimbus_client::ClientError> {
         if mode == IdMode::None {
             return Ok(IdMap::identity());
         }
-        let me = client.whoami().await?;
         let directory = client.directory().await?;
         let own = Own {
             nimbus_uid: me.uid,

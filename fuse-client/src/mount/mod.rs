@@ -84,10 +84,21 @@ pub async fn run(client: MetaClient, args: MountArgs) -> anyhow::Result<()> {
     } else {
         args.idmap
     };
-    let ids = idmap::IdMap::load(mode, client.clone())
+    let me = client.whoami().await.context("asking the cluster who this mount is")?;
+    let ids = idmap::IdMap::load(mode, &me, client.clone())
         .await
         .context("learning the cluster's user and group names")?;
-    let inner = Arc::new(ops::Inner::new(client, Duration::from_millis(args.attr_ttl_ms), ids));
+    let identity = ops::Identity {
+        nimbus_uid: me.uid,
+        superuser: me.admin,
+        as_local_users: args.as_local_users,
+    };
+    let inner = Arc::new(ops::Inner::new(
+        client,
+        Duration::from_millis(args.attr_ttl_ms),
+        ids,
+        identity,
+    ));
     tokio::spawn(inner.session.clone().keep_alive());
     let filesystem = fs::NimbusFs::new(inner.clone(), tokio::runtime::Handle::current(), args.as_local_users);
     let mut config = Config::default();

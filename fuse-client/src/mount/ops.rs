@@ -3,7 +3,7 @@
 //! calling process, and the tables of open files and directories.
 
 use super::convert::{self, fail, file_attr, file_type, unexpected, FsError, FsResult, R as READ, W as WRITE};
-use super::files::OpenFile;
+use super::files::{OpenFile, SetOutcome, Who};
 use super::idmap::IdMap;
 use super::open::OpenTable;
 use super::session::Session;
@@ -63,6 +63,17 @@ pub enum XattrOut {
     Data(Vec<u8>),
 }
 
+/// Who the mount acts as.
+#[derive(Clone, Copy, Debug)]
+pub struct Identity {
+    /// The signed-in user.
+    pub nimbus_uid: u32,
+    /// An administrator: the file-system superuser.
+    pub superuser: bool,
+    /// Each request acts as its local process (--as-local-users).
+    pub as_local_users: bool,
+}
+
 /// The mount's state, shared by every request.
 pub struct Inner {
     pub client: Arc<MetaClient>,
@@ -72,6 +83,7 @@ pub struct Inner {
     pub session: Arc<Session>,
     /// Nimbus ids as the workstation shows them, and back.
     pub ids: Arc<IdMap>,
+    identity: Identity,
     files: OpenTable,
     handles: Mutex<HashMap<u64, Handle>>,
     dirs: Mutex<HashMap<u64, Option<DirCache>>>,
@@ -84,8 +96,9 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
-    pub fn new(client: Arc<MetaClient>, ttl: Duration, ids: IdMap) -> Inner {
+    pub fn new(client: Arc<MetaClient>, ttl: Duration, ids: IdMap, identity: Identity) -> Inner {
         Inner {
+            identity,
             session: Arc::new(Session::new(client.clone())),
             client,
             ttl,
@@ -131,16 +144,46 @@ impl Inner {
     fn view_data(&self, a: &pb::Attr) -> FileAttr {
         match self.open_file(a.ino) {
             Some(f) if a.kind == pb::FileKind::Regular as i32 => {
-                // 0: never written here (not the epoch; times may be older).
-                let written = Some(f.written_at()).filter(|&w| w != 0);
-                let a = pb::Attr {
-                    mtime_ns: written.map_or(a.mtime_ns, |w| a.mtime_ns.max(w)),
-                    ctime_ns: written.map_or(a.ctime_ns, |w| a.ctime_ns.max(w)),
-                    ..*a
+                // Changes folded into the next commit show at once.
+                let mut a = match f.folded() {
+                    Some(folded) => pb::Attr {
+                        perm: folded.perm,
+                        uid: folded.uid,
+                        gid: folded.gid,
+                        atime_ns: folded.atime_ns,
+                        mtime_ns: folded.mtime_ns,
+                        ctime_ns: a.ctime_ns.max(folded.ctime_ns),
+                        ..*a
+                    },
+                    None => *a,
                 };
+                // 0: nothing written here since the last commit or utimens.
+                // A write sets mtime to its own time, even back from a
+                // future one a utimens set.
+                if let Some(w) = Some(f.written_at()).filter(|&w| w != 0) {
+                    a.mtime_ns = w;
+                    a.ctime_ns = a.ctime_ns.max(w);
+                }
                 file_attr(&a, f.size())
             }
             _ => file_attr(a, a.size),
+        }
+    }
+
+    /// Who `caller` acts as in the cluster, for folding decisions.
+    fn who(&self, caller: &pb::Caller) -> Who {
+        if self.identity.as_local_users {
+            Who {
+                uid: caller.uid,
+                nimbus_uid: caller.uid,
+                superuser: caller.uid == 0,
+            }
+        } else {
+            Who {
+                uid: caller.uid,
+                nimbus_uid: self.identity.nimbus_uid,
+                superuser: self.identity.superuser,
+            }
         }
     }
 
@@ -169,9 +212,12 @@ impl Inner {
         if let Some(gid) = change.gid {
             change.gid = Some(self.ids.gid_in(gid).await?);
         }
+        let who = self.who(&caller);
         let set = self.attr_call(caller, Op::Setattr(change), "Setattr");
         let a = match self.open_file(change.ino) {
-            Some(file) => file.set_attr(&self.client, &change, set).await?,
+            Some(file) => match file.set_attr(&self.client, &change, who, set).await? {
+                SetOutcome::Folded(a) | SetOutcome::Applied(a) => a,
+            },
             None => set.await?,
         };
         Ok(self.view(&a))
@@ -306,6 +352,7 @@ impl Inner {
             self.put_back(ino).await;
             return Err(e);
         }
+        file.known(&a);
         Ok(self.new_handle(ino, file, flags))
     }
 
@@ -314,6 +361,7 @@ impl Inner {
         let a = self.attr_call(caller.clone(), Op::MakeNode(node), "MakeNode").await?;
         // A new file is empty: nothing to read from the cluster.
         let file = self.files.acquire(a.ino, &caller);
+        file.known(&a);
         let fh = self.new_handle(a.ino, file, flags);
         Ok((self.view(&a), fh))
     }
@@ -358,6 +406,9 @@ impl Inner {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let sync = flags & O_DSYNC != 0; // O_SYNC includes the O_DSYNC bit
         let writable = matches!(flags & O_ACCMODE, O_WRONLY | O_RDWR);
+        if writable {
+            file.writer(true);
+        }
         locked(&self.handles).insert(
             fh,
             Handle {
@@ -412,6 +463,9 @@ impl Inner {
             return fail(Errno::EBADF);
         };
         let r = h.file.flush(&self.client).await;
+        if h.writable {
+            h.file.writer(false);
+        }
         if let Err(e) = r {
             tracing::error!("inode {}: writes lost at close: {}", h.ino, e.0);
         }
