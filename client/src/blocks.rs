@@ -78,6 +78,18 @@ pub async fn fetch_block(
     Ok(out)
 }
 
+/// What one commit of a file carries (see [`MetaClient::commit_file_as`]).
+#[derive(Default)]
+pub struct FileCommit<'a> {
+    /// Written blocks, by slot.
+    pub slots: &'a [(u64, &'a WrittenBlock)],
+    pub size: u64,
+    /// Slot 0's whole contents, kept by the meta cluster (small files).
+    pub inline: Option<Vec<u8>>,
+    /// chmod/chown/utimens made on the open file, applied after the data.
+    pub attrs: Option<pb::SetAttr>,
+}
+
 impl MetaClient {
     /// Asks the leader for `replication` servers (0: the default) to hold a
     /// block of `len` bytes, avoiding `exclude`.
@@ -272,17 +284,28 @@ impl MetaClient {
         slots: &[(u64, &WrittenBlock)],
         size: u64,
     ) -> Result<pb::Attr, ClientError> {
-        self.commit_write_as(self.caller.clone(), ino, slots, size).await
+        let commit = FileCommit {
+            slots,
+            size,
+            ..FileCommit::default()
+        };
+        self.commit_file_as(self.caller.clone(), ino, commit).await
     }
 
-    /// [`MetaClient::commit_write`] on behalf of `caller`.
-    pub async fn commit_write_as(
+    /// Commits a file's new contents and the attributes set on it, in one
+    /// command, on behalf of `caller`.
+    pub async fn commit_file_as(
         &self,
         caller: pb::Caller,
         ino: nimbus_common::Ino,
-        slots: &[(u64, &WrittenBlock)],
-        size: u64,
+        commit: FileCommit<'_>,
     ) -> Result<pb::Attr, ClientError> {
+        let FileCommit {
+            slots,
+            size,
+            inline,
+            attrs,
+        } = commit;
         let r = self
             .call_as(
                 caller,
@@ -299,6 +322,8 @@ impl MetaClient {
                         })
                         .collect(),
                     size,
+                    inline_data: inline,
+                    attrs,
                 }),
             )
             .await?;

@@ -371,6 +371,25 @@ impl MetaClient {
         }
     }
 
+    /// Every user's and group's name and id (any signed-in user may ask).
+    pub async fn directory(&self) -> Result<pb::Directory, ClientError> {
+        match self
+            .account(pb::account_request::Op::Directory(pb::DirectoryGet {}))
+            .await?
+        {
+            pb::account_reply::Result::Directory(d) => Ok(d),
+            _ => Err(ClientError::Refused("the directory request answered oddly".into())),
+        }
+    }
+
+    /// Who the client is signed in as.
+    pub async fn whoami(&self) -> Result<pb::Account, ClientError> {
+        match self.account(pb::account_request::Op::Whoami(pb::WhoAmI {})).await? {
+            pb::account_reply::Result::Account(a) => Ok(a),
+            _ => Err(ClientError::Refused("whoami answered oddly".into())),
+        }
+    }
+
     /// Status of one node, asked directly (no leader redirect).
     pub async fn node_status(&self, addr: &str) -> Result<pb::NodeStatus, ClientError> {
         let mut admin = AdminClient::new(self.channel(addr)?);

@@ -9,7 +9,13 @@
 //! user=alice
 //! expires_ms=1795000000000
 //! token=nimbus1.0a1b...
+//! meta=10.0.0.1:7100,10.0.0.2:7100
 //! ```
+//!
+//! `meta` (and `insecure=true` for a cluster without TLS) records which
+//! cluster the sign-in belongs to, so that later commands need no flags; the
+//! CA certificate the sign-in verified the cluster with is kept beside it as
+//! `cas/NAME.pem`. Sign-ins to the dev cluster record neither.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -19,12 +25,16 @@ use std::path::PathBuf;
 pub const DEFAULT: &str = "default";
 
 /// One stored sign-in.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Profile {
     pub user: String,
     pub token: String,
     /// Milliseconds since the Unix epoch.
     pub expires_ms: u64,
+    /// The meta servers the sign-in was granted by (empty: not recorded).
+    pub meta: Vec<String>,
+    /// That cluster speaks without TLS.
+    pub insecure: bool,
 }
 
 /// Why a profile could not be read or written.
@@ -83,11 +93,14 @@ pub fn load(name: &str) -> Result<Option<Profile>, ProfileError> {
 
 fn parse(text: &str) -> Option<Profile> {
     let (mut user, mut token, mut expires_ms) = (None, None, None);
+    let (mut meta, mut insecure) = (Vec::new(), false);
     for line in text.lines() {
         match line.split_once('=') {
             Some(("user", v)) => user = Some(v.to_owned()),
             Some(("token", v)) => token = Some(v.to_owned()),
             Some(("expires_ms", v)) => expires_ms = v.parse().ok(),
+            Some(("meta", v)) => meta = v.split(',').filter(|a| !a.is_empty()).map(str::to_owned).collect(),
+            Some(("insecure", v)) => insecure = v == "true",
             _ => {}
         }
     }
@@ -95,7 +108,61 @@ fn parse(text: &str) -> Option<Profile> {
         user: user?,
         token: token?,
         expires_ms: expires_ms?,
+        meta,
+        insecure,
     })
+}
+
+fn format(p: &Profile) -> String {
+    let mut text = format!("user={}\nexpires_ms={}\ntoken={}\n", p.user, p.expires_ms, p.token);
+    if !p.meta.is_empty() {
+        text.push_str(&format!("meta={}\n", p.meta.join(",")));
+    }
+    if p.insecure {
+        text.push_str("insecure=true\n");
+    }
+    text
+}
+
+/// Where the CA certificate of profile `name`'s cluster is kept.
+pub fn ca_path(name: &str) -> Result<PathBuf, ProfileError> {
+    let p = path(name)?;
+    let config = p.parent().and_then(|d| d.parent()).ok_or(ProfileError::NoDir)?;
+    Ok(config.join("cas").join(format!("{name}.pem")))
+}
+
+/// Keeps `pem` as the CA certificate of profile `name`'s cluster (or
+/// forgets it, with None).
+pub fn save_ca(name: &str, pem: Option<&[u8]>) -> Result<(), ProfileError> {
+    let p = ca_path(name)?;
+    let io = |e| ProfileError::Io(p.display().to_string(), e);
+    let Some(pem) = pem else {
+        return match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
+            _ => Ok(()),
+        };
+    };
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).map_err(io)?;
+    }
+    write_atomically(&p, pem, 0o644).map_err(io)
+}
+
+fn write_atomically(p: &std::path::Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = p.with_file_name(format!(".{name}.{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, p)
 }
 
 /// Stores profile `name`, replacing it atomically; only the local user may
@@ -106,22 +173,7 @@ pub fn save(name: &str, profile: &Profile) -> Result<PathBuf, ProfileError> {
     let d = dir()?;
     std::fs::create_dir_all(&d).map_err(io)?;
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-    let tmp = d.join(format!(".{name}.{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    write!(
-        f,
-        "user={}\nexpires_ms={}\ntoken={}\n",
-        profile.user, profile.expires_ms, profile.token
-    )
-    .and_then(|()| f.sync_all())
-    .map_err(io)?;
-    std::fs::rename(&tmp, &p).map_err(io)?;
+    write_atomically(&p, format(profile).as_bytes(), 0o600).map_err(io)?;
     Ok(p)
 }
 
@@ -144,13 +196,16 @@ mod tests {
         assert!(path("../x").is_err());
         assert!(path("").is_err());
         assert!(path(".hidden").is_err());
-        let p = Profile {
+        let mut p = Profile {
             user: "alice".into(),
             token: "nimbus1.00".into(),
             expires_ms: 42,
+            ..Profile::default()
         };
-        let text = format!("user={}\nexpires_ms={}\ntoken={}\n", p.user, p.expires_ms, p.token);
-        assert_eq!(parse(&text), Some(p));
+        assert_eq!(parse(&format(&p)), Some(p.clone()));
+        p.meta = vec!["10.0.0.1:7100".into(), "10.0.0.2:7100".into()];
+        p.insecure = true;
+        assert_eq!(parse(&format(&p)), Some(p));
         assert_eq!(parse("user=a\n"), None);
     }
 }

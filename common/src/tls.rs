@@ -112,6 +112,40 @@ impl Security {
         }))
     }
 
+    /// A client's security from directory `dir`: the operator certificate
+    /// `admin.pem`/`admin.key` when present (administrative services ask for
+    /// one), else `ca.pem` alone, which is all a user's workstation needs.
+    pub fn load_client(dir: &Path) -> Result<Security, TlsError> {
+        if dir.join("admin.pem").exists() && dir.join("admin.key").exists() {
+            Security::load(dir, "admin")
+        } else {
+            Security::load_ca(dir)
+        }
+    }
+
+    /// A client that verifies servers against CA certificate `pem` and
+    /// presents none.
+    pub fn from_ca_pem(pem: Vec<u8>) -> Security {
+        Security::Tls(TlsMaterial {
+            ca: pem,
+            identity: None,
+        })
+    }
+
+    /// Loads a CA certificate file (any name) for a client without
+    /// certificate.
+    pub fn load_ca_file(path: &Path) -> Result<Security, TlsError> {
+        Ok(Security::from_ca_pem(read(path)?))
+    }
+
+    /// The CA certificate servers are verified against (None: no TLS).
+    pub fn ca_pem(&self) -> Option<&[u8]> {
+        match self {
+            Security::Tls(m) => Some(&m.ca),
+            Security::Insecure => None,
+        }
+    }
+
     /// A server builder with TLS configured and message-friendly HTTP/2 windows.
     pub fn server(&self) -> Result<Server, TlsError> {
         let builder = Server::builder()

@@ -1,6 +1,7 @@
 //! `nimbus login/logout/whoami` and the `user`, `group`, `quota` and `share`
 //! commands: thin wrappers over the cluster's account service.
 
+use crate::connection::Cluster;
 use crate::paths;
 use anyhow::{bail, Context};
 use nimbus_client::{profile, MetaClient};
@@ -131,7 +132,7 @@ fn local_user() -> String {
 
 /// `nimbus login`: signs in and stores the token in profile `profile_name`.
 pub async fn login(
-    client: &MetaClient,
+    cluster: &Cluster,
     profile_name: &str,
     user: Option<String>,
     password: PasswordSource,
@@ -139,13 +140,25 @@ pub async fn login(
 ) -> anyhow::Result<()> {
     let user = user.unwrap_or_else(local_user);
     let pw = password.read(&format!("Nimbus password for {user}: "))?;
-    let granted = client.login(&user, &pw, ttl_secs).await?;
+    let granted = cluster.client(profile_name)?.login(&user, &pw, ttl_secs).await?;
+    // Later commands find the cluster through the profile: a workstation
+    // needs flags only once.
+    let (meta, insecure) = match cluster.record {
+        true => (cluster.meta.clone(), cluster.security.ca_pem().is_none()),
+        false => (Vec::new(), false),
+    };
+    profile::save_ca(
+        profile_name,
+        cluster.record.then(|| cluster.security.ca_pem()).flatten(),
+    )?;
     let path = profile::save(
         profile_name,
         &profile::Profile {
             user: user.clone(),
             token: granted.token,
             expires_ms: granted.expires_ms,
+            meta,
+            insecure,
         },
     )?;
     let admin = granted.account.as_ref().is_some_and(|a| a.admin);

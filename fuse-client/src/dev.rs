@@ -413,6 +413,7 @@ async fn sign_in_admin(client: &MetaClient, dir: &Path, profile: &str, patience:
                         user: "admin".into(),
                         token: granted.token.clone(),
                         expires_ms: granted.expires_ms,
+                        ..Default::default()
                     },
                 )?;
                 return Ok(granted.token);

@@ -2,16 +2,16 @@
 //! cluster, cluster status and administration, and namespace commands by path.
 
 mod account;
+mod connection;
 mod dev;
 mod mount;
 mod paths;
 
 use anyhow::bail;
 use clap::{Parser, Subcommand};
-use nimbus_client::MetaClient;
-use nimbus_common::tls::{self, Security};
+use connection::Conn;
+use nimbus_common::tls;
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -30,27 +30,6 @@ struct Cli {
     conn: Conn,
     #[command(subcommand)]
     command: Cmd,
-}
-
-/// Which cluster to talk to.
-#[derive(clap::Args)]
-struct Conn {
-    /// Meta servers (host:port, comma-separated). Default: the dev cluster.
-    #[arg(long, global = true, env = "NIMBUS_META", value_delimiter = ',')]
-    meta: Vec<String>,
-    /// Directory with ca.pem and the operator certificate (admin.pem/.key).
-    #[arg(long, global = true, env = "NIMBUS_TLS_DIR")]
-    tls_dir: Option<PathBuf>,
-    /// Connect without TLS, to servers started with --insecure.
-    #[arg(long, global = true)]
-    insecure: bool,
-    /// State directory of the dev cluster.
-    #[arg(long, global = true, env = "NIMBUS_DEV_DIR", default_value = ".nimbus-dev")]
-    dev_dir: PathBuf,
-    /// Which stored sign-in to act as (see `nimbus login`); one local account
-    /// may keep several.
-    #[arg(long, global = true, env = "NIMBUS_PROFILE", default_value = nimbus_client::profile::DEFAULT)]
-    profile: String,
 }
 
 #[derive(Subcommand)]
@@ -271,23 +250,6 @@ fn parse_mode(s: &str) -> Result<u32, String> {
     }
 }
 
-impl Conn {
-    fn client(&self) -> anyhow::Result<MetaClient> {
-        if self.meta.is_empty() {
-            let Some(dev) = dev::load(&self.dev_dir)? else {
-                bail!("no cluster given: pass --meta HOST:PORT (or NIMBUS_META), or start one with `nimbus dev up`");
-            };
-            return Ok(dev.client()?.with_profile(&self.profile)?);
-        }
-        let security = match (&self.tls_dir, self.insecure) {
-            (_, true) => Security::Insecure,
-            (Some(d), false) => Security::load(d, "admin")?,
-            (None, false) => bail!("--tls-dir (or NIMBUS_TLS_DIR) is required with --meta, or --insecure"),
-        };
-        Ok(MetaClient::new(security, self.meta.clone(), Duration::from_secs(30))?.with_profile(&self.profile)?)
-    }
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Commands that print end quietly on a closed pipe (`nimbus status |
@@ -325,7 +287,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             paths::server_state(&conn.client()?, id, state).await
         }
         Cmd::Login { user, password, ttl } => {
-            account::login(&conn.client()?, &conn.profile, user, password, ttl.unwrap_or(0)).await
+            let cluster = conn.cluster()?;
+            account::login(&cluster, &conn.profile, user, password, ttl.unwrap_or(0)).await
         }
         Cmd::Logout => account::logout(&conn.client()?, &conn.profile).await,
         Cmd::Whoami => account::whoami(&conn.client()?).await,

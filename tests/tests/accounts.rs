@@ -84,7 +84,10 @@ async fn homes_shares_and_acls_follow_the_signed_in_user() -> anyhow::Result<()>
     let c = &m.cluster;
     let bob_uid = add_user(c, "bob", &[])?;
     add_user(c, "alice", &[])?;
-    let alice = mount_as(&m, "alice", &[])?;
+    // Nimbus ids as they are (no local accounts here to map them by name:
+    // tests/tests/workstation.rs covers that), so ACL entries name bob's
+    // Nimbus uid.
+    let alice = mount_as(&m, "alice", &["--idmap", "none"])?;
     // Bob's mount lets every local user in, to show that a local uid
     // (here alice's number) buys nothing.
     let bob = mount_as(&m, "bob", &["--allow-other"])?;

@@ -1,9 +1,15 @@
 //! The data path of an open file. Writes land in whole-slot buffers (a slot
 //! is 4 MiB of the file and one immutable block on the data servers); flush,
 //! fsync and release upload every dirty slot as a new block, in parallel, and
-//! swap them in with ONE CommitWrite that also sets the size. Reads come from
-//! those buffers, else from the committed blocks (through cache.rs's
-//! read-ahead), and read holes as zeros.
+//! swap them in with ONE CommitWrite that also sets the size. A slot 0 of at
+//! most [`INLINE_MAX`] bytes (a small file) goes inside that command
+//! instead, to be kept by the meta cluster: a small file costs no trip to the
+//! data servers. chmod, chown and utimens on a file this mount holds open
+//! for writing wait for the same command (they are "folded"), so that `cp`
+//! and `tar` pay one commit per file at close, and other mounts see data and
+//! attributes at the same moment. Reads come from those buffers, else from
+//! the committed blocks (through cache.rs's read-ahead) or inline slot 0, and
+//! read holes as zeros.
 //!
 //! Every handle of an inode on this mount shares one [`OpenFile`], so that a
 //! truncate or a second descriptor sees the bytes written through the first,
@@ -11,7 +17,7 @@
 
 use super::cache::BlockCache;
 use super::convert::{fail, unexpected, FsError, FsResult};
-use nimbus_client::blocks::WrittenBlock;
+use nimbus_client::blocks::{FileCommit, WrittenBlock};
 use nimbus_client::MetaClient;
 use nimbus_common::{BlockId, Errno, Ino};
 use nimbus_proto as pb;
@@ -19,7 +25,7 @@ use nimbus_proto::ns_reply::Result as R;
 use nimbus_proto::ns_request::Op;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::task::JoinSet;
 
@@ -30,6 +36,11 @@ pub const SLOT: u64 = 4 << 20;
 const MAX_DIRTY_SLOTS: usize = 16;
 /// Largest file size the namespace accepts.
 const MAX_SIZE: u64 = i64::MAX as u64;
+/// Largest slot 0 committed inline, kept by the meta cluster (its limit).
+pub const INLINE_MAX: usize = 64 << 10;
+/// Set-user-ID and set-group-ID bits.
+const S_ISUID: u32 = 0o4000;
+const S_ISGID: u32 = 0o2000;
 
 /// A committed slot: its block and how many of its bytes belong to the file.
 #[derive(Clone, Copy, Debug)]
@@ -65,6 +76,10 @@ struct State {
     /// Slots committed since the last fsync from blocks the data servers
     /// have not fsync'ed: an fsync uploads them again, durably.
     undurable: BTreeSet<u64>,
+    /// Slot 0 as the meta cluster keeps it, for a small file (no block).
+    inline: Option<Vec<u8>>,
+    /// chmod/chown/utimens made on the open file, for the next commit.
+    pending: Option<pb::SetAttr>,
     /// Who commits: the last writer, whose right to write was checked when
     /// it opened the file.
     writer: pb::Caller,
@@ -80,6 +95,41 @@ pub struct OpenFile {
     /// never): a write changes mtime at once, not only at its commit.
     written_at: AtomicI64,
     cache: BlockCache,
+    /// Handles open for writing: attribute changes fold only while one is.
+    writers: AtomicUsize,
+    /// The attributes as the folded changes made them, until committed.
+    folded: std::sync::Mutex<Option<pb::Attr>>,
+    /// The attributes last heard from the cluster (open, create, commit).
+    known: std::sync::Mutex<Option<pb::Attr>>,
+}
+
+/// What a setattr on an open file became.
+pub enum SetOutcome {
+    /// Folded into the next commit: these are the attributes now.
+    Folded(pb::Attr),
+    /// Sent to the cluster, which answered with these.
+    Applied(pb::Attr),
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `into` with the changes of `more` laid over it.
+fn merge(into: &mut pb::SetAttr, more: &pb::SetAttr) {
+    into.perm = more.perm.or(into.perm);
+    into.uid = more.uid.or(into.uid);
+    into.gid = more.gid.or(into.gid);
+    into.atime = more.atime.or(into.atime);
+    into.mtime = more.mtime.or(into.mtime);
+}
+
+/// Nanoseconds a TimeSpec sets, with "now" as `now`.
+fn time_of(t: &pb::TimeSpec, now: i64) -> i64 {
+    match t.value {
+        Some(pb::time_spec::Value::AtNs(ns)) => ns,
+        _ => now,
+    }
 }
 
 impl OpenFile {
@@ -94,11 +144,37 @@ impl OpenFile {
                 dirty: BTreeMap::new(),
                 undurable: BTreeSet::new(),
                 writer: opener,
+                inline: None,
+                pending: None,
             }),
             size: AtomicU64::new(0),
             written_at: AtomicI64::new(0),
             cache: BlockCache::default(),
+            writers: AtomicUsize::new(0),
+            folded: std::sync::Mutex::new(None),
+            known: std::sync::Mutex::new(None),
         }
+    }
+
+    /// One more (or, with false, one fewer) handle open for writing.
+    pub fn writer(&self, opened: bool) {
+        if opened {
+            self.writers.fetch_add(1, Ordering::AcqRel);
+        } else {
+            let _ = self
+                .writers
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Records attributes the cluster answered with.
+    pub fn known(&self, a: &pb::Attr) {
+        *lock(&self.known) = Some(*a);
+    }
+
+    /// The attributes folded changes made, while they wait for a commit.
+    pub fn folded(&self) -> Option<pb::Attr> {
+        *lock(&self.folded)
     }
 
     /// When this mount last wrote to the file, in ns since the epoch.
@@ -147,6 +223,7 @@ impl OpenFile {
             );
         }
         st.slots = slots;
+        st.inline = (!layout.inline_data.is_empty()).then_some(layout.inline_data);
         let size = if st.dirty.is_empty() {
             layout.size
         } else {
@@ -166,6 +243,11 @@ impl OpenFile {
         let mut st = self.state.lock().await;
         self.written_at
             .store(super::convert::nanos(std::time::SystemTime::now()), Ordering::Release);
+        // A write moves mtime to its own time, whatever utimens set before
+        // (even a time in the future): the commit stamps it.
+        if let Some(p) = st.pending.as_mut() {
+            p.mtime = None;
+        }
         // Writes of mmap'ed pages come from the kernel's writeback, with no
         // process behind them (uid -1): they commit as the last real writer.
         if writer.uid != u32::MAX {
@@ -228,6 +310,10 @@ impl OpenFile {
                     let from = (in_slot as usize).min(buf.len());
                     let to = ((in_slot + n) as usize).min(buf.len());
                     out[at..at + (to - from)].copy_from_slice(&buf[from..to]);
+                } else if let (0, Some(data)) = (slot, st.inline.as_ref()) {
+                    let from = (in_slot as usize).min(data.len());
+                    let to = ((in_slot + n) as usize).min(data.len());
+                    out[at..at + (to - from)].copy_from_slice(&data[from..to]);
                 } else if let Some(c) = st.slots.get(&slot) {
                     if in_slot < c.len {
                         fetches.push(Fetch {
@@ -300,18 +386,30 @@ impl OpenFile {
         Ok(())
     }
 
-    /// Applies `change` with `set`, all under the file's lock so that no
-    /// write or commit slips in between. A new mtime first commits the
-    /// buffered writes, or their commit would stamp its own time over it
-    /// (`cp -a`, `tar x` and `touch` on an open file set it before close).
-    /// A new size cuts the buffers and the layout as the cluster does.
-    pub async fn set_attr<F>(&self, client: &Arc<MetaClient>, change: &pb::SetAttr, set: F) -> FsResult<pb::Attr>
+    /// Applies `change`, all under the file's lock so that no write or
+    /// commit slips in between: folded into the next commit when `who` may
+    /// surely make it (see [`OpenFile::fold`]), else sent with `set` after
+    /// what is pending. A new mtime first commits the buffered writes, or
+    /// their commit would stamp its own time over it. A new size cuts the
+    /// buffers and the layout as the cluster does.
+    pub async fn set_attr<F>(
+        &self,
+        client: &Arc<MetaClient>,
+        change: &pb::SetAttr,
+        who: Who,
+        set: F,
+    ) -> FsResult<SetOutcome>
     where
         F: Future<Output = FsResult<pb::Attr>>,
     {
         let mut st = self.state.lock().await;
-        if change.mtime.is_some() {
+        if let Some(attr) = self.fold(&mut st, change, who) {
+            return Ok(SetOutcome::Folded(attr));
+        }
+        if st.pending.is_some() || change.mtime.is_some() {
             self.commit(&mut st, client, false).await?;
+        }
+        if change.mtime.is_some() {
             // An explicit mtime wins over the time of earlier writes.
             self.written_at.store(0, Ordering::Release);
         }
@@ -324,11 +422,84 @@ impl OpenFile {
                     buf.truncate((size % SLOT) as usize);
                 }
             }
+            if let Some(data) = st.inline.as_mut() {
+                data.truncate(size.min(data.len() as u64) as usize);
+            }
             st.undurable.split_off(&keep);
             clip(&mut st.slots, size);
             self.set_size(&mut st, size);
         }
-        Ok(attr)
+        self.known(&attr);
+        Ok(SetOutcome::Applied(attr))
+    }
+
+    /// Folds `change` into the next commit if the cluster will surely allow
+    /// it there: the file is open for writing here, the change sets no size,
+    /// `who` is the one who commits and owns the file (or is the superuser),
+    /// and it gives nothing away (no chown or chgrp to others, no set-id
+    /// bits) unless `who` is the superuser. A chown that changes nothing is
+    /// dropped. Returns the attributes as they now are.
+    fn fold(&self, st: &mut State, change: &pb::SetAttr, who: Who) -> Option<pb::Attr> {
+        if change.size.is_some() || self.writers.load(Ordering::Acquire) == 0 || who.uid != st.writer.uid {
+            return None;
+        }
+        let base = self.folded().or(*lock(&self.known))?;
+        if !who.superuser && who.nimbus_uid != base.uid {
+            return None;
+        }
+        let owner_changes = change.uid.is_some_and(|u| u != base.uid) || change.gid.is_some_and(|g| g != base.gid);
+        let setid = change.perm.is_some_and(|p| p & (S_ISUID | S_ISGID) != 0);
+        if !who.superuser && (owner_changes || setid) {
+            return None;
+        }
+        let pending = st.pending.unwrap_or_default();
+        // The cluster applies a chmod before a chown: a chown after a
+        // pending set-id chmod, or a set-id chmod after a pending chown,
+        // must go in order.
+        let chown = change.uid.is_some() || change.gid.is_some();
+        let kills_setid = chown && base.kind == pb::FileKind::Regular as i32;
+        if (kills_setid && pending.perm.is_some_and(|p| p & (S_ISUID | S_ISGID) != 0))
+            || (setid && (pending.uid.is_some() || pending.gid.is_some()))
+        {
+            return None;
+        }
+        let mut a = base;
+        let now = super::convert::nanos(std::time::SystemTime::now());
+        let noop_chown = chown && !owner_changes && base.perm & (S_ISUID | S_ISGID) == 0;
+        let mut merged = pending;
+        let mut change = *change;
+        if noop_chown {
+            change.uid = None;
+            change.gid = None;
+        }
+        merge(&mut merged, &change);
+        if let Some(p) = change.perm {
+            a.perm = p & 0o7777;
+        }
+        if change.uid.is_some() || change.gid.is_some() {
+            a.uid = change.uid.unwrap_or(a.uid);
+            a.gid = change.gid.unwrap_or(a.gid);
+            if kills_setid {
+                a.perm &= !S_ISUID;
+                if a.perm & 0o010 != 0 {
+                    a.perm &= !S_ISGID;
+                }
+            }
+        }
+        if let Some(t) = &change.atime {
+            a.atime_ns = time_of(t, now);
+        }
+        if let Some(t) = &change.mtime {
+            a.mtime_ns = time_of(t, now);
+            // An explicit mtime wins over the time of earlier writes.
+            self.written_at.store(0, Ordering::Release);
+        }
+        if merged != pb::SetAttr::default() {
+            a.ctime_ns = now;
+            st.pending = Some(merged);
+        }
+        *lock(&self.folded) = Some(a);
+        Some(a)
     }
 
     /// Grows the file to `size` with `set` unless it is already that long
@@ -345,13 +516,20 @@ impl OpenFile {
         Ok(())
     }
 
-    /// Uploads every dirty slot in parallel and commits them with the size
-    /// in one command. On failure the buffers stay, for a later retry.
+    /// Uploads every dirty slot in parallel (a small slot 0 goes inline
+    /// instead) and commits them with the size and the folded attribute
+    /// changes in one command. On failure the buffers stay, for a later
+    /// retry; folded changes the cluster refuses are dropped, the data
+    /// committed without them, and the refusal returned.
     async fn commit(&self, st: &mut State, client: &Arc<MetaClient>, durable: bool) -> FsResult<()> {
-        if st.dirty.is_empty() {
+        if st.dirty.is_empty() && st.pending.is_none() {
             return Ok(());
         }
         let started = std::time::Instant::now();
+        let inline = match st.dirty.get(&0) {
+            Some(b) if b.len() <= INLINE_MAX => st.dirty.remove(&0),
+            _ => None,
+        };
         let mut uploads = JoinSet::new();
         for (slot, data) in std::mem::take(&mut st.dirty) {
             let client = client.clone();
@@ -380,16 +558,61 @@ impl OpenFile {
             }
         }
         if let Some(e) = failed {
+            if let Some(data) = inline {
+                st.dirty.insert(0, data);
+            }
             return Err(e);
         }
         let uploaded = started.elapsed();
         let count = written.len();
         let refs: Vec<(u64, &WrittenBlock)> = written.iter().map(|(slot, b)| (*slot, b)).collect();
-        client
-            .commit_write_as(st.writer.clone(), self.ino, &refs, st.size)
-            .await?;
+        let mut attrs = st.pending;
+        let committed = loop {
+            let commit = FileCommit {
+                slots: &refs,
+                size: st.size,
+                inline: inline.clone(),
+                attrs,
+            };
+            match client.commit_file_as(st.writer.clone(), self.ino, commit).await {
+                Ok(a) => break Ok(a),
+                Err(e) if attrs.is_some() && matches!(e.errno(), Errno::EPERM | Errno::EACCES | Errno::EINVAL) => {
+                    tracing::warn!(
+                        "inode {}: attribute changes made while open refused at close: {e}",
+                        self.ino
+                    );
+                    // The data must not go down with them: commit it alone,
+                    // then report the refusal.
+                    attrs = None;
+                    st.pending = None;
+                    *lock(&self.folded) = None;
+                    if written.is_empty() && inline.is_none() {
+                        break Err(FsError::from(e));
+                    }
+                    failed = Some(FsError::from(e));
+                }
+                Err(e) => break Err(FsError::from(e)),
+            }
+        };
+        let attr = match committed {
+            Ok(a) => a,
+            Err(e) => {
+                if let Some(data) = inline {
+                    st.dirty.insert(0, data);
+                }
+                return Err(e);
+            }
+        };
+        st.pending = None;
+        *lock(&self.folded) = None;
+        self.known(&attr);
+        // The cluster stamped the commit's time: show it from now on.
+        self.written_at.store(0, Ordering::Release);
         for (slot, b) in written {
             st.dirty.remove(&slot);
+            if slot == 0 {
+                st.inline = None;
+            }
             st.slots.insert(
                 slot,
                 Committed {
@@ -403,6 +626,12 @@ impl OpenFile {
                 st.undurable.insert(slot);
             }
         }
+        if let Some(data) = inline {
+            // Kept by the meta cluster, durable with the commit itself.
+            st.slots.remove(&0);
+            st.undurable.remove(&0);
+            st.inline = (!data.is_empty()).then_some(data);
+        }
         // The cluster drops whatever lies past the committed size.
         let size = st.size;
         clip(&mut st.slots, size);
@@ -411,8 +640,22 @@ impl OpenFile {
             self.ino,
             started.elapsed() - uploaded
         );
-        Ok(())
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
+}
+
+/// Who makes an attribute change, for [`OpenFile::set_attr`] to decide
+/// whether the cluster will surely allow it.
+#[derive(Clone, Copy, Debug)]
+pub struct Who {
+    /// The requesting process's uid as the mount sends it.
+    pub uid: u32,
+    /// The Nimbus uid the cluster will see.
+    pub nimbus_uid: u32,
+    pub superuser: bool,
 }
 
 /// What a slot holds before a write of `n` bytes at `in_slot` into it: empty
@@ -420,6 +663,12 @@ impl OpenFile {
 /// committed bytes, so that the upload is the slot's whole new content.
 async fn slot_base(st: &State, client: &MetaClient, slot: u64, in_slot: u64, n: u64) -> FsResult<Vec<u8>> {
     let mut buf = Vec::new();
+    if let (0, Some(data)) = (slot, st.inline.as_ref()) {
+        if !(in_slot == 0 && n >= data.len() as u64) {
+            buf.extend_from_slice(data);
+        }
+        return Ok(buf);
+    }
     if let Some(c) = st.slots.get(&slot) {
         if c.len > 0 && !(in_slot == 0 && n >= c.len) {
             let data = client.read_block(c.block, 0, c.len).await?;

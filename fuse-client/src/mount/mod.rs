@@ -6,6 +6,7 @@ mod cache;
 mod convert;
 mod files;
 mod fs;
+mod idmap;
 mod open;
 mod ops;
 mod session;
@@ -49,6 +50,13 @@ pub struct MountArgs {
     /// too. For conformance tests and migrations that set owners.
     #[arg(long)]
     pub as_local_users: bool,
+    /// How owners and groups appear. `names`: you (the signed-in user) as
+    /// the local user who mounted, other Nimbus users and groups as the
+    /// local accounts of the same name, else nobody/nogroup; chown, chgrp
+    /// and ACL entries map back by name. `none`: Nimbus ids as they are.
+    /// --as-local-users implies none.
+    #[arg(long, value_enum, default_value = "names")]
+    pub idmap: idmap::IdMode,
 }
 
 /// Mounts the cluster `client` talks to and serves it until told to stop.
@@ -71,7 +79,26 @@ pub async fn run(client: MetaClient, args: MountArgs) -> anyhow::Result<()> {
         _ = sigint.recv() => return Ok(()),
     }
 
-    let inner = Arc::new(ops::Inner::new(client, Duration::from_millis(args.attr_ttl_ms)));
+    let mode = if args.as_local_users {
+        idmap::IdMode::None
+    } else {
+        args.idmap
+    };
+    let me = client.whoami().await.context("asking the cluster who this mount is")?;
+    let ids = idmap::IdMap::load(mode, &me, client.clone())
+        .await
+        .context("learning the cluster's user and group names")?;
+    let identity = ops::Identity {
+        nimbus_uid: me.uid,
+        superuser: me.admin,
+        as_local_users: args.as_local_users,
+    };
+    let inner = Arc::new(ops::Inner::new(
+        client,
+        Duration::from_millis(args.attr_ttl_ms),
+        ids,
+        identity,
+    ));
     tokio::spawn(inner.session.clone().keep_alive());
     let filesystem = fs::NimbusFs::new(inner.clone(), tokio::runtime::Handle::current(), args.as_local_users);
     let mut config = Config::default();

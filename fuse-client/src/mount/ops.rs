@@ -3,7 +3,8 @@
 //! calling process, and the tables of open files and directories.
 
 use super::convert::{self, fail, file_attr, file_type, unexpected, FsError, FsResult, R as READ, W as WRITE};
-use super::files::OpenFile;
+use super::files::{OpenFile, SetOutcome, Who};
+use super::idmap::IdMap;
 use super::open::OpenTable;
 use super::session::Session;
 use fuser::{FileAttr, FileType};
@@ -62,6 +63,17 @@ pub enum XattrOut {
     Data(Vec<u8>),
 }
 
+/// Who the mount acts as.
+#[derive(Clone, Copy, Debug)]
+pub struct Identity {
+    /// The signed-in user.
+    pub nimbus_uid: u32,
+    /// An administrator: the file-system superuser.
+    pub superuser: bool,
+    /// Each request acts as its local process (--as-local-users).
+    pub as_local_users: bool,
+}
+
 /// The mount's state, shared by every request.
 pub struct Inner {
     pub client: Arc<MetaClient>,
@@ -69,6 +81,9 @@ pub struct Inner {
     pub ttl: Duration,
     /// What this mount holds in the cluster: locks, removed-but-open files.
     pub session: Arc<Session>,
+    /// Nimbus ids as the workstation shows them, and back.
+    pub ids: Arc<IdMap>,
+    identity: Identity,
     files: OpenTable,
     handles: Mutex<HashMap<u64, Handle>>,
     dirs: Mutex<HashMap<u64, Option<DirCache>>>,
@@ -81,11 +96,13 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
-    pub fn new(client: Arc<MetaClient>, ttl: Duration) -> Inner {
+    pub fn new(client: Arc<MetaClient>, ttl: Duration, ids: IdMap, identity: Identity) -> Inner {
         Inner {
+            identity,
             session: Arc::new(Session::new(client.clone())),
             client,
             ttl,
+            ids: Arc::new(ids),
             files: OpenTable::default(),
             handles: Mutex::default(),
             dirs: Mutex::default(),
@@ -116,20 +133,57 @@ impl Inner {
     }
 
     /// The kernel's view of `a`: an open file's size and mtime include the
-    /// writes this mount has buffered.
+    /// writes this mount has buffered; ids are the workstation's.
     fn view(&self, a: &pb::Attr) -> FileAttr {
+        let mut attr = self.view_data(a);
+        attr.uid = self.ids.uid_out(a.uid);
+        attr.gid = self.ids.gid_out(a.gid);
+        attr
+    }
+
+    fn view_data(&self, a: &pb::Attr) -> FileAttr {
         match self.open_file(a.ino) {
             Some(f) if a.kind == pb::FileKind::Regular as i32 => {
-                // 0: never written here (not the epoch; times may be older).
-                let written = Some(f.written_at()).filter(|&w| w != 0);
-                let a = pb::Attr {
-                    mtime_ns: written.map_or(a.mtime_ns, |w| a.mtime_ns.max(w)),
-                    ctime_ns: written.map_or(a.ctime_ns, |w| a.ctime_ns.max(w)),
-                    ..*a
+                // Changes folded into the next commit show at once.
+                let mut a = match f.folded() {
+                    Some(folded) => pb::Attr {
+                        perm: folded.perm,
+                        uid: folded.uid,
+                        gid: folded.gid,
+                        atime_ns: folded.atime_ns,
+                        mtime_ns: folded.mtime_ns,
+                        ctime_ns: a.ctime_ns.max(folded.ctime_ns),
+                        ..*a
+                    },
+                    None => *a,
                 };
+                // 0: nothing written here since the last commit or utimens.
+                // A write sets mtime to its own time, even back from a
+                // future one a utimens set.
+                if let Some(w) = Some(f.written_at()).filter(|&w| w != 0) {
+                    a.mtime_ns = w;
+                    a.ctime_ns = a.ctime_ns.max(w);
+                }
                 file_attr(&a, f.size())
             }
             _ => file_attr(a, a.size),
+        }
+    }
+
+    /// Who `caller` acts as in the cluster, for folding decisions.
+    fn who(&self, caller: &pb::Caller) -> Who {
+        if self.identity.as_local_users {
+            Who {
+                uid: caller.uid,
+                nimbus_uid: caller.uid,
+                superuser: caller.uid == 0,
+            }
+        } else {
+            Who {
+                uid: caller.uid,
+                nimbus_uid: self.identity.nimbus_uid,
+                superuser: self.identity.superuser,
+            }
         }
     }
 
@@ -151,10 +205,19 @@ impl Inner {
 
     /// chmod, chown, truncate and utimens in one command; an open file's
     /// buffered writes are cut or committed to match (files.rs).
-    pub async fn setattr(&self, caller: pb::Caller, change: pb::SetAttr) -> FsResult<FileAttr> {
+    pub async fn setattr(&self, caller: pb::Caller, mut change: pb::SetAttr) -> FsResult<FileAttr> {
+        if let Some(uid) = change.uid {
+            change.uid = Some(self.ids.uid_in(uid).await?);
+        }
+        if let Some(gid) = change.gid {
+            change.gid = Some(self.ids.gid_in(gid).await?);
+        }
+        let who = self.who(&caller);
         let set = self.attr_call(caller, Op::Setattr(change), "Setattr");
         let a = match self.open_file(change.ino) {
-            Some(file) => file.set_attr(&self.client, &change, set).await?,
+            Some(file) => match file.set_attr(&self.client, &change, who, set).await? {
+                SetOutcome::Folded(a) | SetOutcome::Applied(a) => a,
+            },
             None => set.await?,
         };
         Ok(self.view(&a))
@@ -219,7 +282,10 @@ impl Inner {
         }
     }
 
-    pub async fn setxattr(&self, caller: pb::Caller, set: pb::SetXattr) -> FsResult<()> {
+    pub async fn setxattr(&self, caller: pb::Caller, mut set: pb::SetXattr) -> FsResult<()> {
+        if IdMap::is_acl(&set.name) {
+            set.value = self.ids.acl_in(std::mem::take(&mut set.value)).await?;
+        }
         self.done_call(caller, Op::Setxattr(set), "Setxattr").await
     }
 
@@ -230,7 +296,9 @@ impl Inner {
 
     /// An attribute's value, or its size when `size` is 0 (a probe).
     pub async fn getxattr(&self, caller: pb::Caller, ino: u64, name: Vec<u8>, size: u32) -> FsResult<XattrOut> {
+        let acl = IdMap::is_acl(&name);
         match self.call(caller, Op::Getxattr(pb::GetXattr { ino, name })).await? {
+            R::Data(v) if acl => sized(self.ids.acl_out(v), size),
             R::Data(v) => sized(v, size),
             other => unexpected("Getxattr", &other),
         }
@@ -284,6 +352,7 @@ impl Inner {
             self.put_back(ino).await;
             return Err(e);
         }
+        file.known(&a);
         Ok(self.new_handle(ino, file, flags))
     }
 
@@ -292,6 +361,7 @@ impl Inner {
         let a = self.attr_call(caller.clone(), Op::MakeNode(node), "MakeNode").await?;
         // A new file is empty: nothing to read from the cluster.
         let file = self.files.acquire(a.ino, &caller);
+        file.known(&a);
         let fh = self.new_handle(a.ino, file, flags);
         Ok((self.view(&a), fh))
     }
@@ -336,6 +406,9 @@ impl Inner {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let sync = flags & O_DSYNC != 0; // O_SYNC includes the O_DSYNC bit
         let writable = matches!(flags & O_ACCMODE, O_WRONLY | O_RDWR);
+        if writable {
+            file.writer(true);
+        }
         locked(&self.handles).insert(
             fh,
             Handle {
@@ -390,6 +463,9 @@ impl Inner {
             return fail(Errno::EBADF);
         };
         let r = h.file.flush(&self.client).await;
+        if h.writable {
+            h.file.writer(false);
+        }
         if let Err(e) = r {
             tracing::error!("inode {}: writes lost at close: {}", h.ino, e.0);
         }
@@ -510,11 +586,6 @@ impl Inner {
     }
 }
 
-/// POSIX ACLs travel as the xattrs `system.posix_acl_access` and
-/// `system.posix_acl_default`. Nimbus does not enforce ACLs, and storing
-/// them as plain bytes would be worse than refusing: `cp -a` sets the ACL
-/// instead of chmod and the mode bits would stay wrong. EOPNOTSUPP makes
-/// tools fall back to the mode bits.
 /// A getxattr/listxattr answer for a buffer of `size` bytes (0: a probe).
 fn sized(value: Vec<u8>, size: u32) -> FsResult<XattrOut> {
     let len = u32::try_from(value.len()).map_err(|_| FsError(Errno::E2BIG))?;

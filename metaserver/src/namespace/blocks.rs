@@ -21,6 +21,9 @@ pub const DEFAULT_REPLICATION: u8 = 2;
 pub const MAX_REPLICATION: u8 = 5;
 /// Most slots one commit may write (256 MiB of data).
 pub const MAX_SLOTS_PER_COMMIT: usize = 64;
+/// Largest slot 0 a file may keep in the namespace instead of a block (see
+/// docs/mount.md for why this size).
+pub const INLINE_MAX: usize = 64 << 10;
 
 /// A slot's block, as the file records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +98,14 @@ pub(super) fn release(txn: &mut Txn, block: BlockId) -> Result<(), NsError> {
 /// slot `size` cuts through, so that a file truncated and grown again reads
 /// zeros there, never the old bytes still in the block.
 pub(super) fn release_beyond(txn: &mut Txn, inode: &mut Inode, size: u64) -> Result<(), NsError> {
+    if size < INLINE_MAX as u64 && !inode.slots.contains_key(&0) {
+        if let Some(mut data) = txn.inline_data(inode.ino)? {
+            if data.len() as u64 > size {
+                data.truncate(size as usize);
+                txn.put_inline_data(inode.ino, Some(data));
+            }
+        }
+    }
     let first_dropped = size.div_ceil(SLOT_SIZE);
     let dropped: Vec<u64> = inode.slots.range(first_dropped..).map(|(k, _)| *k).collect();
     for slot in dropped {
@@ -117,6 +128,7 @@ pub(super) fn commit_write(
     ino: Ino,
     writes: &[SlotWrite],
     size: u64,
+    inline: Option<&[u8]>,
 ) -> Result<Reply, NsError> {
     let mut inode = txn.existing(ino)?;
     match inode.kind {
@@ -132,6 +144,18 @@ pub(super) fn commit_write(
         if w.len > SLOT_SIZE || w.servers.is_empty() || w.slot > SIZE_MAX / SLOT_SIZE {
             return Err(Errno::EINVAL.into());
         }
+    }
+    if let Some(data) = inline {
+        // Slot 0 is either a block or inline, never both.
+        if data.len() > INLINE_MAX || data.len() as u64 > size || writes.iter().any(|w| w.slot == 0) {
+            return Err(Errno::EINVAL.into());
+        }
+        if let Some(old) = inode.slots.remove(&0) {
+            release(txn, old.block)?;
+        }
+        txn.put_inline_data(ino, Some(data.to_vec()));
+    } else if writes.iter().any(|w| w.slot == 0) {
+        txn.put_inline_data(ino, None);
     }
     // Every new reference is added before any old one is dropped: a block
     // that moves between slots in one commit never reaches zero references.
@@ -181,6 +205,16 @@ pub(super) fn commit_write(
     inode.size = size;
     inode.mtime = time;
     inode.ctime = time;
+    // A write by anyone but the owner drops set-user-ID, and set-group-ID
+    // of a group-executable file, as Linux does (FUSE_WRITE_KILL_SUIDGID):
+    // a program must not keep its privileges after someone else changed it.
+    let wrote = !writes.is_empty() || inline.is_some();
+    if wrote && !caller.is_root() && !caller.owns(&inode) {
+        inode.perm &= !S_ISUID;
+        if inode.perm & 0o010 != 0 {
+            inode.perm &= !S_ISGID;
+        }
+    }
     txn.put_inode(&inode);
     Ok(Reply::Attr(inode.attr()))
 }
@@ -255,13 +289,30 @@ pub(super) fn garbage_done(txn: &mut Txn, server: ServerId, blocks: &[BlockId]) 
     Ok(Reply::Done)
 }
 
-/// A file's size and slots.
-pub fn layout(txn: &Txn, ino: Ino) -> Result<(u64, Vec<(u64, SlotRef)>), NsError> {
+/// A file's contents as a reader finds them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileLayout {
+    pub size: u64,
+    pub slots: Vec<(u64, SlotRef)>,
+    /// Slot 0 kept in the namespace (empty: none).
+    pub inline: Vec<u8>,
+}
+
+/// A file's size, slots and inline contents.
+pub fn layout(txn: &Txn, ino: Ino) -> Result<FileLayout, NsError> {
     let inode = txn.existing(ino)?;
     if inode.kind != FileKind::Regular {
         return Err(if inode.is_dir() { Errno::EISDIR } else { Errno::EINVAL }.into());
     }
-    Ok((inode.size, inode.slots.into_iter().collect()))
+    let inline = match inode.size > 0 && !inode.slots.contains_key(&0) {
+        true => txn.inline_data(ino)?.unwrap_or_default(),
+        false => Vec::new(),
+    };
+    Ok(FileLayout {
+        size: inode.size,
+        slots: inode.slots.into_iter().collect(),
+        inline,
+    })
 }
 
 /// Every block record.

@@ -321,6 +321,24 @@ pub enum Op {
         ino: Ino,
         grantee: shares::Grantee,
     },
+    /// A file's new contents and the attributes set through its open
+    /// descriptors, at close or fsync, in one command (new variants go last:
+    /// the log keeps the old ones' numbers).
+    CommitFile(Box<FileCommit>),
+}
+
+/// What a close or fsync commits: written blocks swapped into slots, or a
+/// small file's contents kept inline; the size; then the chmod, chown and
+/// utimens made on the open file, as one setattr.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCommit {
+    pub ino: Ino,
+    pub slots: Vec<blocks::SlotWrite>,
+    pub size: u64,
+    /// The whole of slot 0 (at most [`blocks::INLINE_MAX`] bytes), kept in
+    /// the namespace instead of a block; None leaves slot 0 as it is.
+    pub inline: Option<Vec<u8>>,
+    pub attrs: Option<AttrChanges>,
 }
 
 /// A mutation and who asks for it.

@@ -89,7 +89,14 @@ pub(super) fn apply(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Rep
             flags,
         } => setxattr(txn, time, c, *ino, name, value, *flags),
         Op::RemoveXattr { ino, name } => removexattr(txn, time, c, *ino, name),
-        Op::CommitWrite { ino, slots, size } => blocks::commit_write(txn, time, c, *ino, slots, *size),
+        Op::CommitWrite { ino, slots, size } => blocks::commit_write(txn, time, c, *ino, slots, *size, None),
+        Op::CommitFile(f) => {
+            let written = blocks::commit_write(txn, time, c, f.ino, &f.slots, f.size, f.inline.as_deref())?;
+            match &f.attrs {
+                Some(changes) => setattr(txn, time, c, f.ino, changes),
+                None => Ok(written),
+            }
+        }
         Op::SetReplication { ino, replication } => blocks::set_replication(txn, c, *ino, *replication),
         // The operations below come only from the leader's own services.
         Op::RegisterServer { id, addr, zone } => blocks::register_server(txn, *id, addr, zone),
@@ -198,6 +205,9 @@ fn drop_link(txn: &mut Txn, time: Timestamp, from: Ino, ino: Ino, keep_for: Opti
 pub(super) fn free_inode(txn: &mut Txn, mut inode: Inode) -> Result<(), NsError> {
     for slot in std::mem::take(&mut inode.slots).into_values() {
         blocks::release(txn, slot.block)?;
+    }
+    if inode.kind == FileKind::Regular && inode.size > 0 {
+        txn.put_inline_data(inode.ino, None);
     }
     txn.remove_inode(inode.ino);
     quota::charge(txn, inode.uid, -i128::from(quota::bytes_of(&inode)), -1)?;

@@ -147,11 +147,7 @@ pub fn access(txn: &Txn, caller: &Caller, ino: Ino, mask: u16) -> Result<Attr, N
 /// The layout of a file the caller may read or write (a writer reads back
 /// the parts of slots it rewrites).
 #[allow(clippy::type_complexity)]
-pub fn readable_layout(
-    txn: &Txn,
-    caller: &Caller,
-    ino: Ino,
-) -> Result<(u64, Vec<(u64, super::blocks::SlotRef)>), NsError> {
+pub fn readable_layout(txn: &Txn, caller: &Caller, ino: Ino) -> Result<super::blocks::FileLayout, NsError> {
     let inode = txn.existing(ino)?;
     if perm::access(txn, &inode, caller, perm::R).is_err() {
         perm::access(txn, &inode, caller, perm::W)?;

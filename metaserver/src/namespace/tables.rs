@@ -10,6 +10,7 @@
 //! | `b` block id                        | [`BlockInfo`]  |
 //! | `v` server id                       | [`ServerRecord`] |
 //! | `g` server id, block id             | () — a replica to delete |
+//! | `f` ino                             | a small file's contents (slot 0 kept inline) |
 //! | `l`, `k`, `K` ...                   | advisory locks and mount sessions ([`super::sessions`]) |
 //! | `r` ...                             | Raft's applied log id and membership |
 //!
@@ -30,6 +31,7 @@ const SUPER: &[u8] = b"s";
 const BLOCK: u8 = b'b';
 const REQUEST: u8 = b'q';
 const REQUEST_BY_TIME: u8 = b'Q';
+const INLINE: u8 = b'f';
 
 fn request_key(id: &[u8; 16]) -> Vec<u8> {
     let mut k = vec![REQUEST];
@@ -118,6 +120,12 @@ pub fn garbage_key(server: ServerId, block: BlockId) -> Vec<u8> {
 
 /// Prefix of the keys Raft keeps in the State tree, outside the namespace.
 pub const RAFT_PREFIX: u8 = b'r';
+
+fn inline_key(ino: Ino) -> Vec<u8> {
+    let mut k = vec![INLINE];
+    k.extend_from_slice(&ino.0.to_be_bytes());
+    k
+}
 
 fn inode_key(ino: Ino) -> Vec<u8> {
     let mut k = vec![INODE];
@@ -284,6 +292,16 @@ impl<'a> Txn<'a> {
     /// Removes an inode.
     pub fn remove_inode(&mut self, ino: Ino) {
         self.put_raw(inode_key(ino), None);
+    }
+
+    /// A small file's contents kept in the namespace (its slot 0), if any.
+    pub fn inline_data(&self, ino: Ino) -> Result<Option<Vec<u8>>, StoreError> {
+        self.raw(&inline_key(ino))
+    }
+
+    /// Stores (or, with None or nothing, drops) a file's inline contents.
+    pub fn put_inline_data(&mut self, ino: Ino, data: Option<Vec<u8>>) {
+        self.put_raw(inline_key(ino), data.filter(|d| !d.is_empty()));
     }
 
     /// The entry `name` in `parent`, if any.

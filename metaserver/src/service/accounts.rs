@@ -399,6 +399,29 @@ impl AccountService {
                 }
                 Ok(R::Shares(pb::Shares { shares: out }))
             }
+            P::Directory(_) => {
+                // Names and ids only, for every signed-in user, as
+                // /etc/passwd is readable by everyone on a workstation.
+                let txn = self.txn();
+                let users = accounts::users(&txn).map_err(internal)?;
+                let groups = accounts::groups(&txn).map_err(internal)?;
+                Ok(R::Directory(pb::Directory {
+                    users: users
+                        .into_iter()
+                        .map(|u| pb::IdName {
+                            name: u.name,
+                            id: u.uid.0,
+                        })
+                        .collect(),
+                    groups: groups
+                        .into_iter()
+                        .map(|g| pb::IdName {
+                            name: g.name,
+                            id: g.gid.0,
+                        })
+                        .collect(),
+                }))
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 use super::auth::Auth;
 use super::convert::{attr_to_pb, caller_from_pb, changes_from_pb, kind_from_pb, kind_to_pb, perm_from_pb};
 use crate::commit::{Committer, ReadBarrier};
-use crate::namespace::{self as ns, Caller, Command, NsError, Op, Reply, Txn};
+use crate::namespace::{self as ns, AttrChanges, Caller, Command, NsError, Op, Reply, Txn};
 use crate::store::Store;
 use nimbus_common::{BlockId, Errno, Ino, ServerId};
 use nimbus_proto as pb;
@@ -128,11 +128,13 @@ impl NamespaceService {
             }
             P::Getxattr(r) => ns::getxattr(&txn, caller, Ino(r.ino), &r.name).map(R::Data),
             P::Listxattr(r) => ns::listxattr(&txn, caller, Ino(r.ino)).map(|names| R::Names(pb::XattrNames { names })),
-            P::GetLayout(r) => ns::readable_layout(&txn, caller, Ino(r.ino)).map(|(size, slots)| {
+            P::GetLayout(r) => ns::readable_layout(&txn, caller, Ino(r.ino)).map(|layout| {
                 R::Layout(pb::Layout {
-                    size,
+                    size: layout.size,
                     slot_size: ns::blocks::SLOT_SIZE,
-                    slots: slots
+                    inline_data: layout.inline,
+                    slots: layout
+                        .slots
                         .into_iter()
                         .map(|(slot, s)| pb::SlotBlock {
                             slot,
@@ -242,7 +244,7 @@ fn write_op(op: &P) -> Result<Option<Op>, Status> {
             ino: Ino(r.ino),
             name: r.name.clone(),
         },
-        P::CommitWrite(r) => Op::CommitWrite {
+        P::CommitWrite(r) => Op::CommitFile(Box::new(ns::FileCommit {
             ino: Ino(r.ino),
             slots: r
                 .slots
@@ -259,7 +261,19 @@ fn write_op(op: &P) -> Result<Option<Op>, Status> {
                 })
                 .collect::<Result<_, Status>>()?,
             size: r.size,
-        },
+            inline: r.inline_data.clone(),
+            attrs: r
+                .attrs
+                .as_ref()
+                .map(|a| {
+                    changes_from_pb(a).map(|c| AttrChanges {
+                        size: None,
+                        through_writer: false,
+                        ..c
+                    })
+                })
+                .transpose()?,
+        })),
         P::SetReplication(r) => Op::SetReplication {
             ino: Ino(r.ino),
             replication: u8::try_from(r.replication).unwrap_or(u8::MAX),

@@ -60,8 +60,15 @@ fn set_replication(ino: Ino, replication: u8) -> Op {
 impl Fs {
     /// A file's size and (slot, block number, len) of each slot.
     fn layout(&self, ino: Ino) -> (u64, Vec<(u64, u8, u64)>) {
-        let (size, slots) = errno(data::layout(&Txn::new(&self.store), ino)).unwrap();
-        (size, slots.into_iter().map(|(s, r)| (s, r.block.0[0], r.len)).collect())
+        let layout = errno(data::layout(&Txn::new(&self.store), ino)).unwrap();
+        (
+            layout.size,
+            layout
+                .slots
+                .into_iter()
+                .map(|(s, r)| (s, r.block.0[0], r.len))
+                .collect(),
+        )
     }
 
     fn block(&self, n: u8) -> Option<BlockInfo> {
@@ -119,7 +126,7 @@ fn commit_write_sets_slots_size_and_block_records() {
     let a = fs.make(&root(), commit(f, writes, SLOT + 100));
     assert_eq!((a.size, a.mtime, a.ctime), (SLOT + 100, fs.now(), fs.now()));
     assert_eq!(fs.layout(f), (SLOT + 100, vec![(0, 1, SLOT), (1, 2, 100)]));
-    let (_, slots) = errno(data::layout(&Txn::new(&fs.store), f)).unwrap();
+    let slots = errno(data::layout(&Txn::new(&fs.store), f)).unwrap().slots;
     assert!(slots.iter().all(|(_, r)| r.crc == u32::from(r.block.0[0])));
     let info = fs.block(1).unwrap();
     assert_eq!((info.len, info.crc, info.refs, info.replication), (SLOT, 1, 1, 0));
@@ -394,4 +401,104 @@ fn block_ops_apply_deterministically() {
     let a = scan_all(&one.store, Tree::State).unwrap();
     assert!(one.block_count() > 0 && one.garbage_count() > 0);
     assert_eq!(a, scan_all(&two.store, Tree::State).unwrap());
+}
+
+fn commit_file(ino: Ino, slots: Vec<SlotWrite>, size: u64, inline: Option<&[u8]>, attrs: Option<AttrChanges>) -> Op {
+    Op::CommitFile(Box::new(FileCommit {
+        ino,
+        slots,
+        size,
+        inline: inline.map(<[u8]>::to_vec),
+        attrs,
+    }))
+}
+
+impl Fs {
+    fn inline(&self, ino: Ino) -> Vec<u8> {
+        errno(data::layout(&Txn::new(&self.store), ino)).unwrap().inline
+    }
+}
+
+#[test]
+fn a_small_file_is_kept_inline_and_moves_to_a_block_when_slot_0_is_written() {
+    let mut fs = Fs::new();
+    let f = fs.create(R, "f");
+    let a = fs.make(&root(), commit_file(f, vec![], 5, Some(b"hello"), None));
+    assert_eq!(a.size, 5);
+    assert_eq!(fs.inline(f), b"hello");
+    assert_eq!((fs.layout(f), fs.block_count()), ((5, vec![]), 0));
+    assert_eq!(fs.stats().1, 5);
+    // Truncation cuts it; growing reads zeros past it (a hole).
+    fs.ok(setattr(f, |c| c.size = Some(2)));
+    assert_eq!(fs.inline(f), b"he");
+    fs.ok(setattr(f, |c| c.size = Some(10)));
+    assert_eq!((fs.inline(f), fs.attr(f).size), (b"he".to_vec(), 10));
+    // A block for slot 1 leaves slot 0 inline; a block for slot 0 replaces it.
+    fs.ok(commit_file(f, vec![sw(1, 1, 100, &[1, 2])], SLOT + 100, None, None));
+    assert_eq!(fs.inline(f), b"he");
+    fs.ok(commit_file(f, vec![sw(0, 2, SLOT, &[1, 2])], SLOT + 100, None, None));
+    assert!(fs.inline(f).is_empty());
+    assert_eq!(fs.layout(f), (SLOT + 100, vec![(0, 2, SLOT), (1, 1, 100)]));
+    // Back to small: inline again, slot 0's block released.
+    fs.ok(commit_file(f, vec![], 3, Some(b"abc"), None));
+    assert_eq!((fs.inline(f), fs.layout(f)), (b"abc".to_vec(), (3, vec![])));
+    assert_eq!(fs.refs(2), None);
+    // Too big, longer than the size, or beside a block for slot 0: refused.
+    let big = vec![7u8; data::INLINE_MAX + 1];
+    fs.no(commit_file(f, vec![], big.len() as u64, Some(&big), None), E::EINVAL);
+    fs.no(commit_file(f, vec![], 2, Some(b"abc"), None), E::EINVAL);
+    fs.no(
+        commit_file(f, vec![sw(0, 3, 10, &[1])], 10, Some(b"abc"), None),
+        E::EINVAL,
+    );
+    // Removal drops it with the inode.
+    fs.ok(unlink(R, "f"));
+    assert!(scan_all(&fs.store, Tree::State)
+        .unwrap()
+        .iter()
+        .all(|(k, _)| k[0] != b'f'));
+}
+
+#[test]
+fn a_commit_applies_attributes_set_while_open_after_its_data() {
+    let mut fs = Fs::new();
+    let f = fs.create(R, "f");
+    fs.ok(setattr(f, |c| c.uid = Some(Uid(1000))));
+    let at = Timestamp(1_000_000_000);
+    let attrs = AttrChanges {
+        perm: Some(0o640),
+        mtime: Some(TimeSet::At(at)),
+        ..AttrChanges::default()
+    };
+    let a = fs.make(&user(), commit_file(f, vec![], 4, Some(b"data"), Some(attrs.clone())));
+    assert_eq!((a.perm, a.mtime, a.size), (0o640, at, 4));
+    // Refused attributes refuse the whole command: nothing committed.
+    let give_away = AttrChanges {
+        uid: Some(Uid(2000)),
+        ..AttrChanges::default()
+    };
+    fs.no_as(
+        &user(),
+        commit_file(f, vec![], 2, Some(b"xy"), Some(give_away)),
+        E::EPERM,
+    );
+    assert_eq!((fs.inline(f), fs.attr(f).size), (b"data".to_vec(), 4));
+}
+
+#[test]
+fn a_write_by_anyone_but_the_owner_drops_set_id_bits() {
+    let mut fs = Fs::new();
+    let f = fs.create(R, "f");
+    fs.ok(setattr(f, |c| c.perm = Some(0o6777)));
+    // The owner (root here) keeps them.
+    fs.ok(commit_file(f, vec![], 1, Some(b"a"), None));
+    assert_eq!(fs.attr(f).perm, 0o6777);
+    fs.ok(setattr(f, |c| c.uid = Some(Uid(1000))));
+    fs.ok(setattr(f, |c| c.perm = Some(0o6777)));
+    fs.ok_as(&other(), commit_file(f, vec![], 1, Some(b"b"), None));
+    assert_eq!(fs.attr(f).perm, 0o0777);
+    // Without group execute, set-group-ID means mandatory locking: kept.
+    fs.ok(setattr(f, |c| c.perm = Some(0o6766)));
+    fs.ok_as(&other(), commit_file(f, vec![], 1, Some(b"c"), None));
+    assert_eq!(fs.attr(f).perm, 0o2766);
 }
