@@ -1,6 +1,7 @@
 //! File data: blocks allocated by the meta leader, written down a chain of
 //! data servers, read from whichever replica answers with good bytes.
 
+use crate::counters::Counters;
 use crate::{ClientError, MetaClient};
 use nimbus_common::tls::MAX_MESSAGE_BYTES;
 use nimbus_common::BlockId;
@@ -113,6 +114,7 @@ impl MetaClient {
             ino: ino.map(|i| i.0).unwrap_or(0),
         };
         self.ensure_signed_in().await?;
+        Counters::add(&self.counters.allocations, 1);
         self.on_leader(|ch| {
             let req = self.request(req.clone());
             async move { data_client(ch).allocate(req).await }
@@ -126,6 +128,7 @@ impl MetaClient {
             block_id: block.0.to_vec(),
         };
         self.ensure_signed_in().await?;
+        Counters::add(&self.counters.locates, 1);
         self.on_leader(|ch| {
             let req = self.request(req.clone());
             async move { data_client(ch).locate(req).await }
@@ -177,6 +180,8 @@ impl MetaClient {
                 chain: a.replicas[1..].to_vec(),
                 durable,
             };
+            Counters::add(&self.counters.block_writes, 1);
+            Counters::add(&self.counters.block_write_bytes, data.len() as u64);
             match send_block(self.channel(first)?, header, data).await {
                 Ok(reply) => {
                     return Ok(WrittenBlock {
@@ -221,8 +226,12 @@ impl MetaClient {
         let loc = self.locate(block).await?;
         let mut errors = Vec::new();
         for (addr, server) in loc.replicas.iter().zip(&loc.server_ids) {
+            Counters::add(&self.counters.block_reads, 1);
             match fetch_block(self.channel(addr)?, block, loc.read_token.clone(), offset, len).await {
-                Ok(data) => return Ok(data),
+                Ok(data) => {
+                    Counters::add(&self.counters.block_read_bytes, data.len() as u64);
+                    return Ok(data);
+                }
                 Err(s) => {
                     if s.code() == Code::DataLoss {
                         self.report_bad_replica(block, *server, s.message()).await;

@@ -10,6 +10,7 @@ use nimbus_proto::namespace_client::NamespaceClient;
 use nimbus_proto::ns_reply::Result as R;
 use nimbus_proto::ns_request::Op;
 pub mod blocks;
+pub mod counters;
 pub mod profile;
 
 use std::collections::HashMap;
@@ -99,6 +100,8 @@ pub struct MetaClient {
     /// A user and password to sign in with when there is no token (tools
     /// and tests that hold the password anyway).
     password: Option<(String, String)>,
+    /// Calls made and bytes moved, for the mount's metrics.
+    counters: counters::Counters,
 }
 
 impl MetaClient {
@@ -119,6 +122,7 @@ impl MetaClient {
             token: Mutex::default(),
             profile: None,
             password: None,
+            counters: counters::Counters::default(),
         })
     }
 
@@ -192,6 +196,11 @@ impl MetaClient {
         }
         *token = Some(stored.token);
         true
+    }
+
+    /// What this client has asked of the cluster so far.
+    pub fn counters(&self) -> &counters::Counters {
+        &self.counters
     }
 
     /// Signs every request from now on with session `token`.
@@ -304,6 +313,7 @@ impl MetaClient {
     /// Sends one namespace operation on behalf of `caller`.
     pub async fn call_as(&self, caller: pb::Caller, op: Op) -> Result<R, ClientError> {
         self.ensure_signed_in().await?;
+        self.counters.namespace(&op);
         // One id for every retry of this call: the cluster applies it once.
         let req = pb::NsRequest {
             caller: Some(caller),
@@ -340,6 +350,7 @@ impl MetaClient {
 
     /// [`MetaClient::account`] without signing in first.
     async fn account_unsigned(&self, op: pb::account_request::Op) -> Result<pb::account_reply::Result, ClientError> {
+        counters::Counters::add(&self.counters.account_calls, 1);
         let req = pb::AccountRequest {
             request_id: nimbus_common::BlockId::random().0.to_vec(),
             op: Some(op),

@@ -35,6 +35,9 @@ pub struct DevMount {
     pub path: PathBuf,
     pub pid: u32,
     pub log: PathBuf,
+    /// Where the mount serves its counters (Prometheus text).
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 /// Whether `path` is a mount point now.
@@ -69,12 +72,14 @@ fn start_mount(cluster: &DevCluster, path: &Path, profile: &str) -> anyhow::Resu
         .map(|p| p.addr.clone())
         .collect::<Vec<_>>()
         .join(",");
+    let metrics = free_addr()?;
     let child = Command::new(exe)
         .args(["--meta", &meta])
         .arg("--tls-dir")
         .arg(&cluster.certs)
         .args(["--profile", profile])
         .arg("mount")
+        .args(["--metrics", &metrics])
         .arg(&path)
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
@@ -93,7 +98,12 @@ fn start_mount(cluster: &DevCluster, path: &Path, profile: &str) -> anyhow::Resu
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(DevMount { path, pid, log })
+    Ok(DevMount {
+        path,
+        pid,
+        log,
+        metrics: Some(metrics),
+    })
 }
 
 /// One process of the dev cluster.
@@ -509,7 +519,10 @@ pub async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
     }
     if json {
         let mount = c.mount.as_ref().map(|m| {
-            serde_json::json!({ "path": m.path, "pid": m.pid, "running": alive(m.pid), "mounted": mounted(&m.path), "log": m.log })
+            serde_json::json!({
+                "path": m.path, "pid": m.pid, "running": alive(m.pid), "mounted": mounted(&m.path), "log": m.log,
+                "metrics": m.metrics.as_ref().map(|a| format!("http://{a}/metrics")),
+            })
         });
         let doc = serde_json::json!({ "dir": c.dir, "certs": c.certs, "processes": rows, "mount": mount });
         println!("{}", serde_json::to_string_pretty(&doc)?);

@@ -99,8 +99,12 @@ pub struct OpenFile {
     writers: AtomicUsize,
     /// The attributes as the folded changes made them, until committed.
     folded: std::sync::Mutex<Option<pb::Attr>>,
-    /// The attributes last heard from the cluster (open, create, commit).
-    known: std::sync::Mutex<Option<pb::Attr>>,
+    /// The attributes last heard from the cluster (open, create, commit),
+    /// and when.
+    known: std::sync::Mutex<Option<(pb::Attr, std::time::Instant)>>,
+    /// The file has no `security.capability` (known since it was created
+    /// here, or asked once): the kernel asks before every write.
+    no_capability: std::sync::atomic::AtomicBool,
 }
 
 /// What a setattr on an open file became.
@@ -153,7 +157,18 @@ impl OpenFile {
             writers: AtomicUsize::new(0),
             folded: std::sync::Mutex::new(None),
             known: std::sync::Mutex::new(None),
+            no_capability: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether the file is known to have no `security.capability`.
+    pub fn has_no_capability(&self) -> bool {
+        self.no_capability.load(Ordering::Acquire)
+    }
+
+    /// Records whether the file is known to have no `security.capability`.
+    pub fn set_no_capability(&self, known: bool) {
+        self.no_capability.store(known, Ordering::Release);
     }
 
     /// One more (or, with false, one fewer) handle open for writing.
@@ -169,7 +184,13 @@ impl OpenFile {
 
     /// Records attributes the cluster answered with.
     pub fn known(&self, a: &pb::Attr) {
-        *lock(&self.known) = Some(*a);
+        *lock(&self.known) = Some((*a, std::time::Instant::now()));
+    }
+
+    /// The attributes heard from the cluster less than `ttl` ago, as a
+    /// getattr would bring them (the kernel keeps its own for as long).
+    pub fn fresh(&self, ttl: std::time::Duration) -> Option<pb::Attr> {
+        lock(&self.known).filter(|(_, at)| at.elapsed() < ttl).map(|(a, _)| a)
     }
 
     /// The attributes folded changes made, while they wait for a commit.
@@ -443,7 +464,7 @@ impl OpenFile {
         if change.size.is_some() || self.writers.load(Ordering::Acquire) == 0 || who.uid != st.writer.uid {
             return None;
         }
-        let base = self.folded().or(*lock(&self.known))?;
+        let base = self.folded().or(lock(&self.known).map(|(a, _)| a))?;
         if !who.superuser && who.nimbus_uid != base.uid {
             return None;
         }

@@ -198,6 +198,11 @@ impl Filesystem for NimbusFs {
             // `diff -r` need no lookup per entry.
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
+            // The cluster drops set-id bits on a write, truncate or chown
+            // by someone other than the owner, inside the commit: the
+            // kernel's own attempt would be a chmod that the caller, not
+            // being the owner, may not make.
+            InitFlags::FUSE_HANDLE_KILLPRIV,
         ] {
             if let Err(missing) = config.add_capabilities(cap) {
                 tracing::info!("the kernel does not offer {missing:?}");
@@ -231,11 +236,25 @@ impl Filesystem for NimbusFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.inner.stats.count("lookup");
         let (inner, caller, name) = (self.inner.clone(), caller(req), bytes(name));
-        self.serve_entry(reply, async move { inner.lookup(caller, parent.0, name).await });
+        let ttl = self.inner.ttl;
+        self.rt.spawn(async move {
+            match inner.lookup(caller, parent.0, name).await {
+                Ok(a) => reply.entry(&ttl, &a, Generation(0)),
+                // A negative entry (node 0): the kernel knows the name is
+                // missing for the TTL, as it knows a found one. Creates
+                // and renames through this mount replace it at once.
+                Err(FsError(Errno::ENOENT)) => {
+                    reply.entry(&ttl, &bare_attr(0, fuser::FileType::RegularFile), Generation(0))
+                }
+                Err(e) => reply.fail(e),
+            }
+        });
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.inner.stats.count("getattr");
         let (inner, caller, ttl) = (self.inner.clone(), caller(req), self.inner.ttl);
         self.serve(reply, async move { inner.getattr(caller, ino.0).await }, move |r, a| {
             r.attr(&ttl, &a)
@@ -260,6 +279,7 @@ impl Filesystem for NimbusFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.inner.stats.count("setattr");
         let change = pb::SetAttr {
             ino: ino.0,
             perm: mode.map(perm),
@@ -279,6 +299,7 @@ impl Filesystem for NimbusFs {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.inner.stats.count("readlink");
         let (inner, caller) = (self.inner.clone(), caller(req));
         self.serve(reply, async move { inner.readlink(caller, ino.0).await }, |r, d| {
             r.data(&d)
@@ -286,6 +307,7 @@ impl Filesystem for NimbusFs {
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        self.inner.stats.count("mknod");
         let kind = match mknod_kind(mode) {
             Ok(k) => k,
             Err(e) => return reply.fail(e),
@@ -303,6 +325,7 @@ impl Filesystem for NimbusFs {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        self.inner.stats.count("mkdir");
         let node = pb::MakeNode {
             parent: parent.0,
             name: bytes(name),
@@ -316,16 +339,19 @@ impl Filesystem for NimbusFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.inner.stats.count("unlink");
         let (inner, caller, name) = (self.inner.clone(), caller(req), bytes(name));
         self.serve_empty(reply, async move { inner.unlink(caller, parent.0, name).await });
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.inner.stats.count("rmdir");
         let (inner, caller, name) = (self.inner.clone(), caller(req), bytes(name));
         self.serve_empty(reply, async move { inner.rmdir(caller, parent.0, name).await });
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        self.inner.stats.count("symlink");
         let node = pb::MakeNode {
             parent: parent.0,
             name: bytes(link_name),
@@ -348,6 +374,7 @@ impl Filesystem for NimbusFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.inner.stats.count("rename");
         let rename = pb::Rename {
             parent: parent.0,
             name: bytes(name),
@@ -361,11 +388,13 @@ impl Filesystem for NimbusFs {
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        self.inner.stats.count("link");
         let (inner, caller, name) = (self.inner.clone(), caller(req), bytes(newname));
         self.serve_entry(reply, async move { inner.link(caller, ino.0, newparent.0, name).await });
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.inner.stats.count("open");
         let (inner, caller) = (self.inner.clone(), caller(req));
         // No FOPEN_KEEP_CACHE: the kernel drops the file's cached pages at
         // each open, which with the fresh layout gives close-to-open.
@@ -386,6 +415,7 @@ impl Filesystem for NimbusFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        self.inner.stats.count("create");
         let node = pb::MakeNode {
             parent: parent.0,
             name: bytes(name),
@@ -414,6 +444,7 @@ impl Filesystem for NimbusFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.inner.stats.count("read");
         let inner = self.inner.clone();
         self.serve(reply, async move { inner.read(fh.0, offset, size).await }, |r, d| {
             r.data(&d)
@@ -432,6 +463,7 @@ impl Filesystem for NimbusFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.inner.stats.count("write");
         let Ok(len) = u32::try_from(data.len()) else {
             return reply.fail(FsError(Errno::EINVAL));
         };
@@ -444,6 +476,7 @@ impl Filesystem for NimbusFs {
     }
 
     fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
+        self.inner.stats.count("flush");
         let inner = self.inner.clone();
         self.serve_empty(reply, async move {
             // A close drops the process's fcntl locks on the file.
@@ -462,6 +495,7 @@ impl Filesystem for NimbusFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.inner.stats.count("release");
         let inner = self.inner.clone();
         self.serve_empty(reply, async move {
             // The last close of an open file drops its flock.
@@ -484,6 +518,7 @@ impl Filesystem for NimbusFs {
         pid: u32,
         reply: ReplyLock,
     ) {
+        self.inner.stats.count("getlk");
         let (inner, caller) = (self.inner.clone(), caller(req));
         let args = LockArgs::new(ino.0, lock_owner.0, start, end, typ, pid);
         self.serve(
@@ -506,22 +541,26 @@ impl Filesystem for NimbusFs {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
+        self.inner.stats.count("setlk");
         let (inner, caller) = (self.inner.clone(), caller(req));
         let args = LockArgs::new(ino.0, lock_owner.0, start, end, typ, pid);
         self.serve_empty(reply, async move { inner.session.set(caller, args, sleep).await });
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.inner.stats.count("fsync");
         let inner = self.inner.clone();
         self.serve_empty(reply, async move { inner.fsync(fh.0).await });
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.inner.stats.count("opendir");
         // Permission to list is checked by each Readdir on the cluster.
         reply.opened(FileHandle(self.inner.opendir()), FopenFlags::empty());
     }
 
     fn readdir(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectory) {
+        self.inner.stats.count("readdir");
         let (inner, caller) = (self.inner.clone(), caller(req));
         self.serve(
             reply,
@@ -538,6 +577,7 @@ impl Filesystem for NimbusFs {
     }
 
     fn readdirplus(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectoryPlus) {
+        self.inner.stats.count("readdirplus");
         let (inner, caller, ttl) = (self.inner.clone(), caller(req), self.inner.ttl);
         self.serve(
             reply,
@@ -562,17 +602,20 @@ impl Filesystem for NimbusFs {
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.inner.stats.count("releasedir");
         self.inner.releasedir(fh.0);
         reply.ok();
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.inner.stats.count("fsyncdir");
         // Every namespace change is committed by a Raft majority before it
         // is acknowledged: there is nothing left to sync.
         reply.ok();
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.inner.stats.count("statfs");
         let (inner, caller) = (self.inner.clone(), caller(req));
         self.serve(reply, async move { inner.statfs(caller).await }, |r, s| {
             // With a quota, df shows the user's own space: the limit as the
@@ -613,6 +656,7 @@ impl Filesystem for NimbusFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        self.inner.stats.count("setxattr");
         let set = pb::SetXattr {
             ino: ino.0,
             name: bytes(name),
@@ -624,6 +668,7 @@ impl Filesystem for NimbusFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.inner.stats.count("getxattr");
         let (inner, caller, name) = (self.inner.clone(), caller(req), bytes(name));
         self.serve(
             reply,
@@ -633,6 +678,7 @@ impl Filesystem for NimbusFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.inner.stats.count("listxattr");
         let (inner, caller) = (self.inner.clone(), caller(req));
         self.serve(
             reply,
@@ -642,11 +688,13 @@ impl Filesystem for NimbusFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.inner.stats.count("removexattr");
         let (inner, caller, name) = (self.inner.clone(), caller(req), bytes(name));
         self.serve_empty(reply, async move { inner.removexattr(caller, ino.0, name).await });
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        self.inner.stats.count("access");
         let (inner, caller) = (self.inner.clone(), caller(req));
         let mask = mask.bits() as u32;
         self.serve_empty(reply, async move { inner.access(caller, ino.0, mask).await });
@@ -662,6 +710,7 @@ impl Filesystem for NimbusFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        self.inner.stats.count("fallocate");
         // Only plain preallocation; ENOSYS would make the kernel stop asking
         // for that too, so other modes are EOPNOTSUPP.
         if mode != 0 {

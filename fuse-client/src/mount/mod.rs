@@ -10,6 +10,7 @@ mod idmap;
 mod open;
 mod ops;
 mod session;
+mod stats;
 
 use anyhow::{bail, Context};
 use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
@@ -57,6 +58,10 @@ pub struct MountArgs {
     /// --as-local-users implies none.
     #[arg(long, value_enum, default_value = "names")]
     pub idmap: idmap::IdMode,
+    /// Serve counters (FUSE requests by kind, namespace commits and reads,
+    /// block transfers and bytes) in Prometheus text on this host:port.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
 }
 
 /// Mounts the cluster `client` talks to and serves it until told to stop.
@@ -100,6 +105,9 @@ pub async fn run(client: MetaClient, args: MountArgs) -> anyhow::Result<()> {
         identity,
     ));
     tokio::spawn(inner.session.clone().keep_alive());
+    if let Some(addr) = args.metrics.clone() {
+        stats::serve(addr, inner.stats.clone(), inner.client.clone());
+    }
     let filesystem = fs::NimbusFs::new(inner.clone(), tokio::runtime::Handle::current(), args.as_local_users);
     let mut config = Config::default();
     config.n_threads = Some(usize::from(args.threads));

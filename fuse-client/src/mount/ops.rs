@@ -25,6 +25,9 @@ const O_RDWR: i32 = 0o2;
 const O_TRUNC: i32 = 0o1000;
 const O_DSYNC: i32 = 0o10000;
 
+/// The xattr holding a file's capabilities (setcap).
+const CAPABILITY_XATTR: &[u8] = b"security.capability";
+
 /// Directory entries asked for per Readdir call.
 const READDIR_PAGE: u32 = 512;
 
@@ -83,6 +86,8 @@ pub struct Inner {
     pub session: Arc<Session>,
     /// Nimbus ids as the workstation shows them, and back.
     pub ids: Arc<IdMap>,
+    /// Requests served and what they cost, for --metrics.
+    pub stats: Arc<super::stats::Stats>,
     identity: Identity,
     files: OpenTable,
     handles: Mutex<HashMap<u64, Handle>>,
@@ -99,6 +104,7 @@ impl Inner {
     pub fn new(client: Arc<MetaClient>, ttl: Duration, ids: IdMap, identity: Identity) -> Inner {
         Inner {
             identity,
+            stats: Arc::default(),
             session: Arc::new(Session::new(client.clone())),
             client,
             ttl,
@@ -195,6 +201,12 @@ impl Inner {
     }
 
     pub async fn getattr(&self, caller: pb::Caller, ino: u64) -> FsResult<FileAttr> {
+        // A file open here whose attributes came within the TTL: the
+        // answer would be the same, this mount's writes and folded changes
+        // included.
+        if let Some(a) = self.open_file(ino).and_then(|f| f.fresh(self.ttl)) {
+            return Ok(self.view(&a));
+        }
         Ok(self.view(&self.raw_attr(caller, ino).await?))
     }
 
@@ -216,7 +228,11 @@ impl Inner {
         let set = self.attr_call(caller, Op::Setattr(change), "Setattr");
         let a = match self.open_file(change.ino) {
             Some(file) => match file.set_attr(&self.client, &change, who, set).await? {
-                SetOutcome::Folded(a) | SetOutcome::Applied(a) => a,
+                SetOutcome::Folded(a) => {
+                    self.stats.count("setattr_folded");
+                    a
+                }
+                SetOutcome::Applied(a) => a,
             },
             None => set.await?,
         };
@@ -283,6 +299,7 @@ impl Inner {
     }
 
     pub async fn setxattr(&self, caller: pb::Caller, mut set: pb::SetXattr) -> FsResult<()> {
+        self.capability_changes(set.ino, &set.name);
         if IdMap::is_acl(&set.name) {
             set.value = self.ids.acl_in(std::mem::take(&mut set.value)).await?;
         }
@@ -290,6 +307,7 @@ impl Inner {
     }
 
     pub async fn removexattr(&self, caller: pb::Caller, ino: u64, name: Vec<u8>) -> FsResult<()> {
+        self.capability_changes(ino, &name);
         self.done_call(caller, Op::Removexattr(pb::RemoveXattr { ino, name }), "Removexattr")
             .await
     }
@@ -297,10 +315,30 @@ impl Inner {
     /// An attribute's value, or its size when `size` is 0 (a probe).
     pub async fn getxattr(&self, caller: pb::Caller, ino: u64, name: Vec<u8>, size: u32) -> FsResult<XattrOut> {
         let acl = IdMap::is_acl(&name);
-        match self.call(caller, Op::Getxattr(pb::GetXattr { ino, name })).await? {
+        // The kernel asks for a file's capabilities before each write to it
+        // (to drop them): for a file open here, one answer is enough.
+        let open = (name == CAPABILITY_XATTR).then(|| self.open_file(ino)).flatten();
+        if open.as_ref().is_some_and(|f| f.has_no_capability()) {
+            return fail(Errno::ENODATA);
+        }
+        let got = self.call(caller, Op::Getxattr(pb::GetXattr { ino, name })).await;
+        if let (Some(f), Err(FsError(Errno::ENODATA))) = (&open, &got) {
+            f.set_no_capability(true);
+        }
+        match got? {
             R::Data(v) if acl => sized(self.ids.acl_out(v), size),
             R::Data(v) => sized(v, size),
             other => unexpected("Getxattr", &other),
+        }
+    }
+
+    /// A change of `name` on `ino` through this mount: forget that the file
+    /// had no capabilities.
+    fn capability_changes(&self, ino: u64, name: &[u8]) {
+        if name == CAPABILITY_XATTR {
+            if let Some(f) = self.open_file(ino) {
+                f.set_no_capability(false);
+            }
         }
     }
 
@@ -362,6 +400,8 @@ impl Inner {
         // A new file is empty: nothing to read from the cluster.
         let file = self.files.acquire(a.ino, &caller);
         file.known(&a);
+        // Nothing sets capabilities on create.
+        file.set_no_capability(true);
         let fh = self.new_handle(a.ino, file, flags);
         Ok((self.view(&a), fh))
     }

@@ -663,6 +663,14 @@ fn setattr(txn: &mut Txn, time: Timestamp, caller: &Caller, ino: Ino, ch: &AttrC
         }
     }
     if let Some(size) = ch.size {
+        // As for a write (blocks::commit_write): a truncate by someone
+        // other than the owner drops set-id bits.
+        if !caller.is_root() && !caller.owns(&inode) {
+            inode.perm &= !S_ISUID;
+            if inode.perm & 0o010 != 0 {
+                inode.perm &= !S_ISGID;
+            }
+        }
         quota::resize(txn, &inode, old_size, size)?;
         if size < old_size {
             blocks::release_beyond(txn, &mut inode, size)?;
