@@ -520,7 +520,43 @@ wl_dbench() {
   limit rm -rf "$1/dbench" >>"$raw" 2>&1 || true
 }
 
-declare -A RES=()
+declare -A RES=() TRIPS=()
+
+# The Nimbus mount's counters (nimbus mount --metrics, which dev up turns
+# on): "kind value" lines of what it asked of the cluster so far.
+nimbus_counters() {
+  local url
+  url=$("$BIN/nimbus" dev status --dev-dir "$NDEV" --json 2>/dev/null | jq -r '.mount.metrics // empty') || return 0
+  [ -n "$url" ] || return 0
+  "$PY" - "$url" <<'PYEOF' 2>/dev/null || true
+import re, sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1], timeout=5).read().decode()
+for m in re.finditer(r'^nimbus_mount_cluster_total\{kind="(\w+)"\} (\S+)$', text, re.M):
+    print(m.group(1), int(float(m.group(2))))
+PYEOF
+}
+# How many items a workload handles, to show round trips per item.
+items_of() {
+  case "$1" in
+    create | stat | read | delete) echo "$FILES file" ;;
+    mkdir | listdirs | rmdir) echo "$DIRS dir" ;;
+    untar) echo "$(tar -tf "$W/src.tar" | wc -l) entry" ;;
+    seqwrite | seqread) echo "$((size_bytes >> 20)) MiB" ;;
+    *) echo "1 run" ;;
+  esac
+}
+# Round trips per item between two counter snapshots: namespace commits,
+# namespace reads, block uploads, block downloads.
+trips() { # before after items
+  "$PY" - "$1" "$2" "$3" <<'PYEOF'
+import sys
+def load(t): return {k: int(v) for k, v in (l.split() for l in t.splitlines() if l.strip())}
+b, a = load(sys.argv[1]), load(sys.argv[2])
+n = max(1, int(sys.argv[3]))
+d = lambda k: (a.get(k, 0) - b.get(k, 0)) / n
+print("%.2f %.2f %.2f %.2f" % (d("ns_writes"), d("ns_reads"), d("block_writes"), d("block_reads")))
+PYEOF
+}
 
 run_one() { # nimbus|moosefs mountpoint workload
   local sys=$1 mnt=$2 w=$3 key label rc t0
@@ -548,10 +584,17 @@ run_one() { # nimbus|moosefs mountpoint workload
     abort_fuse "$mnt"
   ) &
   watchdog=$!
+  local counted="" items
+  if [ "$sys" = nimbus ]; then counted=$(nimbus_counters); fi
   set +e
   "wl_$key" "$mnt/bench"
   rc=$?
   set -e
+  if [ -n "$counted" ]; then
+    items=$(items_of "$key")
+    TRIPS[$key]="$(trips "$counted" "$(nimbus_counters)" "${items% *}") per ${items#* }"
+    echo "cluster round trips per ${items#* } (commits reads uploads downloads): ${TRIPS[$key]}" >>"$raw"
+  fi
   kill "$watchdog" 2>/dev/null || true
   wait "$watchdog" 2>/dev/null || true
   echo " -> $(cut -d' ' -f1 /proc/loadavg), $((SECONDS - t0)) s" >>"$LOGS/load.txt"
@@ -648,6 +691,16 @@ machine() {
   echo "Other processes share the cores: the load average at the start and end of"
   echo "each workload, and its duration:"
   sed 's/^/  /' "$LOGS/load.txt" 2>/dev/null || true
+  if [ ${#TRIPS[@]} -gt 0 ]; then
+    echo
+    echo "What each Nimbus workload asked of its cluster, per item (from the"
+    echo "mount's counters): namespace commits, namespace reads, block uploads,"
+    echo "block downloads:"
+    for w in "${WORKLOADS[@]}"; do
+      key=${w%%|*}
+      [ -n "${TRIPS[$key]:-}" ] && printf '  %-10s %s\n' "$key" "${TRIPS[$key]}"
+    done
+  fi
   if [ ${#failures[@]} -gt 0 ]; then
     echo
     echo "## Failures"

@@ -26,6 +26,10 @@ pub struct WrittenBlock {
     pub len: u64,
     pub crc32c: u32,
     pub server_ids: Vec<u64>,
+    /// The replicas' addresses and the write token, for a later
+    /// [`MetaClient::sync_blocks`].
+    pub replicas: Vec<String>,
+    pub token: Vec<u8>,
 }
 
 fn data_client(ch: Channel) -> DataClusterClient<Channel> {
@@ -189,6 +193,8 @@ impl MetaClient {
                         len: data.len() as u64,
                         crc32c: reply.crc32c,
                         server_ids: a.server_ids,
+                        replicas: a.replicas,
+                        token: a.write_token,
                     })
                 }
                 Err(s) => {
@@ -220,10 +226,58 @@ impl MetaClient {
         )))
     }
 
+    /// Makes blocks written without `durable` durable on every replica (an
+    /// fsync after buffered writes), one Sync per server, in parallel.
+    pub async fn sync_blocks(&self, blocks: &[&WrittenBlock]) -> Result<(), ClientError> {
+        let mut by_server: std::collections::BTreeMap<&str, Vec<pb::SyncBlock>> = Default::default();
+        for b in blocks {
+            for addr in &b.replicas {
+                by_server.entry(addr).or_default().push(pb::SyncBlock {
+                    block_id: b.id.0.to_vec(),
+                    token: b.token.clone(),
+                });
+            }
+        }
+        let mut calls = tokio::task::JoinSet::new();
+        for (addr, blocks) in by_server {
+            let channel = self.channel(addr)?;
+            let addr = addr.to_owned();
+            calls.spawn(async move {
+                let mut request = tonic::Request::new(pb::SyncRequest { blocks });
+                request.set_timeout(TRANSFER_TIMEOUT);
+                blocks_client(channel)
+                    .sync(request)
+                    .await
+                    .map_err(|s| format!("{addr}: {}", s.message()))
+            });
+        }
+        while let Some(done) = calls.join_next().await {
+            match done {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(ClientError::DataUnavailable(format!("sync: {e}"))),
+                Err(e) => return Err(ClientError::DataUnavailable(format!("sync: {e}"))),
+            }
+        }
+        Ok(())
+    }
+
     /// Reads `[offset, offset+len)` of `block` (len 0: to its end), trying
     /// each replica; a replica that returns corrupt data is reported.
     pub async fn read_block(&self, block: BlockId, offset: u64, len: u64) -> Result<Vec<u8>, ClientError> {
         let loc = self.locate(block).await?;
+        self.read_located(block, &loc, offset, len).await
+    }
+
+    /// [`MetaClient::read_block`] from a location (replicas and read token)
+    /// got earlier with [`MetaClient::locate`]: a reader that keeps them
+    /// saves the leader a round trip per read.
+    pub async fn read_located(
+        &self,
+        block: BlockId,
+        loc: &pb::Location,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, ClientError> {
         let mut errors = Vec::new();
         for (addr, server) in loc.replicas.iter().zip(&loc.server_ids) {
             Counters::add(&self.counters.block_reads, 1);

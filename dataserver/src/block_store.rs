@@ -546,6 +546,14 @@ impl BlockStore {
         Ok(crc)
     }
 
+    /// Makes a stored block durable: its file, then the directories that
+    /// name it (a put without `durable` synced neither).
+    pub fn sync(&self, id: BlockId) -> Result<()> {
+        let path = self.path_of(id).ok_or(BlockStoreError::NotFound(id))?;
+        File::open(&path).and_then(|f| f.sync_all()).map_err(io_at(&path))?;
+        sync_dirs(&path)
+    }
+
     fn open_block(&self, id: BlockId) -> Result<Block> {
         for d in &self.dirs {
             match Block::open(d.block_path(id), id) {
@@ -693,6 +701,17 @@ mod tests {
             }
         };
         fs::read_dir(dir).unwrap().map(|e| count(e.unwrap())).sum()
+    }
+
+    #[test]
+    fn a_block_put_without_durable_is_synced_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let d = data(100_000, 3);
+        s.put(id(1), &d, false).unwrap();
+        s.sync(id(1)).unwrap();
+        assert_eq!(s.read(id(1), 0, 0).unwrap(), d);
+        assert_eq!(kind(s.sync(id(2))), "NotFound");
     }
 
     #[test]

@@ -15,6 +15,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// Longest replica chain a write may name.
 const MAX_CHAIN: usize = 8;
+/// Most blocks one Sync may name (a commit writes at most 64 slots).
+const MAX_SYNC_BLOCKS: usize = 256;
 
 /// The block service of one data server.
 pub struct BlockService {
@@ -180,6 +182,25 @@ impl pb::blocks_server::Blocks for BlockService {
     }
 
     type ReadStream = ReadStream;
+
+    async fn sync(&self, request: Request<pb::SyncRequest>) -> Result<Response<pb::SyncReply>, Status> {
+        let _busy = InFlight::new(&self.load);
+        if request.get_ref().blocks.len() > MAX_SYNC_BLOCKS {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_SYNC_BLOCKS} blocks per sync"
+            )));
+        }
+        let mut blocks = Vec::new();
+        for b in &request.get_ref().blocks {
+            let id =
+                BlockId::from_bytes(&b.block_id).ok_or_else(|| Status::invalid_argument("a block id is 16 bytes"))?;
+            self.check(&b.token, id, Access::Write)?;
+            blocks.push(id);
+        }
+        self.blocking(move |s| blocks.iter().try_for_each(|id| s.sync(*id)))
+            .await?;
+        Ok(Response::new(pb::SyncReply {}))
+    }
 
     async fn read(&self, request: Request<pb::ReadRequest>) -> Result<Response<ReadStream>, Status> {
         let _busy = InFlight::new(&self.load);

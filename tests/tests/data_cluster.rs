@@ -69,7 +69,10 @@ async fn write_files(
 async fn check_files(client: &MetaClient, files: &[File]) -> anyhow::Result<()> {
     for f in files {
         let layout = match client
-            .call(pb::ns_request::Op::GetLayout(pb::GetLayout { ino: f.ino.0 }))
+            .call(pb::ns_request::Op::GetLayout(pb::GetLayout {
+                ino: f.ino.0,
+                access: 0,
+            }))
             .await?
         {
             pb::ns_reply::Result::Layout(l) => l,

@@ -35,7 +35,7 @@ async fn a_big_file_round_trips_through_cp_and_sha256sum() -> anyhow::Result<()>
     for name in ["a", "b", "c", "big"] {
         ino = nimbus_common::Ino(client.lookup(ino, name.as_bytes()).await?.ino);
     }
-    let op = nimbus_proto::ns_request::Op::GetLayout(nimbus_proto::GetLayout { ino: ino.0 });
+    let op = nimbus_proto::ns_request::Op::GetLayout(nimbus_proto::GetLayout { ino: ino.0, access: 0 });
     match client.call(op).await? {
         nimbus_proto::ns_reply::Result::Layout(l) => {
             assert_eq!(l.size, 20 << 20);

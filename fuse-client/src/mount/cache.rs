@@ -9,9 +9,11 @@
 use super::convert::FsResult;
 use nimbus_client::MetaClient;
 use nimbus_common::BlockId;
-use std::collections::VecDeque;
+use nimbus_proto as pb;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
 /// Whole blocks kept per open file (up to 4 MiB each): the one being read,
@@ -25,10 +27,19 @@ const SEQUENTIAL_SLACK: u64 = 2 << 20;
 /// A block's bytes, loaded at most once.
 type Loaded = Arc<OnceCell<Arc<Vec<u8>>>>;
 
+/// How long a block's location (replicas and read token, which the leader
+/// signs for 10 minutes) is used before it is asked for again.
+const LOCATION_TTL: Duration = Duration::from_secs(60);
+/// Locations one open file keeps (a 4 GiB file has 1,024 blocks).
+const CACHED_LOCATIONS: usize = 1024;
+
 /// The read-ahead state of one open file.
 #[derive(Default)]
 pub struct BlockCache {
     blocks: Mutex<VecDeque<(BlockId, Loaded)>>,
+    /// Where blocks are: a random reader would otherwise ask the leader
+    /// before every read.
+    locations: Mutex<HashMap<BlockId, (pb::Location, Instant)>>,
     /// End of the last read, to tell sequential from random access.
     last_end: AtomicU64,
 }
@@ -91,10 +102,39 @@ impl BlockCache {
                 let b = (to as usize).min(data.len());
                 data[a..b].to_vec()
             }
-            None => client.read_block(block, from, to - from).await?,
+            None => self.read_range(client, block, from, to - from).await?,
         };
         out.resize(want, 0);
         Ok(out)
+    }
+
+    /// `len` bytes of `block` at `from`, through its remembered location;
+    /// a failure there asks the leader again (a replica moved or died).
+    async fn read_range(&self, client: &MetaClient, block: BlockId, from: u64, len: u64) -> FsResult<Vec<u8>> {
+        let known = {
+            let locations = self.locations.lock().unwrap_or_else(|p| p.into_inner());
+            locations
+                .get(&block)
+                .filter(|(_, at)| at.elapsed() < LOCATION_TTL)
+                .map(|(l, _)| l.clone())
+        };
+        if let Some(loc) = known {
+            match client.read_located(block, &loc, from, len).await {
+                Ok(data) => return Ok(data),
+                Err(e) => tracing::debug!("block {block} at its remembered location: {e}; locating again"),
+            }
+        }
+        let loc = client.locate(block).await?;
+        let data = client.read_located(block, &loc, from, len).await?;
+        let mut locations = self.locations.lock().unwrap_or_else(|p| p.into_inner());
+        if locations.len() >= CACHED_LOCATIONS {
+            locations.retain(|_, (_, at)| at.elapsed() < LOCATION_TTL);
+            if locations.len() >= CACHED_LOCATIONS {
+                locations.clear();
+            }
+        }
+        locations.insert(block, (loc, Instant::now()));
+        Ok(data)
     }
 
     /// Starts loading `block` in the background unless it is cached.

@@ -23,7 +23,7 @@ use nimbus_common::{BlockId, Errno, Ino};
 use nimbus_proto as pb;
 use nimbus_proto::ns_reply::Result as R;
 use nimbus_proto::ns_request::Op;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -74,8 +74,9 @@ struct State {
     /// written or loaded.
     dirty: BTreeMap<u64, Vec<u8>>,
     /// Slots committed since the last fsync from blocks the data servers
-    /// have not fsync'ed: an fsync uploads them again, durably.
-    undurable: BTreeSet<u64>,
+    /// have not fsync'ed: an fsync asks every replica to sync them (or, if
+    /// that fails, uploads them again, durably).
+    undurable: BTreeMap<u64, WrittenBlock>,
     /// Slot 0 as the meta cluster keeps it, for a small file (no block).
     inline: Option<Vec<u8>>,
     /// chmod/chown/utimens made on the open file, for the next commit.
@@ -146,7 +147,7 @@ impl OpenFile {
                 size: 0,
                 slots: BTreeMap::new(),
                 dirty: BTreeMap::new(),
-                undurable: BTreeSet::new(),
+                undurable: BTreeMap::new(),
                 writer: opener,
                 inline: None,
                 pending: None,
@@ -216,12 +217,15 @@ impl OpenFile {
     /// Re-reads the layout and size from the cluster (close-to-open: every
     /// open sees what the last close committed). Buffered writes of other
     /// handles stay.
-    pub async fn refresh(&self, client: &MetaClient, caller: pb::Caller) -> FsResult<()> {
+    /// With `access` (R/W bits), the cluster checks those rights and
+    /// answers with the attributes too: an open costs one call.
+    pub async fn refresh(&self, client: &MetaClient, caller: pb::Caller, access: u32) -> FsResult<Option<pb::Attr>> {
         let mut st = self.state.lock().await;
-        let layout = match client
-            .call_as(caller, Op::GetLayout(pb::GetLayout { ino: self.ino.0 }))
-            .await?
-        {
+        let get = pb::GetLayout {
+            ino: self.ino.0,
+            access,
+        };
+        let layout = match client.call_as(caller, Op::GetLayout(get)).await? {
             R::Layout(l) => l,
             other => return unexpected("GetLayout", &other),
         };
@@ -251,7 +255,7 @@ impl OpenFile {
             st.size.max(layout.size)
         };
         self.set_size(&mut st, size);
-        Ok(())
+        Ok(layout.attr)
     }
 
     /// Buffers `data` at `offset`, uploading and committing first when too
@@ -388,7 +392,18 @@ impl OpenFile {
     pub async fn fsync(&self, client: &Arc<MetaClient>) -> FsResult<()> {
         let mut st = self.state.lock().await;
         self.commit(&mut st, client, true).await?;
-        let pending: Vec<u64> = st.undurable.iter().copied().collect();
+        if st.undurable.is_empty() {
+            return Ok(());
+        }
+        let blocks: Vec<&WrittenBlock> = st.undurable.values().collect();
+        match client.sync_blocks(&blocks).await {
+            Ok(()) => {
+                st.undurable.clear();
+                return Ok(());
+            }
+            Err(e) => tracing::info!("inode {}: syncing written blocks: {e}; sending them again", self.ino),
+        }
+        let pending: Vec<u64> = st.undurable.keys().copied().collect();
         for batch in pending.chunks(MAX_DIRTY_SLOTS) {
             for slot in batch {
                 match st.slots.get(slot).copied() {
@@ -644,7 +659,7 @@ impl OpenFile {
             if durable {
                 st.undurable.remove(&slot);
             } else {
-                st.undurable.insert(slot);
+                st.undurable.insert(slot, b);
             }
         }
         if let Some(data) = inline {

@@ -22,8 +22,8 @@ mod tests;
 
 pub use perm::Caller;
 pub use read::{
-    access, getattr, getxattr, listxattr, lookup, readable_layout, readdir, readdir_plus, readlink, statfs, DirEntry,
-    FsStats,
+    access, getattr, getxattr, listxattr, lookup, open_layout, readable_layout, readdir, readdir_plus, readlink,
+    statfs, DirEntry, FsStats,
 };
 pub use tables::Txn;
 

@@ -155,6 +155,18 @@ pub fn readable_layout(txn: &Txn, caller: &Caller, ino: Ino) -> Result<super::bl
     super::blocks::layout(txn, ino)
 }
 
+/// What an open needs: the rights in `mask` checked, the attributes and the
+/// layout of a regular file (EISDIR for a directory).
+pub fn open_layout(
+    txn: &Txn,
+    caller: &Caller,
+    ino: Ino,
+    mask: u16,
+) -> Result<(Attr, super::blocks::FileLayout), NsError> {
+    let attr = access(txn, caller, ino, mask)?;
+    Ok((attr, super::blocks::layout(txn, ino)?))
+}
+
 /// The value of extended attribute `name` of `ino`.
 pub fn getxattr(txn: &Txn, caller: &Caller, ino: Ino, name: &[u8]) -> Result<Vec<u8>, NsError> {
     let inode = txn.existing(ino)?;

@@ -128,23 +128,30 @@ impl NamespaceService {
             }
             P::Getxattr(r) => ns::getxattr(&txn, caller, Ino(r.ino), &r.name).map(R::Data),
             P::Listxattr(r) => ns::listxattr(&txn, caller, Ino(r.ino)).map(|names| R::Names(pb::XattrNames { names })),
-            P::GetLayout(r) => ns::readable_layout(&txn, caller, Ino(r.ino)).map(|layout| {
-                R::Layout(pb::Layout {
-                    size: layout.size,
-                    slot_size: ns::blocks::SLOT_SIZE,
-                    inline_data: layout.inline,
-                    slots: layout
-                        .slots
-                        .into_iter()
-                        .map(|(slot, s)| pb::SlotBlock {
-                            slot,
-                            block_id: s.block.0.to_vec(),
-                            length: s.len,
-                            crc32c: s.crc,
-                        })
-                        .collect(),
+            P::GetLayout(r) => {
+                let opened = match u16::try_from(r.access & 7).unwrap_or(0) {
+                    0 => ns::readable_layout(&txn, caller, Ino(r.ino)).map(|l| (None, l)),
+                    mask => ns::open_layout(&txn, caller, Ino(r.ino), mask).map(|(a, l)| (Some(a), l)),
+                };
+                opened.map(|(attr, layout)| {
+                    R::Layout(pb::Layout {
+                        attr: attr.as_ref().map(attr_to_pb),
+                        size: layout.size,
+                        slot_size: ns::blocks::SLOT_SIZE,
+                        inline_data: layout.inline,
+                        slots: layout
+                            .slots
+                            .into_iter()
+                            .map(|(slot, s)| pb::SlotBlock {
+                                slot,
+                                block_id: s.block.0.to_vec(),
+                                length: s.len,
+                                crc32c: s.crc,
+                            })
+                            .collect(),
+                    })
                 })
-            }),
+            }
             _ => return Err(Status::internal("write routed as a read")),
         };
         match outcome {
