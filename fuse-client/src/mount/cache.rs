@@ -6,8 +6,8 @@
 //! the meta leader and a transfer from a data server, so the kernel's
 //! 128 KiB requests must not each pay for one.
 
+use super::backend::Backend;
 use super::convert::FsResult;
-use nimbus_client::MetaClient;
 use nimbus_common::BlockId;
 use nimbus_proto as pb;
 use std::collections::{HashMap, VecDeque};
@@ -81,9 +81,9 @@ impl BlockCache {
     /// Bytes `[from, to)` of `block`, whose first `len` bytes belong to the
     /// file; whole-block when `whole` or already cached. Bytes past what the
     /// block holds read as zeros.
-    pub async fn read(
+    pub async fn read<C: Backend>(
         &self,
-        client: &MetaClient,
+        client: &C,
         block: BlockId,
         len: u64,
         (from, to): (u64, u64),
@@ -110,7 +110,7 @@ impl BlockCache {
 
     /// `len` bytes of `block` at `from`, through its remembered location;
     /// a failure there asks the leader again (a replica moved or died).
-    async fn read_range(&self, client: &MetaClient, block: BlockId, from: u64, len: u64) -> FsResult<Vec<u8>> {
+    async fn read_range<C: Backend>(&self, client: &C, block: BlockId, from: u64, len: u64) -> FsResult<Vec<u8>> {
         let known = {
             let locations = self.locations.lock().unwrap_or_else(|p| p.into_inner());
             locations
@@ -138,7 +138,7 @@ impl BlockCache {
     }
 
     /// Starts loading `block` in the background unless it is cached.
-    pub fn prefetch(&self, client: &Arc<MetaClient>, block: BlockId, len: u64) {
+    pub fn prefetch<C: Backend>(&self, client: &Arc<C>, block: BlockId, len: u64) {
         if self.find(block).is_some() {
             return;
         }
@@ -147,7 +147,7 @@ impl BlockCache {
         tokio::spawn(async move {
             // A failure leaves the cell empty: the reader fetches it again
             // and sees the error itself.
-            if let Err(e) = load(&client, &cell, block, len).await {
+            if let Err(e) = load(client.as_ref(), &cell, block, len).await {
                 tracing::debug!("prefetch of block {block} failed: {}", e.0);
             }
         });
@@ -155,7 +155,7 @@ impl BlockCache {
 }
 
 /// The bytes of `cell`, fetching the block once however many wait for it.
-async fn load(client: &MetaClient, cell: &Loaded, block: BlockId, len: u64) -> FsResult<Arc<Vec<u8>>> {
+async fn load<C: Backend>(client: &C, cell: &Loaded, block: BlockId, len: u64) -> FsResult<Arc<Vec<u8>>> {
     let data = cell
         .get_or_try_init(|| async {
             let data = client.read_block(block, 0, len).await?;

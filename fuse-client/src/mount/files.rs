@@ -15,14 +15,12 @@
 //! truncate or a second descriptor sees the bytes written through the first,
 //! as on a local file system.
 
+use super::backend::Backend;
 use super::cache::BlockCache;
-use super::convert::{fail, unexpected, FsError, FsResult};
+use super::convert::{fail, FsError, FsResult};
 use nimbus_client::blocks::{FileCommit, WrittenBlock};
-use nimbus_client::MetaClient;
 use nimbus_common::{BlockId, Errno, Ino};
 use nimbus_proto as pb;
-use nimbus_proto::ns_reply::Result as R;
-use nimbus_proto::ns_request::Op;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -72,7 +70,11 @@ struct State {
     slots: BTreeMap<u64, Committed>,
     /// New contents of whole slots, from the slot's start to its last byte
     /// written or loaded.
-    dirty: BTreeMap<u64, Vec<u8>>,
+    dirty: BTreeMap<u64, Arc<Vec<u8>>>,
+    /// Uploads started as soon as a dirty slot filled up, so that a
+    /// sequential writer does not wait for them at the next commit; dropped
+    /// (aborted) when the slot changes again.
+    early: BTreeMap<u64, tokio::task::JoinHandle<Result<WrittenBlock, nimbus_client::ClientError>>>,
     /// Slots committed since the last fsync from blocks the data servers
     /// have not fsync'ed: an fsync asks every replica to sync them (or, if
     /// that fails, uploads them again, durably).
@@ -100,9 +102,8 @@ pub struct OpenFile {
     writers: AtomicUsize,
     /// The attributes as the folded changes made them, until committed.
     folded: std::sync::Mutex<Option<pb::Attr>>,
-    /// The attributes last heard from the cluster (open, create, commit),
-    /// and when.
-    known: std::sync::Mutex<Option<(pb::Attr, std::time::Instant)>>,
+    /// The attributes last heard from the cluster (open, create, commit).
+    known: std::sync::Mutex<Option<pb::Attr>>,
     /// The file has no `security.capability` (known since it was created
     /// here, or asked once): the kernel asks before every write.
     no_capability: std::sync::atomic::AtomicBool,
@@ -147,6 +148,7 @@ impl OpenFile {
                 size: 0,
                 slots: BTreeMap::new(),
                 dirty: BTreeMap::new(),
+                early: BTreeMap::new(),
                 undurable: BTreeMap::new(),
                 writer: opener,
                 inline: None,
@@ -160,6 +162,22 @@ impl OpenFile {
             known: std::sync::Mutex::new(None),
             no_capability: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A digest of the committed contents as this mount knows them (size,
+    /// slot blocks, inline bytes): equal digests at two opens mean nobody
+    /// committed in between, so the kernel's cached pages are still right.
+    pub async fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let st = self.state.lock().await;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        st.size.hash(&mut h);
+        for (slot, c) in &st.slots {
+            (slot, c.block.0, c.len).hash(&mut h);
+        }
+        st.inline.hash(&mut h);
+        st.dirty.len().hash(&mut h);
+        h.finish()
     }
 
     /// Whether the file is known to have no `security.capability`.
@@ -185,13 +203,7 @@ impl OpenFile {
 
     /// Records attributes the cluster answered with.
     pub fn known(&self, a: &pb::Attr) {
-        *lock(&self.known) = Some((*a, std::time::Instant::now()));
-    }
-
-    /// The attributes heard from the cluster less than `ttl` ago, as a
-    /// getattr would bring them (the kernel keeps its own for as long).
-    pub fn fresh(&self, ttl: std::time::Duration) -> Option<pb::Attr> {
-        lock(&self.known).filter(|(_, at)| at.elapsed() < ttl).map(|(a, _)| a)
+        *lock(&self.known) = Some(*a);
     }
 
     /// The attributes folded changes made, while they wait for a commit.
@@ -219,16 +231,9 @@ impl OpenFile {
     /// handles stay.
     /// With `access` (R/W bits), the cluster checks those rights and
     /// answers with the attributes too: an open costs one call.
-    pub async fn refresh(&self, client: &MetaClient, caller: pb::Caller, access: u32) -> FsResult<Option<pb::Attr>> {
+    pub async fn refresh<C: Backend>(&self, client: &C, caller: pb::Caller, access: u32) -> FsResult<Option<pb::Attr>> {
         let mut st = self.state.lock().await;
-        let get = pb::GetLayout {
-            ino: self.ino.0,
-            access,
-        };
-        let layout = match client.call_as(caller, Op::GetLayout(get)).await? {
-            R::Layout(l) => l,
-            other => return unexpected("GetLayout", &other),
-        };
+        let layout = client.layout(caller, self.ino, access).await?;
         if layout.slot_size != SLOT {
             tracing::error!("the cluster uses {}-byte slots, this client {SLOT}", layout.slot_size);
             return fail(Errno::EIO);
@@ -260,7 +265,13 @@ impl OpenFile {
 
     /// Buffers `data` at `offset`, uploading and committing first when too
     /// many slots are dirty.
-    pub async fn write(&self, client: &Arc<MetaClient>, writer: pb::Caller, offset: u64, data: &[u8]) -> FsResult<()> {
+    pub async fn write<C: Backend>(
+        &self,
+        client: &Arc<C>,
+        writer: pb::Caller,
+        offset: u64,
+        data: &[u8],
+    ) -> FsResult<()> {
         let end = offset
             .checked_add(data.len() as u64)
             .filter(|e| *e <= MAX_SIZE)
@@ -287,12 +298,17 @@ impl OpenFile {
                 if st.dirty.len() >= MAX_DIRTY_SLOTS {
                     self.commit(&mut st, client, false).await?;
                 }
-                let base = slot_base(&st, client, slot, in_slot, n).await?;
-                st.dirty.insert(slot, base);
+                let base = slot_base(&st, client.as_ref(), slot, in_slot, n).await?;
+                st.dirty.insert(slot, Arc::new(base));
+            }
+            // The slot changes: an upload of its earlier bytes is void.
+            if let Some(upload) = st.early.remove(&slot) {
+                upload.abort();
             }
             let src = &data[(pos - offset) as usize..][..n as usize];
             let (a, b) = (in_slot as usize, (in_slot + n) as usize);
             if let Some(buf) = st.dirty.get_mut(&slot) {
+                let buf = Arc::make_mut(buf);
                 if buf.len() < b {
                     // Most writes append: reserve the whole slot once rather
                     // than doubling (and copying) the buffer on the way.
@@ -308,12 +324,21 @@ impl OpenFile {
             // not cut off what this write put in the previous one.
             let size = st.size.max(pos);
             self.set_size(&mut st, size);
+            // Written up to its end, the slot is most likely done: send it
+            // now, while the writer fills the next one.
+            if b as u64 == SLOT {
+                if let Some(buf) = st.dirty.get(&slot).filter(|buf| buf.len() as u64 == SLOT) {
+                    let (client, data, ino) = (client.clone(), buf.clone(), self.ino);
+                    let upload = tokio::spawn(async move { client.write_block(ino, &data, false).await });
+                    st.early.insert(slot, upload);
+                }
+            }
         }
         Ok(())
     }
 
     /// Up to `len` bytes at `offset`, clipped at the size.
-    pub async fn read(&self, client: &Arc<MetaClient>, offset: u64, len: u32) -> FsResult<Vec<u8>> {
+    pub async fn read<C: Backend>(&self, client: &Arc<C>, offset: u64, len: u32) -> FsResult<Vec<u8>> {
         let sequential = self.cache.sequential(offset);
         let mut fetches = Vec::new();
         let mut ahead = None;
@@ -374,7 +399,7 @@ impl OpenFile {
         for f in fetches {
             let bytes = self
                 .cache
-                .read(client, f.block, f.slot_len, (f.from, f.to), sequential)
+                .read(client.as_ref(), f.block, f.slot_len, (f.from, f.to), sequential)
                 .await?;
             out[f.at..f.at + bytes.len()].copy_from_slice(&bytes);
         }
@@ -382,14 +407,14 @@ impl OpenFile {
     }
 
     /// Uploads and commits buffered writes (flush and close).
-    pub async fn flush(&self, client: &Arc<MetaClient>) -> FsResult<()> {
+    pub async fn flush<C: Backend>(&self, client: &Arc<C>) -> FsResult<()> {
         let mut st = self.state.lock().await;
         self.commit(&mut st, client, false).await
     }
 
     /// Like [`OpenFile::flush`], with every replica fsync'ed, including the
     /// slots earlier commits of this file left unsynced.
-    pub async fn fsync(&self, client: &Arc<MetaClient>) -> FsResult<()> {
+    pub async fn fsync<C: Backend>(&self, client: &Arc<C>) -> FsResult<()> {
         let mut st = self.state.lock().await;
         self.commit(&mut st, client, true).await?;
         if st.undurable.is_empty() {
@@ -410,7 +435,7 @@ impl OpenFile {
                     Some(c) if c.len > 0 => {
                         let mut data = client.read_block(c.block, 0, c.len).await?;
                         data.resize(c.len as usize, 0);
-                        st.dirty.insert(*slot, data);
+                        st.dirty.insert(*slot, Arc::new(data));
                     }
                     _ => {
                         st.undurable.remove(slot);
@@ -428,9 +453,9 @@ impl OpenFile {
     /// what is pending. A new mtime first commits the buffered writes, or
     /// their commit would stamp its own time over it. A new size cuts the
     /// buffers and the layout as the cluster does.
-    pub async fn set_attr<F>(
+    pub async fn set_attr<C: Backend, F>(
         &self,
-        client: &Arc<MetaClient>,
+        client: &Arc<C>,
         change: &pb::SetAttr,
         who: Who,
         set: F,
@@ -453,9 +478,12 @@ impl OpenFile {
         if let Some(size) = change.size {
             let keep = size.div_ceil(SLOT);
             st.dirty.split_off(&keep);
+            for (_, upload) in st.early.split_off(&(size / SLOT)) {
+                upload.abort();
+            }
             if !size.is_multiple_of(SLOT) {
                 if let Some(buf) = st.dirty.get_mut(&(size / SLOT)) {
-                    buf.truncate((size % SLOT) as usize);
+                    Arc::make_mut(buf).truncate((size % SLOT) as usize);
                 }
             }
             if let Some(data) = st.inline.as_mut() {
@@ -479,7 +507,7 @@ impl OpenFile {
         if change.size.is_some() || self.writers.load(Ordering::Acquire) == 0 || who.uid != st.writer.uid {
             return None;
         }
-        let base = self.folded().or(lock(&self.known).map(|(a, _)| a))?;
+        let base = self.folded().or(*lock(&self.known))?;
         if !who.superuser && who.nimbus_uid != base.uid {
             return None;
         }
@@ -557,31 +585,46 @@ impl OpenFile {
     /// changes in one command. On failure the buffers stay, for a later
     /// retry; folded changes the cluster refuses are dropped, the data
     /// committed without them, and the refusal returned.
-    async fn commit(&self, st: &mut State, client: &Arc<MetaClient>, durable: bool) -> FsResult<()> {
+    async fn commit<C: Backend>(&self, st: &mut State, client: &Arc<C>, durable: bool) -> FsResult<()> {
         if st.dirty.is_empty() && st.pending.is_none() {
             return Ok(());
         }
         let started = std::time::Instant::now();
         let inline = match st.dirty.get(&0) {
-            Some(b) if b.len() <= INLINE_MAX => st.dirty.remove(&0),
+            Some(b) if b.len() <= INLINE_MAX => st
+                .dirty
+                .remove(&0)
+                .map(|b| Arc::try_unwrap(b).unwrap_or_else(|shared| (*shared).clone())),
             _ => None,
         };
         let mut uploads = JoinSet::new();
         for (slot, data) in std::mem::take(&mut st.dirty) {
             let client = client.clone();
             let ino = self.ino;
+            let early = st.early.remove(&slot);
             uploads.spawn(async move {
-                let r = client.write_file_block(ino, &data, durable).await;
-                (slot, data, r)
+                // A full slot sent early: its upload is this one, unless it
+                // failed; it was not durable (fsync syncs it afterwards).
+                if let Some(Ok(Ok(block))) = match early {
+                    Some(upload) => Some(upload.await),
+                    None => None,
+                } {
+                    return (slot, data, Ok(block), false);
+                }
+                let r = client.write_block(ino, &data, durable).await;
+                (slot, data, r, durable)
             });
+        }
+        for (_, upload) in std::mem::take(&mut st.early) {
+            upload.abort();
         }
         let mut written = Vec::new();
         let mut failed = None;
         while let Some(joined) = uploads.join_next().await {
             match joined {
-                Ok((slot, data, r)) => {
+                Ok((slot, data, r, synced)) => {
                     match r {
-                        Ok(block) => written.push((slot, block)),
+                        Ok(block) => written.push((slot, block, synced)),
                         Err(e) => failed = Some(FsError::from(e)),
                     }
                     st.dirty.insert(slot, data);
@@ -595,13 +638,13 @@ impl OpenFile {
         }
         if let Some(e) = failed {
             if let Some(data) = inline {
-                st.dirty.insert(0, data);
+                st.dirty.insert(0, Arc::new(data));
             }
             return Err(e);
         }
         let uploaded = started.elapsed();
         let count = written.len();
-        let refs: Vec<(u64, &WrittenBlock)> = written.iter().map(|(slot, b)| (*slot, b)).collect();
+        let refs: Vec<(u64, &WrittenBlock)> = written.iter().map(|(slot, b, _)| (*slot, b)).collect();
         let mut attrs = st.pending;
         let committed = loop {
             let commit = FileCommit {
@@ -610,7 +653,7 @@ impl OpenFile {
                 inline: inline.clone(),
                 attrs,
             };
-            match client.commit_file_as(st.writer.clone(), self.ino, commit).await {
+            match client.commit(st.writer.clone(), self.ino, commit).await {
                 Ok(a) => break Ok(a),
                 Err(e) if attrs.is_some() && matches!(e.errno(), Errno::EPERM | Errno::EACCES | Errno::EINVAL) => {
                     tracing::warn!(
@@ -634,7 +677,7 @@ impl OpenFile {
             Ok(a) => a,
             Err(e) => {
                 if let Some(data) = inline {
-                    st.dirty.insert(0, data);
+                    st.dirty.insert(0, Arc::new(data));
                 }
                 return Err(e);
             }
@@ -644,7 +687,7 @@ impl OpenFile {
         self.known(&attr);
         // The cluster stamped the commit's time: show it from now on.
         self.written_at.store(0, Ordering::Release);
-        for (slot, b) in written {
+        for (slot, b, synced) in written {
             st.dirty.remove(&slot);
             if slot == 0 {
                 st.inline = None;
@@ -656,7 +699,7 @@ impl OpenFile {
                     len: b.len,
                 },
             );
-            if durable {
+            if synced {
                 st.undurable.remove(&slot);
             } else {
                 st.undurable.insert(slot, b);
@@ -697,7 +740,7 @@ pub struct Who {
 /// What a slot holds before a write of `n` bytes at `in_slot` into it: empty
 /// if nothing is committed there or the write covers all of it, else its
 /// committed bytes, so that the upload is the slot's whole new content.
-async fn slot_base(st: &State, client: &MetaClient, slot: u64, in_slot: u64, n: u64) -> FsResult<Vec<u8>> {
+async fn slot_base<C: Backend>(st: &State, client: &C, slot: u64, in_slot: u64, n: u64) -> FsResult<Vec<u8>> {
     let mut buf = Vec::new();
     if let (0, Some(data)) = (slot, st.inline.as_ref()) {
         if !(in_slot == 0 && n >= data.len() as u64) {
@@ -728,26 +771,4 @@ fn clip(slots: &mut BTreeMap<u64, Committed>, size: u64) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn committed(len: u64) -> Committed {
-        Committed {
-            block: BlockId([7; 16]),
-            len,
-        }
-    }
-
-    #[test]
-    fn clip_drops_and_shortens_like_the_cluster() {
-        let mut slots: BTreeMap<u64, Committed> = (0..4).map(|s| (s, committed(SLOT))).collect();
-        clip(&mut slots, SLOT + 10);
-        assert_eq!(slots.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
-        assert_eq!(slots[&1].len, 10);
-        clip(&mut slots, SLOT);
-        assert_eq!(slots.keys().copied().collect::<Vec<_>>(), vec![0]);
-        assert_eq!(slots[&0].len, SLOT);
-        clip(&mut slots, 0);
-        assert!(slots.is_empty());
-    }
-}
+mod tests;

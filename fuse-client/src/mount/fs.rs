@@ -396,12 +396,20 @@ impl Filesystem for NimbusFs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.inner.stats.count("open");
         let (inner, caller) = (self.inner.clone(), caller(req));
-        // No FOPEN_KEEP_CACHE: the kernel drops the file's cached pages at
-        // each open, which with the fresh layout gives close-to-open.
+        // FOPEN_KEEP_CACHE only when nobody committed since this mount
+        // last closed the file: otherwise the kernel drops its cached pages
+        // at the open, which with the fresh layout gives close-to-open.
         self.serve(
             reply,
             async move { inner.open(caller, ino.0, flags.0).await },
-            |r, fh| r.opened(FileHandle(fh), FopenFlags::empty()),
+            |r, (fh, keep)| {
+                let flags = if keep {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                r.opened(FileHandle(fh), flags)
+            },
         );
     }
 

@@ -2,6 +2,7 @@
 //! in the foreground, until SIGTERM/SIGINT or an external `umount`, and
 //! leaves no mount behind when it exits.
 
+mod backend;
 mod cache;
 mod convert;
 mod files;

@@ -25,6 +25,9 @@ const O_RDWR: i32 = 0o2;
 const O_TRUNC: i32 = 0o1000;
 const O_DSYNC: i32 = 0o10000;
 
+/// Files whose cached pages the mount remembers it may keep.
+const MAX_CACHED_FILES: usize = 65_536;
+
 /// The xattr holding a file's capabilities (setcap).
 const CAPABILITY_XATTR: &[u8] = b"security.capability";
 
@@ -91,6 +94,10 @@ pub struct Inner {
     identity: Identity,
     files: OpenTable,
     handles: Mutex<HashMap<u64, Handle>>,
+    /// Per inode, the contents (fingerprint) the kernel's cached pages
+    /// match as of the last close here: an open that finds the same keeps
+    /// them (FOPEN_KEEP_CACHE) instead of reading the file again.
+    cached: Mutex<HashMap<u64, u64>>,
     dirs: Mutex<HashMap<u64, Option<DirCache>>>,
     next_fh: AtomicU64,
 }
@@ -111,6 +118,7 @@ impl Inner {
             ids: Arc::new(ids),
             files: OpenTable::default(),
             handles: Mutex::default(),
+            cached: Mutex::default(),
             dirs: Mutex::default(),
             next_fh: AtomicU64::new(1),
         }
@@ -201,12 +209,6 @@ impl Inner {
     }
 
     pub async fn getattr(&self, caller: pb::Caller, ino: u64) -> FsResult<FileAttr> {
-        // A file open here whose attributes came within the TTL: the
-        // answer would be the same, this mount's writes and folded changes
-        // included.
-        if let Some(a) = self.open_file(ino).and_then(|f| f.fresh(self.ttl)) {
-            return Ok(self.view(&a));
-        }
         Ok(self.view(&self.raw_attr(caller, ino).await?))
     }
 
@@ -371,8 +373,10 @@ impl Inner {
     }
 
     /// Opens a regular file: fresh attributes and layout from the cluster
-    /// (close-to-open), permission from the mode bits.
-    pub async fn open(&self, caller: pb::Caller, ino: u64, flags: i32) -> FsResult<u64> {
+    /// (close-to-open), permission from the mode bits. Also says whether
+    /// the kernel may keep the file's cached pages: only when nobody
+    /// committed since this mount last closed it.
+    pub async fn open(&self, caller: pb::Caller, ino: u64, flags: i32) -> FsResult<(u64, bool)> {
         let mut want = match flags & O_ACCMODE {
             O_WRONLY => WRITE,
             O_RDWR => READ | WRITE,
@@ -382,7 +386,7 @@ impl Inner {
             want |= WRITE;
         }
         let file = self.files.acquire(ino, &caller);
-        match file.refresh(&self.client, caller, want).await {
+        match file.refresh(self.client.as_ref(), caller, want).await {
             Ok(Some(a)) => file.known(&a),
             Ok(None) => tracing::warn!("the cluster answered an open of inode {ino} without attributes"),
             Err(e) => {
@@ -390,7 +394,9 @@ impl Inner {
                 return Err(e);
             }
         }
-        Ok(self.new_handle(ino, file, flags))
+        let seen = file.fingerprint().await;
+        let keep = locked(&self.cached).get(&ino) == Some(&seen);
+        Ok((self.new_handle(ino, file, flags), keep))
     }
 
     /// Creates a regular file and opens it.
@@ -504,6 +510,22 @@ impl Inner {
         let r = h.file.flush(&self.client).await;
         if h.writable {
             h.file.writer(false);
+        }
+        // After a refused commit the kernel's pages hold writes the cluster
+        // does not: they must not outlive this open.
+        let seen = match r {
+            Ok(()) => Some(h.file.fingerprint().await),
+            Err(_) => None,
+        };
+        {
+            let mut cached = locked(&self.cached);
+            if cached.len() >= MAX_CACHED_FILES {
+                cached.clear();
+            }
+            match seen {
+                Some(seen) => cached.insert(h.ino, seen),
+                None => cached.remove(&h.ino),
+            };
         }
         if let Err(e) = r {
             tracing::error!("inode {}: writes lost at close: {}", h.ino, e.0);
