@@ -88,6 +88,28 @@ struct State {
     writer: pb::Caller,
 }
 
+/// Slot buffers the whole mount may hold (4 MiB each): a writer that would
+/// go past it commits its own first. Files with nothing buffered still
+/// take one slot, so the bound is soft by one slot per writing file.
+pub struct WriteBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl WriteBudget {
+    /// A budget of `bytes` (at least one slot).
+    pub fn new(bytes: u64) -> Arc<WriteBudget> {
+        Arc::new(WriteBudget {
+            used: AtomicUsize::new(0),
+            limit: (bytes / SLOT).max(1) as usize,
+        })
+    }
+
+    fn exhausted(&self) -> bool {
+        self.used.load(Ordering::Acquire) >= self.limit
+    }
+}
+
 /// What this mount knows of one open regular file.
 pub struct OpenFile {
     ino: Ino,
@@ -107,6 +129,16 @@ pub struct OpenFile {
     /// The file has no `security.capability` (known since it was created
     /// here, or asked once): the kernel asks before every write.
     no_capability: std::sync::atomic::AtomicBool,
+    budget: Arc<WriteBudget>,
+    /// Slots of `budget` this file's buffers hold.
+    counted: AtomicUsize,
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        // Buffers dropped after a failed close give their room back.
+        self.budget.used.fetch_sub(*self.counted.get_mut(), Ordering::AcqRel);
+    }
 }
 
 /// What a setattr on an open file became.
@@ -141,7 +173,7 @@ fn time_of(t: &pb::TimeSpec, now: i64) -> i64 {
 impl OpenFile {
     /// A file with no known contents yet: call [`OpenFile::refresh`] (or
     /// nothing, for a file just created).
-    pub fn new(ino: u64, opener: pb::Caller) -> OpenFile {
+    pub fn new(ino: u64, opener: pb::Caller, budget: Arc<WriteBudget>) -> OpenFile {
         OpenFile {
             ino: Ino(ino),
             state: tokio::sync::Mutex::new(State {
@@ -161,6 +193,20 @@ impl OpenFile {
             folded: std::sync::Mutex::new(None),
             known: std::sync::Mutex::new(None),
             no_capability: std::sync::atomic::AtomicBool::new(false),
+            budget,
+            counted: AtomicUsize::new(0),
+        }
+    }
+
+    /// Brings this file's share of the mount's write budget in line with
+    /// its buffers.
+    fn recount(&self, st: &State) {
+        let now = st.dirty.len();
+        let before = self.counted.swap(now, Ordering::AcqRel);
+        if now > before {
+            self.budget.used.fetch_add(now - before, Ordering::AcqRel);
+        } else {
+            self.budget.used.fetch_sub(before - now, Ordering::AcqRel);
         }
     }
 
@@ -295,11 +341,13 @@ impl OpenFile {
             let in_slot = pos % SLOT;
             let n = (SLOT - in_slot).min(end - pos);
             if !st.dirty.contains_key(&slot) {
-                if st.dirty.len() >= MAX_DIRTY_SLOTS {
+                let mount_full = self.budget.exhausted() && !st.dirty.is_empty();
+                if st.dirty.len() >= MAX_DIRTY_SLOTS || mount_full {
                     self.commit(&mut st, client, false).await?;
                 }
                 let base = slot_base(&st, client.as_ref(), slot, in_slot, n).await?;
                 st.dirty.insert(slot, Arc::new(base));
+                self.recount(&st);
             }
             // The slot changes: an upload of its earlier bytes is void.
             if let Some(upload) = st.early.remove(&slot) {
@@ -492,6 +540,7 @@ impl OpenFile {
             st.undurable.split_off(&keep);
             clip(&mut st.slots, size);
             self.set_size(&mut st, size);
+            self.recount(&st);
         }
         self.known(&attr);
         Ok(SetOutcome::Applied(attr))
@@ -586,6 +635,12 @@ impl OpenFile {
     /// retry; folded changes the cluster refuses are dropped, the data
     /// committed without them, and the refusal returned.
     async fn commit<C: Backend>(&self, st: &mut State, client: &Arc<C>, durable: bool) -> FsResult<()> {
+        let r = self.commit_buffers(st, client, durable).await;
+        self.recount(st);
+        r
+    }
+
+    async fn commit_buffers<C: Backend>(&self, st: &mut State, client: &Arc<C>, durable: bool) -> FsResult<()> {
         if st.dirty.is_empty() && st.pending.is_none() {
             return Ok(());
         }

@@ -63,6 +63,11 @@ pub struct MountArgs {
     /// block transfers and bytes) in Prometheus text on this host:port.
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics: Option<String>,
+    /// Memory for buffered writes across all open files, in MiB: a writer
+    /// that would go past it commits its own buffers first (each file also
+    /// holds at most 64 MiB).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(4..=65536))]
+    pub write_buffer_mib: u64,
 }
 
 /// Mounts the cluster `client` talks to and serves it until told to stop.
@@ -104,6 +109,7 @@ pub async fn run(client: MetaClient, args: MountArgs) -> anyhow::Result<()> {
         Duration::from_millis(args.attr_ttl_ms),
         ids,
         identity,
+        files::WriteBudget::new(args.write_buffer_mib << 20),
     ));
     tokio::spawn(inner.session.clone().keep_alive());
     if let Some(addr) = args.metrics.clone() {

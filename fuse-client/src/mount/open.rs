@@ -2,7 +2,7 @@
 //! per inode, the number of handles on it, and whether the cluster keeps it
 //! for us because it was removed while open.
 
-use super::files::OpenFile;
+use super::files::{OpenFile, WriteBudget};
 use nimbus_proto as pb;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,12 +14,21 @@ struct Entry {
     kept: bool,
 }
 
-#[derive(Default)]
 pub struct OpenTable {
     files: Mutex<HashMap<u64, Entry>>,
+    /// The write buffers every open file shares.
+    budget: Arc<WriteBudget>,
 }
 
 impl OpenTable {
+    /// An empty table whose files share `budget`.
+    pub fn new(budget: Arc<WriteBudget>) -> OpenTable {
+        OpenTable {
+            files: Mutex::default(),
+            budget,
+        }
+    }
+
     fn files(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
         // A panic in another request must not take the whole mount down.
         self.files.lock().unwrap_or_else(|p| p.into_inner())
@@ -43,7 +52,7 @@ impl OpenTable {
     pub fn acquire(&self, ino: u64, opener: &pb::Caller) -> Arc<OpenFile> {
         let mut files = self.files();
         let entry = files.entry(ino).or_insert_with(|| Entry {
-            file: Arc::new(OpenFile::new(ino, opener.clone())),
+            file: Arc::new(OpenFile::new(ino, opener.clone(), self.budget.clone())),
             handles: 0,
             kept: false,
         });

@@ -108,7 +108,13 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
-    pub fn new(client: Arc<MetaClient>, ttl: Duration, ids: IdMap, identity: Identity) -> Inner {
+    pub fn new(
+        client: Arc<MetaClient>,
+        ttl: Duration,
+        ids: IdMap,
+        identity: Identity,
+        write_budget: Arc<super::files::WriteBudget>,
+    ) -> Inner {
         Inner {
             identity,
             stats: Arc::default(),
@@ -116,7 +122,7 @@ impl Inner {
             client,
             ttl,
             ids: Arc::new(ids),
-            files: OpenTable::default(),
+            files: OpenTable::new(write_budget),
             handles: Mutex::default(),
             cached: Mutex::default(),
             dirs: Mutex::default(),

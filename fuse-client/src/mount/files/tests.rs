@@ -184,7 +184,7 @@ fn created() -> (Arc<Fake>, OpenFile) {
         ..pb::Attr::default()
     };
     fake.with(|c| c.attr = attr);
-    let file = OpenFile::new(7, caller(1000));
+    let file = OpenFile::new(7, caller(1000), WriteBudget::new(1 << 30));
     file.known(&attr);
     file.writer(true);
     (fake, file)
@@ -294,7 +294,7 @@ async fn changes_the_cluster_might_refuse_are_not_folded() {
         nimbus_uid: 0,
         superuser: true,
     };
-    let file = OpenFile::new(8, caller(0));
+    let file = OpenFile::new(8, caller(0), WriteBudget::new(1 << 30));
     file.known(&fake.with(|c| c.attr));
     file.writer(true);
     let out = file.set_attr(&fake, &give, root, unreachable_set()).await.unwrap();
@@ -443,4 +443,32 @@ fn clip_drops_and_shortens_like_the_cluster() {
     assert_eq!(slots[&0].len, SLOT);
     clip(&mut slots, 0);
     assert!(slots.is_empty());
+}
+
+#[tokio::test]
+async fn the_mount_wide_write_budget_makes_a_writer_commit_early() {
+    let fake = Arc::new(Fake::default());
+    let budget = WriteBudget::new(2 * SLOT);
+    let (a, b) = (
+        OpenFile::new(1, caller(1000), budget.clone()),
+        OpenFile::new(2, caller(1000), budget.clone()),
+    );
+    // File a holds two slots: the mount's whole budget.
+    a.write(&fake, caller(1000), 0, &bytes(SLOT as usize + 10, 6))
+        .await
+        .unwrap();
+    assert!(budget.exhausted());
+    assert!(fake.with(|c| c.commits.is_empty()));
+    // File b may take one slot (it holds none), but not a second one
+    // without committing its first.
+    b.write(&fake, caller(1000), 0, b"b0").await.unwrap();
+    assert!(fake.with(|c| c.commits.is_empty()));
+    b.write(&fake, caller(1000), SLOT, b"b1").await.unwrap();
+    assert_eq!(fake.with(|c| c.commits.len()), 1);
+    // Committing gives the room back.
+    a.flush(&fake).await.unwrap();
+    b.flush(&fake).await.unwrap();
+    assert_eq!(budget.used.load(Ordering::Acquire), 0);
+    drop((a, b));
+    assert_eq!(budget.used.load(Ordering::Acquire), 0);
 }
