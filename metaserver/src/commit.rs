@@ -8,20 +8,19 @@
 //!
 //! A read must not see state older than any write acknowledged before it
 //! began. [`ReadBarrier`] lets a read through on the leader while it holds a
-//! leader lease ([`Lease`]): no disk, no network, only a look at Raft's state
-//! and a wait until the commit index seen then is applied. Without a lease
+//! leader lease ([`Lease`]): no disk, no network, no hand-off to another
+//! task, only a wait until the commit index seen then is applied. Without a lease
 //! (a new leader, a leader cut off from its quorum, a follower) the read
 //! waits for a leadership check (`ensure_linearizable`, one quorum round
 //! trip) that began after the read did; all reads waiting at that moment
 //! share one check.
 
 use crate::namespace::{Command, Reply};
-use crate::raft::lease::Acks;
+use crate::raft::lease::{Acks, Mirror};
 use crate::raft::{Raft, Request};
 use nimbus_common::{Errno, Timestamp};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -170,6 +169,8 @@ pub struct Lease {
     pub id: u64,
     /// Filled by the Raft transport.
     pub acks: Arc<Acks>,
+    /// Filled by the log store.
+    pub mirror: Arc<Mirror>,
     /// Shorter than any election could take: see [`Lease::new`].
     pub duration: Duration,
 }
@@ -183,20 +184,14 @@ impl Lease {
     /// acknowledged send. A fifth of that is kept back for the peers' clocks
     /// running at another rate and for the time a read takes once it
     /// passed the check.
-    pub fn new(id: u64, acks: Arc<Acks>, election_timeout_min: Duration) -> Lease {
+    pub fn new(id: u64, acks: Arc<Acks>, mirror: Arc<Mirror>, election_timeout_min: Duration) -> Lease {
         Lease {
             id,
             acks,
+            mirror,
             duration: election_timeout_min - election_timeout_min / 5,
         }
     }
-}
-
-/// What a leased read needs from Raft's state, taken in one look.
-struct LeaderView {
-    vote: openraft::Vote<u64>,
-    committed: u64,
-    joint: Vec<BTreeSet<u64>>,
 }
 
 /// Batches linearizability checks for reads.
@@ -218,7 +213,7 @@ impl ReadBarrier {
     /// Returns once this node is known to be the leader as of a moment after
     /// the call began, with every write committed before that moment applied.
     pub async fn wait(&self) -> Result<(), ServeError> {
-        if let Some(index) = self.leased_read_index().await {
+        if let Some(index) = self.leased_read_index() {
             return self.applied(index).await;
         }
         let (tx, rx) = oneshot::channel();
@@ -229,35 +224,38 @@ impl ReadBarrier {
 
     /// The commit index to wait for, if this node leads under a lease that
     /// is still running now, after the read began.
-    async fn leased_read_index(&self) -> Option<u64> {
+    ///
+    /// Nothing here waits for openraft's core task: the vote and the commit
+    /// index come from the log store's [`Mirror`], the membership from the
+    /// metrics. The vote is saved before this node can grant it to anyone
+    /// else, and a commit index before any client hears of it, so both are
+    /// current for this purpose. The membership may trail by a step, which is
+    /// harmless: it changes through a joint configuration, and the lease then
+    /// asks a majority of more configurations, never fewer.
+    fn leased_read_index(&self) -> Option<u64> {
         let id = self.lease.id;
-        // One look, on Raft's core task: the role, the vote and the commit
-        // index belong together.
-        let view = self
-            .raft
-            .with_raft_state(move |st| {
-                let vote = *st.vote_ref();
-                let committed = st.committed?;
-                let leading = st.server_state == ServerState::Leader
-                    && vote.is_committed()
-                    && vote.leader_id().voted_for() == Some(id);
-                // Until a new leader has committed an entry of its own term,
-                // its commit index may stop short of entries an earlier
-                // leader acknowledged.
-                let own_term = committed.leader_id.term == vote.leader_id().term;
-                (leading && own_term).then(|| LeaderView {
-                    vote,
-                    committed: committed.index,
-                    joint: st.membership_state.effective().membership().get_joint_config().clone(),
-                })
-            })
-            .await
-            .ok()??;
-        // Taken after the look: the lease must cover the moment the commit
-        // index was read, and a later `now` only makes the check stricter.
+        let (vote, committed) = self.lease.mirror.get();
+        let (vote, committed) = (vote?, committed?);
+        // Until a new leader has committed an entry of its own term, its
+        // commit index may stop short of entries an earlier leader
+        // acknowledged.
+        if !vote.is_committed()
+            || vote.leader_id().voted_for() != Some(id)
+            || committed.leader_id.term != vote.leader_id().term
+        {
+            return None;
+        }
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        if metrics.state != ServerState::Leader {
+            return None;
+        }
+        // Taken after the vote was read: the lease must cover that moment,
+        // and a later `now` only makes the check stricter.
         let now = Instant::now();
-        let acked = self.lease.acks.quorum_acked(&view.vote, id, &view.joint, now)?;
-        (now.saturating_duration_since(acked) < self.lease.duration).then_some(view.committed)
+        let joint = metrics.membership_config.membership().get_joint_config();
+        let acked = self.lease.acks.quorum_acked(&vote, id, joint, now)?;
+        (now.saturating_duration_since(acked) < self.lease.duration).then_some(committed.index)
     }
 
     /// Waits until the state machine has applied `index`.

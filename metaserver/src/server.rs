@@ -71,6 +71,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     log_store
         .import_from(store.as_ref())
         .context("moving the Raft log out of sled")?;
+    let mirror = log_store.mirror();
 
     let acks = Arc::new(Acks::default());
     let raft = Raft::new(
@@ -87,7 +88,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
     let committer = Committer::start(raft.clone());
-    let lease = Lease::new(cfg.id, acks, Duration::from_millis(cfg.election_timeout_min_ms));
+    let lease = Lease::new(cfg.id, acks, mirror, Duration::from_millis(cfg.election_timeout_min_ms));
     let barrier = ReadBarrier::start(raft.clone(), lease);
     let signer = match &cfg.token_dir {
         Some(dir) => {

@@ -19,7 +19,7 @@
 //! "milliseconds before the metrics were published": read later, it cannot
 //! say how much later, which is exactly what a stopped process gets wrong.
 
-use openraft::Vote;
+use openraft::{LogId, Vote};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -78,6 +78,33 @@ impl Acks {
             earliest = Some(earliest.map_or(t, |e| e.min(t)));
         }
         earliest
+    }
+}
+
+/// This node's vote and commit index as openraft last handed them to the
+/// log store, readable without a trip to openraft's core task. openraft
+/// saves a vote before any message that depends on it leaves the node (a
+/// vote granted to a rival included), and hands over a commit index before
+/// it applies the entries, so before any client hears they committed.
+#[derive(Debug, Default)]
+pub struct Mirror {
+    state: Mutex<(Option<Vote<u64>>, Option<LogId<u64>>)>,
+}
+
+impl Mirror {
+    /// Records the vote just saved.
+    pub fn set_vote(&self, vote: Vote<u64>) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(vote);
+    }
+
+    /// Records the commit index about to be applied.
+    pub fn set_committed(&self, committed: LogId<u64>) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = Some(committed);
+    }
+
+    /// The vote and commit index, read together.
+    pub fn get(&self) -> (Option<Vote<u64>>, Option<LogId<u64>>) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
