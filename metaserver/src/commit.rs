@@ -234,8 +234,8 @@ impl ReadBarrier {
     /// asks a majority of more configurations, never fewer.
     fn leased_read_index(&self) -> Option<u64> {
         let id = self.lease.id;
-        let (vote, committed) = self.lease.mirror.get();
-        let (vote, committed) = (vote?, committed?);
+        let seen = self.lease.mirror.get();
+        let (vote, committed) = (seen.vote?, seen.committed?);
         // Until a new leader has committed an entry of its own term, its
         // commit index may stop short of entries an earlier leader
         // acknowledged.

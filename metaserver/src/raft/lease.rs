@@ -88,22 +88,29 @@ impl Acks {
 /// it applies the entries, so before any client hears they committed.
 #[derive(Debug, Default)]
 pub struct Mirror {
-    state: Mutex<(Option<Vote<u64>>, Option<LogId<u64>>)>,
+    state: Mutex<Mirrored>,
+}
+
+/// What [`Mirror`] holds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Mirrored {
+    pub vote: Option<Vote<u64>>,
+    pub committed: Option<LogId<u64>>,
 }
 
 impl Mirror {
     /// Records the vote just saved.
     pub fn set_vote(&self, vote: Vote<u64>) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(vote);
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).vote = Some(vote);
     }
 
     /// Records the commit index about to be applied.
     pub fn set_committed(&self, committed: LogId<u64>) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = Some(committed);
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).committed = Some(committed);
     }
 
     /// The vote and commit index, read together.
-    pub fn get(&self) -> (Option<Vote<u64>>, Option<LogId<u64>>) {
+    pub fn get(&self) -> Mirrored {
         *self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
