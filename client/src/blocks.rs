@@ -138,10 +138,6 @@ impl MetaClient {
             async move { data_client(ch).locate(req).await }
         })
         .await
-        .map_err(|e| match e {
-            ClientError::Refused(m) if m.contains("not recorded") => ClientError::DataUnavailable(m),
-            other => other,
-        })
     }
 
     /// Writes `data` as a new block on `replication` servers; `durable` asks
@@ -182,6 +178,7 @@ impl MetaClient {
                 token: a.write_token.clone(),
                 length: data.len() as u64,
                 chain: a.replicas[1..].to_vec(),
+                chain_ids: a.server_ids.get(1..).unwrap_or_default().to_vec(),
                 durable,
             };
             Counters::add(&self.counters.block_writes, 1);
@@ -201,19 +198,12 @@ impl MetaClient {
                     last = format!("{first}: {}", s.message());
                     match s.code() {
                         // The chain is only as good as its weakest server:
-                        // avoid every one the message names, else the first.
+                        // avoid the one the refusal names, else the first
+                        // (the one this client could not reach).
                         Code::ResourceExhausted | Code::Unavailable | Code::DeadlineExceeded | Code::Internal => {
-                            let named: Vec<u64> = a
-                                .replicas
-                                .iter()
-                                .zip(&a.server_ids)
-                                .filter(|(addr, _)| s.message().contains(addr.as_str()))
-                                .map(|(_, id)| *id)
-                                .collect();
-                            if named.is_empty() {
-                                exclude.extend(a.server_ids.first());
-                            } else {
-                                exclude.extend(named);
+                            match pb::failed_server(&s) {
+                                Some(id) => exclude.push(id),
+                                None => exclude.extend(a.server_ids.first()),
                             }
                         }
                         _ => return Err(ClientError::Refused(last)),

@@ -9,6 +9,7 @@ use nimbus_proto::admin_client::AdminClient;
 use nimbus_proto::namespace_client::NamespaceClient;
 use nimbus_proto::ns_reply::Result as R;
 use nimbus_proto::ns_request::Op;
+use nimbus_proto::Reason;
 pub mod blocks;
 pub mod counters;
 pub mod profile;
@@ -264,7 +265,15 @@ impl MetaClient {
                 Ok(Err(status)) => status,
                 Err(_) => Status::deadline_exceeded(format!("{addr} did not answer in {RPC_TIMEOUT:?}")),
             };
+            let reason = Reason::of(&status);
             match status.code() {
+                _ if reason == Some(Reason::Quota) => {
+                    return Err(ClientError::QuotaExceeded(status.message().to_owned()))
+                }
+                // A block the cluster does not know: its file's data is gone.
+                _ if reason == Some(Reason::UnknownBlock) => {
+                    return Err(ClientError::DataUnavailable(status.message().to_owned()))
+                }
                 Code::FailedPrecondition if status.metadata().contains_key(nimbus_proto::LEADER_ID_KEY) => {
                     let leader = status
                         .metadata()
@@ -277,12 +286,9 @@ impl MetaClient {
                         continue;
                     }
                 }
-                Code::FailedPrecondition if status.message() == "not the leader" => self.set_leader(None),
+                Code::FailedPrecondition if reason == Some(Reason::NotLeader) => self.set_leader(None),
                 Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled | Code::Aborted => {
                     self.set_leader(None)
-                }
-                Code::ResourceExhausted if status.message().contains("quota") => {
-                    return Err(ClientError::QuotaExceeded(status.message().to_owned()))
                 }
                 Code::ResourceExhausted => return Err(ClientError::NoSpace(status.message().to_owned())),
                 Code::Unauthenticated if self.reload_token() => continue,

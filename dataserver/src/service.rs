@@ -78,10 +78,11 @@ impl BlockService {
         match e {
             BlockStoreError::NotFound(_) => Status::not_found(m),
             BlockStoreError::Corrupt { .. } => Status::data_loss(m),
-            BlockStoreError::NoSpace { .. } => Status::resource_exhausted(m),
+            // Full or failing disks: a writer should try other servers.
+            BlockStoreError::NoSpace { .. } => pb::server_failed(self.id.0, Status::resource_exhausted(m)),
             BlockStoreError::TooLarge { .. } => Status::invalid_argument(m),
             BlockStoreError::Exists(_) => Status::already_exists(m),
-            _ => Status::internal(m),
+            _ => pb::server_failed(self.id.0, Status::internal(m)),
         }
     }
 
@@ -92,8 +93,31 @@ impl BlockService {
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || f(&store)).await {
             Ok(r) => r.map_err(|e| self.store_error(e)),
-            Err(e) => Err(Status::internal(format!("{}: {e}", self.addr))),
+            Err(e) => Err(pb::server_failed(
+                self.id.0,
+                Status::internal(format!("{}: {e}", self.addr)),
+            )),
         }
+    }
+}
+
+/// A failed forward to the next server of the chain, `next`: unless a server
+/// further down already said which one failed, or the next server refused
+/// for a reason of its own (a bad token), the next one is the one that failed.
+fn blame(next: Option<u64>, status: Status) -> Status {
+    use tonic::Code;
+    let failure = matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Internal
+            | Code::Unknown
+            | Code::Cancelled
+    );
+    match next {
+        Some(id) if failure && pb::failed_server(&status).is_none() => pb::server_failed(id, status),
+        _ => status,
     }
 }
 
@@ -153,13 +177,18 @@ impl pb::blocks_server::Blocks for BlockService {
             };
             let forward = pb::WriteHeader {
                 chain: header.chain[1..].to_vec(),
+                chain_ids: header.chain_ids.get(1..).unwrap_or_default().to_vec(),
                 ..header.clone()
             };
+            let next_id = header.chain_ids.first().copied();
             let channel = self
                 .meta
                 .channel(next)
-                .map_err(|e| Status::unavailable(format!("{next}: {e}")))?;
-            send_block(channel, forward, &data).await.map(Some)
+                .map_err(|e| blame(next_id, Status::unavailable(format!("{next}: {e}"))))?;
+            send_block(channel, forward, &data)
+                .await
+                .map(Some)
+                .map_err(|e| blame(next_id, e))
         };
         let local = {
             let data = data.clone();

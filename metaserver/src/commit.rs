@@ -7,16 +7,22 @@
 //! with concurrency. The queue is bounded, which is the backpressure.
 //!
 //! A read must not see state older than any write acknowledged before it
-//! began. [`ReadBarrier`] makes every read wait for a leadership check
-//! (`ensure_linearizable`, one quorum round trip) that began after the read
-//! did; all reads waiting at that moment share one check.
+//! began. [`ReadBarrier`] lets a read through on the leader while it holds a
+//! leader lease ([`Lease`]): no disk, no network, no hand-off to another
+//! task, only a wait until the commit index seen then is applied. Without a lease
+//! (a new leader, a leader cut off from its quorum, a follower) the read
+//! waits for a leadership check (`ensure_linearizable`, one quorum round
+//! trip) that began after the read did; all reads waiting at that moment
+//! share one check.
 
 use crate::namespace::{Command, Reply};
+use crate::raft::lease::{Acks, Mirror};
 use crate::raft::{Raft, Request};
 use nimbus_common::{Errno, Timestamp};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::BasicNode;
+use openraft::{BasicNode, ServerState};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Most commands in one Raft entry.
@@ -154,30 +160,123 @@ async fn commit_batch(raft: &Raft, mut batch: Vec<Pending>) {
     }
 }
 
+/// The leader lease of one meta server: how long after a quorum last
+/// accepted it as leader (recorded by the transport in [`Acks`]) this node
+/// may answer reads without asking the quorum again.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    /// This node's Raft id.
+    pub id: u64,
+    /// Filled by the Raft transport.
+    pub acks: Arc<Acks>,
+    /// Filled by the log store.
+    pub mirror: Arc<Mirror>,
+    /// Shorter than any election could take: see [`Lease::new`].
+    pub duration: Duration,
+}
+
+impl Lease {
+    /// A lease for a cluster whose shortest election timeout is
+    /// `election_timeout_min`. A follower that accepted this leader refuses
+    /// other candidates for openraft's `leader_lease` (the longest election
+    /// timeout) and starts no election of its own for longer still, so no
+    /// other leader can be elected within `election_timeout_min` of an
+    /// acknowledged send. A fifth of that is kept back for the peers' clocks
+    /// running at another rate and for the time a read takes once it
+    /// passed the check.
+    pub fn new(id: u64, acks: Arc<Acks>, mirror: Arc<Mirror>, election_timeout_min: Duration) -> Lease {
+        Lease {
+            id,
+            acks,
+            mirror,
+            duration: election_timeout_min - election_timeout_min / 5,
+        }
+    }
+}
+
 /// Batches linearizability checks for reads.
 #[derive(Clone)]
 pub struct ReadBarrier {
     tx: mpsc::Sender<oneshot::Sender<Result<(), ServeError>>>,
+    raft: Raft,
+    lease: Lease,
 }
 
 impl ReadBarrier {
-    /// Starts the barrier task for `raft`.
-    pub fn start(raft: Raft) -> ReadBarrier {
+    /// Starts the barrier task for `raft`, which reads under `lease`.
+    pub fn start(raft: Raft, lease: Lease) -> ReadBarrier {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run_barrier(raft, rx));
-        ReadBarrier { tx }
+        tokio::spawn(run_barrier(raft.clone(), rx));
+        ReadBarrier { tx, raft, lease }
     }
 
     /// Returns once this node is known to be the leader as of a moment after
     /// the call began, with every write committed before that moment applied.
     pub async fn wait(&self) -> Result<(), ServeError> {
+        if let Some(index) = self.leased_read_index() {
+            return self.applied(index).await;
+        }
         let (tx, rx) = oneshot::channel();
         let stopped = || ServeError::Unavailable("meta server is shutting down".into());
         self.tx.send(tx).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
-}
 
+    /// The commit index to wait for, if this node leads under a lease that
+    /// is still running now, after the read began.
+    ///
+    /// Nothing here waits for openraft's core task: the vote and the commit
+    /// index come from the log store's [`Mirror`], the membership from the
+    /// metrics. The vote is saved before this node can grant it to anyone
+    /// else, and a commit index before any client hears of it, so both are
+    /// current for this purpose. The membership may trail by a step, which is
+    /// harmless: it changes through a joint configuration, and the lease then
+    /// asks a majority of more configurations, never fewer.
+    fn leased_read_index(&self) -> Option<u64> {
+        let id = self.lease.id;
+        let seen = self.lease.mirror.get();
+        let (vote, committed) = (seen.vote?, seen.committed?);
+        // Until a new leader has committed an entry of its own term, its
+        // commit index may stop short of entries an earlier leader
+        // acknowledged.
+        if !vote.is_committed()
+            || vote.leader_id().voted_for() != Some(id)
+            || committed.leader_id.term != vote.leader_id().term
+        {
+            return None;
+        }
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        if metrics.state != ServerState::Leader {
+            return None;
+        }
+        // Taken after the vote was read: the lease must cover that moment,
+        // and a later `now` only makes the check stricter.
+        let now = Instant::now();
+        let joint = metrics.membership_config.membership().get_joint_config();
+        let acked = self.lease.acks.quorum_acked(&vote, id, joint, now)?;
+        (now.saturating_duration_since(acked) < self.lease.duration).then_some(committed.index)
+    }
+
+    /// Waits until the state machine has applied `index`.
+    async fn applied(&self, index: u64) -> Result<(), ServeError> {
+        if self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .is_some_and(|l| l.index >= index)
+        {
+            return Ok(());
+        }
+        self.raft
+            .wait(None)
+            .applied_index_at_least(Some(index), "leased read")
+            .await
+            .map(|_| ())
+            .map_err(|e| ServeError::Unavailable(e.to_string()))
+    }
+}
 async fn run_barrier(raft: Raft, mut rx: mpsc::Receiver<oneshot::Sender<Result<(), ServeError>>>) {
     while let Some(first) = rx.recv().await {
         let mut waiters = vec![first];

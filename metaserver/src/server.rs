@@ -5,10 +5,11 @@ use crate::config::Config;
 use anyhow::Context;
 use nimbus_common::tls::{Security, MAX_MESSAGE_BYTES};
 use nimbus_common::token::Signer;
-use nimbus_meta::commit::{Committer, ReadBarrier};
+use nimbus_meta::commit::{Committer, Lease, ReadBarrier};
 use nimbus_meta::data::{DataService, DataSettings};
 use nimbus_meta::namespace::accounts::{self, AccountOp};
 use nimbus_meta::namespace::{Caller, Command, Op, Txn};
+use nimbus_meta::raft::lease::Acks;
 use nimbus_meta::raft::{LogStore, Network, Raft, StateMachine};
 use nimbus_meta::service::auth::{self, Auth};
 use nimbus_meta::service::{AccountService, AdminService, NamespaceService, RaftService};
@@ -70,11 +71,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     log_store
         .import_from(store.as_ref())
         .context("moving the Raft log out of sled")?;
+    let mirror = log_store.mirror();
 
+    let acks = Arc::new(Acks::default());
     let raft = Raft::new(
         cfg.id,
         Arc::new(raft_config),
-        Network::new(security.clone()),
+        Network::new(security.clone(), acks.clone()),
         log_store,
         StateMachine::new(store.clone()),
     )
@@ -85,7 +88,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
     let committer = Committer::start(raft.clone());
-    let barrier = ReadBarrier::start(raft.clone());
+    let lease = Lease::new(cfg.id, acks, mirror, Duration::from_millis(cfg.election_timeout_min_ms));
+    let barrier = ReadBarrier::start(raft.clone(), lease);
     let signer = match &cfg.token_dir {
         Some(dir) => {
             Some(Arc::new(Signer::load(dir).with_context(|| {

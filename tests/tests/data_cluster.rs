@@ -312,6 +312,7 @@ async fn data_servers_refuse_requests_without_a_valid_token() -> anyhow::Result<
             token: t,
             length: 4,
             chain: vec![],
+            chain_ids: vec![],
             durable: false,
         };
         let r = send_block(client.channel(&server)?, header, b"evil").await;

@@ -380,11 +380,11 @@ impl pb::data_cluster_server::DataCluster for DataService {
                     "this meta leader is new and still waiting for data server heartbeats",
                 ));
             }
-            return Err(Status::resource_exhausted(format!(
+            return Err(pb::Reason::NoSpace.tag(Status::resource_exhausted(format!(
                 "no space: {replication} replicas of {} bytes wanted, {} data servers can take one (ENOSPC)",
                 r.length,
                 picked.len()
-            )));
+            ))));
         }
         let id = BlockId::random();
         Ok(Response::new(pb::Allocation {
@@ -403,7 +403,7 @@ impl pb::data_cluster_server::DataCluster for DataService {
         let info = Txn::new(self.store.as_ref())
             .block(id)
             .map_err(|e| ns_status(e.into()))?
-            .ok_or_else(|| Status::not_found(format!("block {id} is not recorded")))?;
+            .ok_or_else(|| pb::Reason::UnknownBlock.tag(Status::not_found(format!("block {id} is not recorded"))))?;
         let servers = self.servers()?;
         let mut replicas: Vec<(bool, ServerId, String)> = {
             let soft = self.soft();

@@ -9,6 +9,9 @@
 
 use super::perm::{self, Caller, W};
 use super::tables::{block_prefix, decode, garbage_prefix, server_prefix};
+// The records live with the tables that store them; named here too, where
+// the rest of the code looks for them.
+pub use super::tables::{BlockInfo, ServerRecord, ServerState};
 use super::*;
 use crate::store::Tree;
 use nimbus_common::{BlockId, ServerId};
@@ -31,39 +34,6 @@ pub struct SlotRef {
     pub block: BlockId,
     pub len: u64,
     pub crc: u32,
-}
-
-/// What the cluster knows of a block.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlockInfo {
-    pub len: u64,
-    pub crc: u32,
-    /// Servers holding a copy.
-    pub replicas: Vec<ServerId>,
-    /// Slots referencing it.
-    pub refs: u32,
-    /// Copies wanted.
-    pub replication: u8,
-}
-
-/// An operator's intent for a data server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ServerState {
-    /// Takes new blocks.
-    Active,
-    /// Being emptied: takes nothing new; its blocks move elsewhere.
-    Draining,
-    /// Gone for good; its id is never reused.
-    Removed,
-}
-
-/// A registered data server.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServerRecord {
-    pub id: ServerId,
-    pub addr: String,
-    pub zone: String,
-    pub state: ServerState,
 }
 
 /// A written block to commit into slot `slot`.

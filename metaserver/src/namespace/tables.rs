@@ -16,12 +16,44 @@
 //!
 //! Integers are big-endian so that keys sort numerically.
 
-use super::blocks::{BlockInfo, ServerRecord};
 use super::{Dentry, FileKind, Inode, NsError, Reply, Super};
 use crate::store::{Pair, Store, StoreError, Tree, Write};
 use nimbus_common::{BlockId, Errno, Ino, ServerId, Timestamp};
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// What the cluster knows of a block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockInfo {
+    pub len: u64,
+    pub crc: u32,
+    /// Servers holding a copy.
+    pub replicas: Vec<ServerId>,
+    /// Slots referencing it.
+    pub refs: u32,
+    /// Copies wanted.
+    pub replication: u8,
+}
+
+/// An operator's intent for a data server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerState {
+    /// Takes new blocks.
+    Active,
+    /// Being emptied: takes nothing new; its blocks move elsewhere.
+    Draining,
+    /// Gone for good; its id is never reused.
+    Removed,
+}
+
+/// A registered data server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerRecord {
+    pub id: ServerId,
+    pub addr: String,
+    pub zone: String,
+    pub state: ServerState,
+}
 
 /// Prefix of inode records.
 pub const INODE: u8 = b'i';

@@ -5,6 +5,7 @@
 //! atomically. Nothing here goes through sled: a sled flush writes out the
 //! whole database, which made every commit pay for the state machine's pages.
 
+use super::lease::Mirror;
 use super::segments::{read_small_file, write_small_file, Recovery, SegmentError, Segments};
 use super::{storage_error, StorageError, TypeConfig};
 use crate::store::{Store, Tree};
@@ -50,6 +51,9 @@ struct Inner {
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
+    /// The vote and commit index for leased reads, apart from `inner`,
+    /// which an append holds through its fdatasync.
+    mirror: Arc<Mirror>,
 }
 
 fn decode_entry(dir: &Path, index: u64, bytes: &[u8]) -> Result<Entry<TypeConfig>, LogStoreError> {
@@ -115,12 +119,22 @@ impl LogStore {
             cache_first: next,
             cache_bytes: 0,
         };
+        let mirror = Arc::new(Mirror::default());
+        if let Some(v) = vote {
+            mirror.set_vote(v);
+        }
         Ok((
             LogStore {
                 inner: Arc::new(Mutex::new(inner)),
+                mirror,
             },
             recovery,
         ))
+    }
+
+    /// This node's vote and commit index as openraft last handed them over.
+    pub fn mirror(&self) -> Arc<Mirror> {
+        self.mirror.clone()
     }
 
     /// Moves a log that earlier versions kept in sled's `log` and `raft`
@@ -165,6 +179,7 @@ impl LogStore {
             let vote: Vote<u64> = decode("vote", &v)?;
             write_small_file(&inner.dir.join(VOTE_FILE), &v)?;
             inner.vote = Some(vote);
+            self.mirror.set_vote(vote);
         }
         tracing::info!(last = ?inner.last, "moved the Raft log out of sled into segment files");
         Ok(())
@@ -248,6 +263,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         write_small_file(&inner.dir.join(VOTE_FILE), &bytes)
             .map_err(|e| storage_error(e, ErrorSubject::Vote, ErrorVerb::Write))?;
         inner.vote = Some(*vote);
+        // After the file: once the mirror shows a vote, it is the durable one.
+        self.mirror.set_vote(*vote);
         Ok(())
     }
 
@@ -255,10 +272,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.lock().vote)
     }
 
-    // save_committed/read_committed keep openraft's defaults (not stored): a
-    // commit index written ahead of this node's own fsynced log could point
-    // past what a crash left; a restarted node applies again from the state
-    // machine's applied index once a leader tells it what is committed.
+    // The commit index is not stored (read_committed keeps openraft's
+    // default, None): written ahead of this node's own fsynced log it could
+    // point past what a crash left; a restarted node applies again from the
+    // state machine's applied index once a leader tells it what is
+    // committed. It is only mirrored in memory, for leased reads: openraft
+    // calls this before it applies, so before any client hears of a commit.
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError> {
+        if let Some(c) = committed {
+            self.mirror.set_committed(c);
+        }
+        Ok(())
+    }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where

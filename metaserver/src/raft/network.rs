@@ -1,6 +1,7 @@
 //! The Raft transport between meta servers: openraft messages, postcard-
 //! encoded, over the `Raft` gRPC service and the cluster's TLS.
 
+use super::lease::Acks;
 use super::TypeConfig;
 use nimbus_common::tls::Security;
 use nimbus_proto::raft_client::RaftClient;
@@ -15,6 +16,7 @@ use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tonic::transport::Channel;
 
 /// Creates connections to peers; one HTTP/2 channel per address, shared.
@@ -22,14 +24,17 @@ use tonic::transport::Channel;
 pub struct Network {
     security: Security,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    acks: Arc<Acks>,
 }
 
 impl Network {
-    /// A transport that connects with `security`.
-    pub fn new(security: Security) -> Network {
+    /// A transport that connects with `security` and records in `acks`
+    /// which peers accepted this node as leader, and when.
+    pub fn new(security: Security, acks: Arc<Acks>) -> Network {
         Network {
             security,
             channels: Arc::default(),
+            acks,
         }
     }
 
@@ -48,6 +53,7 @@ impl Network {
 pub struct Peer {
     target: u64,
     client: Result<RaftClient<Channel>, String>,
+    acks: Arc<Acks>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -59,7 +65,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .max_decoding_message_size(nimbus_common::tls::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(nimbus_common::tls::MAX_MESSAGE_BYTES)
         });
-        Peer { target, client }
+        Peer {
+            target,
+            client,
+            acks: self.acks.clone(),
+        }
     }
 }
 
@@ -118,7 +128,21 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>, RaftError<u64>> {
-        self.call(RpcKind::Append, &rpc, &option).await
+        // Taken before the message leaves: the lease may only start earlier
+        // than the peer's own timers, never later.
+        let sent = Instant::now();
+        let reply = self.call(RpcKind::Append, &rpc, &option).await;
+        match &reply {
+            // A conflict, too, means the peer took our vote (it checks the
+            // vote before the log).
+            Ok(
+                AppendEntriesResponse::Success
+                | AppendEntriesResponse::PartialSuccess(_)
+                | AppendEntriesResponse::Conflict,
+            ) => self.acks.record(self.target, rpc.vote, sent),
+            Ok(AppendEntriesResponse::HigherVote(_)) | Err(_) => {}
+        }
+        reply
     }
 
     async fn install_snapshot(

@@ -56,7 +56,7 @@ fn refused(e: Errno, what: &str) -> Status {
         Errno::EINVAL => Status::invalid_argument(format!(
             "{what}: invalid name (1-32 of a-z 0-9 _ - ., starting with a letter or _)"
         )),
-        Errno::EDQUOT => Status::resource_exhausted(format!("{what}: quota exceeded")),
+        Errno::EDQUOT => nimbus_proto::Reason::Quota.tag(Status::resource_exhausted(format!("{what}: quota exceeded"))),
         e => Status::internal(format!("{what}: {e}")),
     }
 }

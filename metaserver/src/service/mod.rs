@@ -20,7 +20,7 @@ impl From<ServeError> for Status {
     fn from(e: ServeError) -> Status {
         match e {
             ServeError::NotLeader { leader } => {
-                let mut status = Status::failed_precondition("not the leader");
+                let mut status = nimbus_proto::Reason::NotLeader.tag(Status::failed_precondition("not the leader"));
                 if let Some((id, addr)) = leader {
                     let md = status.metadata_mut();
                     if let Ok(v) = MetadataValue::try_from(addr.as_str()) {
