@@ -83,7 +83,9 @@ fn request_time_key(time: Timestamp, id: &[u8; 16]) -> Vec<u8> {
 /// the oldest entry is still young, and one small read is all this costs.
 pub fn forget_requests_before(txn: &mut Txn, cutoff: Timestamp) -> Result<(), StoreError> {
     // Nearly always the oldest outcome is young: one row says so.
-    let oldest = txn.store().scan(Tree::State, &[REQUEST_BY_TIME], &[REQUEST_BY_TIME], 1)?;
+    let oldest = txn
+        .store()
+        .scan(Tree::State, &[REQUEST_BY_TIME], &[REQUEST_BY_TIME], 1)?;
     let young = |k: &[u8]| {
         k.get(1..9)
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
