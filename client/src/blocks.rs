@@ -16,6 +16,8 @@ use tonic::Code;
 pub const CHUNK: usize = 1 << 20;
 /// How long one block transfer may take.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Blocks named in one Sync call (data servers take up to 256).
+const SYNC_BATCH: usize = 128;
 /// Allocations tried before a write gives up.
 const WRITE_ATTEMPTS: usize = 4;
 
@@ -231,15 +233,18 @@ impl MetaClient {
         let mut calls = tokio::task::JoinSet::new();
         for (addr, blocks) in by_server {
             let channel = self.channel(addr)?;
-            let addr = addr.to_owned();
-            calls.spawn(async move {
-                let mut request = tonic::Request::new(pb::SyncRequest { blocks });
-                request.set_timeout(TRANSFER_TIMEOUT);
-                blocks_client(channel)
-                    .sync(request)
-                    .await
-                    .map_err(|s| format!("{addr}: {}", s.message()))
-            });
+            // A data server takes at most 256 blocks a call.
+            for part in blocks.chunks(SYNC_BATCH) {
+                let (channel, addr, blocks) = (channel.clone(), addr.to_owned(), part.to_vec());
+                calls.spawn(async move {
+                    let mut request = tonic::Request::new(pb::SyncRequest { blocks });
+                    request.set_timeout(TRANSFER_TIMEOUT);
+                    blocks_client(channel)
+                        .sync(request)
+                        .await
+                        .map_err(|s| format!("{addr}: {}", s.message()))
+                });
+            }
         }
         while let Some(done) = calls.join_next().await {
             match done {

@@ -67,24 +67,29 @@ impl Mount {
     ) -> anyhow::Result<Mount> {
         let mnt = cluster.dir.join(name);
         std::fs::create_dir_all(&mnt)?;
-        let mut m = Mount {
-            log: cluster.dir.join(format!("{name}.log")),
-            mnt,
-            scratch: scratch.to_path_buf(),
-            child: None,
-        };
         let bin = bin_dir().join("nimbus");
         ensure!(
             bin.exists(),
             "{} not found: run `cargo build --workspace --bins` first",
             bin.display()
         );
+        let mut command = cluster.nimbus(profile);
+        command.arg("mount").args(extra).arg(&mnt);
+        Mount::spawn(command, &mnt, &cluster.dir.join(format!("{name}.log")), scratch)
+    }
+
+    /// Runs `command` (a `nimbus ... mount ... MNT`, run as whoever it
+    /// says) with its output appended to `log`, and waits until the kernel
+    /// shows `mnt` mounted.
+    pub fn spawn(mut command: Command, mnt: &Path, log: &Path, scratch: &Path) -> anyhow::Result<Mount> {
+        let mut m = Mount {
+            log: log.to_path_buf(),
+            mnt: mnt.to_path_buf(),
+            scratch: scratch.to_path_buf(),
+            child: None,
+        };
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log)?;
-        let child = cluster
-            .nimbus(profile)
-            .arg("mount")
-            .args(extra)
-            .arg(&m.mnt)
+        let child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

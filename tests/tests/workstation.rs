@@ -7,13 +7,12 @@
 //! the fallback (`nobody`) for one who has none.
 
 use anyhow::{bail, ensure, Context};
-use nimbus_tests::mount::{is_mounted, tail, Mounted};
+use nimbus_tests::mount::{tail, Mount, Mounted};
 use nimbus_tests::{bin_dir, MetaCluster};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 /// Local accounts the test creates (and removes), with uids far from the
 /// cluster's (which start at 1000).
@@ -116,7 +115,8 @@ struct Workstation {
     uid: u32,
     dir: PathBuf,
     meta: String,
-    mount: Option<Child>,
+    /// Stopped (and unmounted) when dropped.
+    mount: Option<Mount>,
 }
 
 impl Workstation {
@@ -238,61 +238,18 @@ impl Workstation {
 
     /// `nimbus mount ~/mnt` with no flags at all, as this user.
     fn mount(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::File::create(self.dir.join("mount.log"))?;
-        let child = self
-            .command(&self.dir.join("bin/nimbus"))
-            .arg("mount")
-            .arg(self.mnt())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawning nimbus mount")?;
-        self.mount = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !is_mounted(&self.mnt()) {
-            if let Some(status) = self.mount.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("nimbus mount as {} exited with {status}:\n{}", self.user, self.log());
-            }
-            ensure!(Instant::now() < deadline, "not mounted within 20 s:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut command = self.command(&self.dir.join("bin/nimbus"));
+        command.arg("mount").arg(self.mnt());
+        let mnt = self.mnt();
+        self.mount = Some(Mount::spawn(command, &mnt, &self.dir.join("mount.log"), &self.dir)?);
         Ok(())
     }
 
     /// Stops the mount by pid (SIGTERM) and checks it unmounted cleanly.
     fn unmount(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.mount.take() else {
-            return Ok(());
-        };
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(s) = child.try_wait()? {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("the mount did not stop:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        ensure!(status.success(), "nimbus mount exited with {status}:\n{}", self.log());
-        ensure!(!is_mounted(&self.mnt()), "still mounted after the mount exited");
-        Ok(())
-    }
-}
-
-impl Drop for Workstation {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.mount.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if is_mounted(&self.mnt()) {
-            let _ = Command::new("umount").arg("-l").arg(self.mnt()).status();
+        match self.mount.as_mut() {
+            Some(m) => m.stop(),
+            None => Ok(()),
         }
     }
 }
