@@ -226,8 +226,16 @@ impl pb::blocks_server::Blocks for BlockService {
             self.check(&b.token, id, Access::Write)?;
             blocks.push(id);
         }
-        self.blocking(move |s| blocks.iter().try_for_each(|id| s.sync(*id)))
-            .await?;
+        // A block this server no longer holds was moved by repair or the
+        // rebalancer, whose copies are written durably: each replica syncs
+        // what it has.
+        self.blocking(move |s| {
+            blocks.iter().try_for_each(|id| match s.sync(*id) {
+                Err(BlockStoreError::NotFound(_)) => Ok(()),
+                other => other,
+            })
+        })
+        .await?;
         Ok(Response::new(pb::SyncReply {}))
     }
 
