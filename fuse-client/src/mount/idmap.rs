@@ -284,6 +284,18 @@ impl IdMap {
         cached(&mut locked(&self.local).gid_by_name, name, |n| local_gid(n)).unwrap_or(self.nogroup)
     }
 
+    /// `look` in the cluster's names, fetched again once if it finds
+    /// nothing (a user or group added since).
+    async fn find(&self, look: impl Fn(&Names) -> Option<u32>) -> Option<u32> {
+        if let Some(id) = look(&self.names()) {
+            return Some(id);
+        }
+        if self.refresh().await {
+            return look(&self.names());
+        }
+        None
+    }
+
     /// A local uid (chown, an ACL entry) as the Nimbus uid of the same name.
     pub async fn uid_in(&self, uid: u32) -> Result<u32, Errno> {
         if self.mode == IdMode::None {
@@ -296,14 +308,8 @@ impl IdMap {
             tracing::info!("local uid {uid} has no account name: it cannot be mapped to a Nimbus user");
             return Err(Errno::EINVAL);
         };
-        let find = || self.names().user_by_name.get(&name).copied();
-        if let Some(id) = find() {
+        if let Some(id) = self.find(|n| n.user_by_name.get(&name).copied()).await {
             return Ok(id);
-        }
-        if self.refresh().await {
-            if let Some(id) = find() {
-                return Ok(id);
-            }
         }
         tracing::info!("local user {name} (uid {uid}) has no Nimbus account of that name");
         Err(Errno::EINVAL)
@@ -321,14 +327,8 @@ impl IdMap {
             tracing::info!("local gid {gid} has no group name: it cannot be mapped to a Nimbus group");
             return Err(Errno::EINVAL);
         };
-        let find = || self.names().gid_named(&name);
-        if let Some(id) = find() {
+        if let Some(id) = self.find(|n| n.gid_named(&name)).await {
             return Ok(id);
-        }
-        if self.refresh().await {
-            if let Some(id) = find() {
-                return Ok(id);
-            }
         }
         tracing::info!("local group {name} (gid {gid}) has no Nimbus group or user of that name");
         Err(Errno::EINVAL)
