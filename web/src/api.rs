@@ -1,0 +1,686 @@
+//! The JSON API under `/api/`, which the page uses and scripts may too.
+//! Paths travel in the URL after the endpoint's prefix (`/api/list/home/bob`)
+//! or as strings in JSON bodies; every one is validated by [`StorePath`].
+//! Every call acts as the session's user on the meta cluster.
+
+use crate::error::ApiError;
+use crate::files;
+use crate::paths::StorePath;
+use crate::session::{Session, Sessions};
+use axum::body::Body;
+use axum::extract::{OriginalUri, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use nimbus_client::MetaClient;
+use nimbus_common::Ino;
+use nimbus_proto as pb;
+use nimbus_proto::ns_reply::Result as R;
+use nimbus_proto::ns_request::Op;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// What every handler shares.
+pub struct App {
+    /// Signed-in sessions.
+    pub sessions: Sessions,
+}
+
+/// Handlers' shared state.
+pub type AppState = Arc<App>;
+
+/// Names of uploads in progress start with this; the listing hides them.
+pub const UPLOAD_PREFIX: &str = ".nimbus-upload-";
+
+/// renameat2's RENAME_NOREPLACE.
+const RENAME_NOREPLACE: u32 = 1;
+
+/// One entry of a folder, or a stat.
+#[derive(Serialize)]
+pub struct Entry {
+    name: String,
+    kind: &'static str,
+    size: u64,
+    /// Milliseconds since the Unix epoch.
+    mtime: i64,
+    /// Permission bits, octal digits as a number (e.g. 644).
+    mode: String,
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match pb::FileKind::try_from(kind) {
+        Ok(pb::FileKind::Regular) => "file",
+        Ok(pb::FileKind::Directory) => "dir",
+        Ok(pb::FileKind::Symlink) => "symlink",
+        _ => "other",
+    }
+}
+
+fn entry(name: &str, a: &pb::Attr) -> Entry {
+    Entry {
+        name: name.to_owned(),
+        kind: kind_name(a.kind),
+        size: a.size,
+        mtime: a.mtime_ns / 1_000_000,
+        mode: format!("{:o}", a.perm & 0o7777),
+    }
+}
+
+fn is_dir(a: &pb::Attr) -> bool {
+    a.kind == pb::FileKind::Directory as i32
+}
+
+/// The store path after `prefix` in the raw request URL.
+fn url_path(uri: &Uri, prefix: &str) -> Result<StorePath, ApiError> {
+    let raw = uri.path().strip_prefix(prefix).unwrap_or("");
+    StorePath::from_url(raw)
+}
+
+/// Walks `path` from the root as the user: any refusal on the way is a 404.
+async fn resolve(client: &MetaClient, path: &StorePath) -> Result<pb::Attr, ApiError> {
+    let shown = path.to_string();
+    let mut attr = client
+        .getattr(Ino::ROOT)
+        .await
+        .map_err(|e| ApiError::from_lookup(&shown, e))?;
+    for name in path.names() {
+        attr = client
+            .lookup(Ino(attr.ino), name.as_bytes())
+            .await
+            .map_err(|e| ApiError::from_lookup(&shown, e))?;
+    }
+    Ok(attr)
+}
+
+/// The folder holding `path` and its last name.
+async fn resolve_parent<'a>(client: &MetaClient, path: &'a StorePath) -> Result<(pb::Attr, &'a str), ApiError> {
+    let (parent, name) = path
+        .split_last()
+        .ok_or_else(|| ApiError::BadPath("the root folder cannot be changed".into()))?;
+    let dir = resolve(client, &parent).await?;
+    if !is_dir(&dir) {
+        return Err(ApiError::NotFound(path.to_string()));
+    }
+    Ok((dir, name))
+}
+
+/// `POST /api/login` body.
+#[derive(Deserialize)]
+pub struct LoginBody {
+    user: String,
+    password: String,
+}
+
+/// Signs in; sets the session cookie and returns the CSRF token. Json
+/// insists on `Content-Type: application/json`, which a cross-site form
+/// cannot send: that keeps other sites from signing a browser in.
+pub async fn login(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<LoginBody>,
+) -> Result<Response, ApiError> {
+    let (id, session) = app.sessions.sign_in(&body.user, &body.password).await?;
+    let mut r = Json(serde_json::json!({ "user": session.user, "csrf": session.csrf })).into_response();
+    if let Some(c) = app.sessions.set_cookie(&headers, &id, session.expires) {
+        r.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    Ok(r)
+}
+
+/// Signs out (on the cluster too) and clears the cookie.
+pub async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    app.sessions.sign_out(&headers).await?;
+    let mut r = Json(serde_json::json!({ "signed_out": true })).into_response();
+    r.headers_mut()
+        .insert(header::SET_COOKIE, app.sessions.clear_cookie(&headers));
+    Ok(r)
+}
+
+/// Who is signed in, their quota and usage, and the CSRF token (for a page
+/// loaded again).
+pub async fn me(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let s = app.sessions.check(&headers, false)?;
+    let a = s.client.whoami().await.map_err(|e| ApiError::from_client("whoami", e))?;
+    Ok(Json(serde_json::json!({
+        "user": a.name,
+        "uid": a.uid,
+        "admin": a.admin,
+        "home": a.home,
+        "groups": a.groups,
+        "quota": {
+            "bytes_used": a.used_bytes,
+            "bytes_limit": a.quota_bytes,
+            "files_used": a.used_inodes,
+            "files_limit": a.quota_inodes,
+        },
+        "csrf": s.csrf,
+    }))
+    .into_response())
+}
+
+/// A folder's entries (uploads in progress left out).
+pub async fn list(State(app): State<AppState>, headers: HeaderMap, OriginalUri(uri): OriginalUri) -> Result<Response, ApiError> {
+    let s = app.sessions.check(&headers, false)?;
+    let path = url_path(&uri, "/api/list")?;
+    let shown = path.to_string();
+    let dir = resolve(&s.client, &path).await?;
+    if !is_dir(&dir) {
+        return Err(ApiError::WrongKind(format!("{shown}: not a folder")));
+    }
+    let mut entries = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = s
+            .client
+            .call(Op::Readdir(pb::ReadDir {
+                ino: dir.ino,
+                after,
+                limit: 1024,
+                plus: true,
+            }))
+            .await
+            .map_err(|e| ApiError::from_client(&shown, e))?;
+        let R::Dir(page) = page else {
+            return Err(ApiError::Unavailable("readdir answered oddly".into()));
+        };
+        for e in &page.entries {
+            after = after.max(e.cookie);
+            let Ok(name) = std::str::from_utf8(&e.name) else {
+                // Written through a mount in another encoding: shown lossily,
+                // the API cannot name it back.
+                continue;
+            };
+            if name == "." || name == ".." || name.starts_with(UPLOAD_PREFIX) {
+                continue;
+            }
+            let attr = e.attr.unwrap_or(pb::Attr {
+                ino: e.ino,
+                kind: e.kind,
+                ..pb::Attr::default()
+            });
+            entries.push(entry(name, &attr));
+        }
+        if !page.more {
+            break;
+        }
+    }
+    Ok(Json(serde_json::json!({ "path": shown, "entries": entries })).into_response())
+}
+
+/// One entry's attributes.
+pub async fn stat(State(app): State<AppState>, headers: HeaderMap, OriginalUri(uri): OriginalUri) -> Result<Response, ApiError> {
+    let s = app.sessions.check(&headers, false)?;
+    let path = url_path(&uri, "/api/stat")?;
+    let a = resolve(&s.client, &path).await?;
+    let name = path.names().last().cloned().unwrap_or_else(|| "/".into());
+    Ok(Json(entry(&name, &a)).into_response())
+}
+
+/// Creates a folder.
+pub async fn mkdir(State(app): State<AppState>, headers: HeaderMap, OriginalUri(uri): OriginalUri) -> Result<Response, ApiError> {
+    let s = app.sessions.check(&headers, true)?;
+    let path = url_path(&uri, "/api/mkdir")?;
+    let (dir, name) = resolve_parent(&s.client, &path).await?;
+    let a = s
+        .client
+        .mkdir(Ino(dir.ino), name.as_bytes(), 0o755)
+        .await
+        .map_err(|e| ApiError::from_client(&path.to_string(), e))?;
+    Ok((StatusCode::CREATED, Json(entry(name, &a))).into_response())
+}
+
+/// `POST /api/rename` body.
+#[derive(Deserialize)]
+pub struct RenameBody {
+    from: String,
+    to: String,
+    #[serde(default)]
+    overwrite: bool,
+}
+
+/// Renames or moves a file or folder.
+pub async fn rename(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<RenameBody>,
+) -> Result<Response, ApiError> {
+    let s = app.sessions.check(&headers, true)?;
+    let from = StorePath::parse(&body.from)?;
+    let to = StorePath::parse(&body.to)?;
+    let (src_dir, src_name) = resolve_parent(&s.client, &from).await?;
+    // The source must be visible to the user before anything is said about
+    // the target.
+    s.client
+        .lookup(Ino(src_dir.ino), src_name.as_bytes())
+        .await
+        .map_err(|e| ApiError::from_lookup(&from.to_string(), e))?;
+    let (dst_dir, dst_name) = resolve_parent(&s.client, &to).await?;
+    let flags = if body.overwrite { 0 } else { RENAME_NOREPLACE };
+    s.client
+        .rename(
+            Ino(src_dir.ino),
+            src_name.as_bytes(),
+            Ino(dst_dir.ino),
+            dst_name.as_bytes(),
+            flags,
+        )
+        .await
+        .map_err(|e| ApiError::from_client(&format!("{from} -> {to}"), e))?;
+    Ok(Json(serde_json::json!({ "from": from.to_string(), "to": to.to_string() })).into_response())
+}
+
+/// `?recursive=` and `?overwrite=`, `?download=`.
+#[derive(Deserialize, Default)]
+pub struct Flags {
+    #[serde(default)]
+    recursive: bool,
+    #[serde(default)]
+    overwrite: bool,
+    #[serde(default)]
+    download: bool,
+}
+
+/// Deletes a file, an empty folder, or with `?recursive=true` a folder and
+/// everything in it.
+pub async fn delete(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    Query(flags): Query<Flags>,
+) -> Result<Response, ApiError> {
+    let s = app.sessions.check(&headers, true)?;
+    let path = url_path(&uri, "/api/file")?;
+    let shown = path.to_string();
+    let (dir, name) = resolve_parent(&s.client, &path).await?;
+    let target = s
+        .client
+        .lookup(Ino(dir.ino), name.as_bytes())
+        .await
+        .map_err(|e| ApiError::from_lookup(&shown, e))?;
+    if is_dir(&target) {
+        if flags.recursive {
+            remove_contents(&s.client, Ino(target.ino), &shown).await?;
+        }
+        rmdir(&s.client, Ino(dir.ino), name, &shown).await?;
+    } else {
+        s.client
+            .unlink(Ino(dir.ino), name.as_bytes())
+            .await
+            .map_err(|e| ApiError::from_client(&shown, e))?;
+    }
+    Ok(Json(serde_json::json!({ "deleted": shown })).into_response())
+}
+
+async fn rmdir(client: &MetaClient, parent: Ino, name: &str, shown: &str) -> Result<(), ApiError> {
+    client
+        .call(Op::Rmdir(pb::Rmdir {
+            parent: parent.0,
+            name: name.as_bytes().to_vec(),
+        }))
+        .await
+        .map(|_| ())
+        .map_err(|e| ApiError::from_client(shown, e))
+}
+
+/// Removes everything inside folder `dir`, depth first.
+async fn remove_contents(client: &MetaClient, dir: Ino, shown: &str) -> Result<(), ApiError> {
+    let entries = client
+        .readdir_all(dir)
+        .await
+        .map_err(|e| ApiError::from_client(shown, e))?;
+    for e in entries {
+        if e.name == b"." || e.name == b".." {
+            continue;
+        }
+        let child = format!("{shown}/{}", String::from_utf8_lossy(&e.name));
+        if e.kind == pb::FileKind::Directory as i32 {
+            Box::pin(remove_contents(client, Ino(e.ino), &child)).await?;
+            let name = String::from_utf8_lossy(&e.name).into_owned();
+            client
+                .call(Op::Rmdir(pb::Rmdir {
+                    parent: dir.0,
+                    name: e.name.clone(),
+                }))
+                .await
+                .map_err(|err| ApiError::from_client(&format!("{shown}/{name}"), err))?;
+        } else {
+            client
+                .unlink(dir, &e.name)
+                .await
+                .map_err(|err| ApiError::from_client(&child, err))?;
+        }
+    }
+    Ok(())
+}
+
+/// Uploads the request body as a file: streamed into blocks under a
+/// temporary name in the same folder, renamed into place only once
+/// committed whole. An existing file is replaced only with
+/// `?overwrite=true` (else 409).
+pub async fn upload(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    Query(flags): Query<Flags>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let s = app.sessions.check(&headers, true)?;
+    let path = url_path(&uri, "/api/file")?;
+    let shown = path.to_string();
+    let (dir, name) = resolve_parent(&s.client, &path).await?;
+    let name = name.to_owned();
+    let parent = Ino(dir.ino);
+    let replaced = match s.client.lookup(parent, name.as_bytes()).await {
+        Ok(a) if is_dir(&a) => return Err(ApiError::WrongKind(format!("{shown}: is a folder"))),
+        Ok(_) if !flags.overwrite => return Err(ApiError::Exists(shown)),
+        Ok(a) => a.size,
+        Err(e) if e.errno() == nimbus_common::Errno::ENOENT => 0,
+        Err(e) => return Err(ApiError::from_lookup(&shown, e)),
+    };
+    check_quota_before(&s, &headers, replaced).await?;
+    let mut id = [0u8; 8];
+    rand::rng().fill_bytes(&mut id);
+    let temp = format!("{UPLOAD_PREFIX}{}", id.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let created = s
+        .client
+        .create(parent, temp.as_bytes(), 0o644)
+        .await
+        .map_err(|e| ApiError::from_client(&shown, e))?;
+    // The rest runs in its own task: if the client goes away, hyper drops
+    // this handler, but the temporary file must still be removed.
+    let client = s.client.clone();
+    let task = tokio::spawn(async move {
+        let flags = if flags.overwrite { 0 } else { RENAME_NOREPLACE };
+        let r = async {
+            let size = files::upload(client.clone(), Ino(created.ino), body.into_data_stream(), shown.clone()).await?;
+            client
+                .rename(parent, temp.as_bytes(), parent, name.as_bytes(), flags)
+                .await
+                .map_err(|e| ApiError::from_client(&shown, e))?;
+            Ok::<_, ApiError>(size)
+        }
+        .await;
+        match r {
+            Ok(size) => {
+                tracing::info!("uploaded {shown} ({size} bytes)");
+                Ok(Entry {
+                    name,
+                    kind: "file",
+                    size,
+                    mtime: 0,
+                    mode: "644".into(),
+                })
+            }
+            Err(e) => {
+                tracing::info!("upload of {shown} failed: {e}");
+                if let Err(u) = client.unlink(parent, temp.as_bytes()).await {
+                    tracing::warn!("could not remove the unfinished upload {temp}: {u}");
+                }
+                Err(e)
+            }
+        }
+    });
+    let entry = task
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("upload task: {e}")))??;
+    Ok((StatusCode::CREATED, Json(entry)).into_response())
+}
+
+/// Refuses at once an upload whose declared length cannot fit the user's
+/// quota (the cluster enforces the quota at every commit regardless; this
+/// only spares the user the wait).
+async fn check_quota_before(s: &Session, headers: &HeaderMap, replaced: u64) -> Result<(), ApiError> {
+    let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return Ok(());
+    };
+    let a = s.client.whoami().await.map_err(|e| ApiError::from_client("whoami", e))?;
+    if a.quota_bytes > 0 && a.used_bytes.saturating_sub(replaced).saturating_add(len) > a.quota_bytes {
+        return Err(ApiError::Quota(format!(
+            "this upload needs {len} bytes, but {} of your {} bytes are used",
+            a.used_bytes, a.quota_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// A `Range: bytes=...` header as `[start, end)` within `size`; `None` for
+/// the whole file (no header, or several ranges, which may be ignored).
+fn range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(v) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    let v = v.to_str().map_err(|_| ApiError::Range { size })?;
+    let spec = v.trim().strip_prefix("bytes=").ok_or(ApiError::Range { size })?;
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or(ApiError::Range { size })?;
+    let (a, b) = (a.trim(), b.trim());
+    let parse = |t: &str| t.parse::<u64>().map_err(|_| ApiError::Range { size });
+    let (start, end) = match (a.is_empty(), b.is_empty()) {
+        (true, true) => return Err(ApiError::Range { size }),
+        // The last n bytes.
+        (true, false) => {
+            let n = parse(b)?;
+            if n == 0 {
+                return Err(ApiError::Range { size });
+            }
+            (size.saturating_sub(n), size)
+        }
+        (false, true) => (parse(a)?, size),
+        (false, false) => {
+            let (s, e) = (parse(a)?, parse(b)?);
+            if e < s {
+                return Err(ApiError::Range { size });
+            }
+            (s, e.saturating_add(1).min(size))
+        }
+    };
+    if start >= size {
+        return Err(ApiError::Range { size });
+    }
+    Ok(Some((start, end)))
+}
+
+/// A content type for a file name; text that a browser would run (HTML,
+/// SVG, XML) is served as plain text.
+fn content_type(name: &str) -> &'static str {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match ext.as_str() {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "bmp" => "image/bmp",
+        "ico" => "image/x-icon",
+        "pdf" => "application/pdf",
+        "mp3" => "audio/mpeg",
+        "ogg" | "oga" => "audio/ogg",
+        "wav" => "audio/wav",
+        "flac" => "audio/flac",
+        "m4a" => "audio/mp4",
+        "mp4" | "m4v" => "video/mp4",
+        "webm" => "video/webm",
+        "ogv" => "video/ogg",
+        "mov" => "video/quicktime",
+        "txt" | "md" | "rs" | "py" | "c" | "h" | "cpp" | "go" | "java" | "js" | "ts" | "sh" | "toml" | "yaml"
+        | "yml" | "json" | "csv" | "log" | "html" | "htm" | "svg" | "xml" | "css" | "ini" | "conf" | "proto" => {
+            "text/plain; charset=utf-8"
+        }
+        _ => "application/octet-stream",
+    }
+}
+
+/// Downloads a file, whole or one byte range (206; 416 outside it).
+pub async fn download(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    Query(flags): Query<Flags>,
+) -> Result<Response, ApiError> {
+    let s = app.sessions.check(&headers, false)?;
+    let path = url_path(&uri, "/api/file")?;
+    let shown = path.to_string();
+    let a = resolve(&s.client, &path).await?;
+    if is_dir(&a) {
+        return Err(ApiError::WrongKind(format!(
+            "{shown}: is a folder (folders cannot be downloaded yet)"
+        )));
+    }
+    let layout = files::layout(&s.client, Ino(a.ino), &shown).await?;
+    let size = layout.size;
+    let (status, start, end) = match range(&headers, size)? {
+        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end),
+        None => (StatusCode::OK, 0, size),
+    };
+    let rx = files::read_range(s.client.clone(), &layout, start, end)?;
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let name = path.names().last().cloned().unwrap_or_default();
+    let ctype = content_type(&name);
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    // Whatever a stored file contains, it runs nothing on this origin. (A
+    // PDF needs the browser's viewer, which a sandbox would block; it runs
+    // no script of the page's origin either.)
+    if ctype != "application/pdf" {
+        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox"));
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end.saturating_sub(1))) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    let disposition = if flags.download { "attachment" } else { "inline" };
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{disposition}; filename*=UTF-8''{}",
+        crate::paths::percent_encode(&name)
+    )) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(r)
+}
+
+/// Shares the user made or received.
+pub async fn shares(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let s = app.sessions.check(&headers, false)?;
+    let r = s
+        .client
+        .account(pb::account_request::Op::ShareList(pb::ShareList {}))
+        .await
+        .map_err(|e| ApiError::from_client("shares", e))?;
+    let pb::account_reply::Result::Shares(list) = r else {
+        return Err(ApiError::Unavailable("share list answered oddly".into()));
+    };
+    let rows: Vec<_> = list
+        .shares
+        .iter()
+        .map(|x| {
+            serde_json::json!({
+                "path": x.path, "owner": x.owner, "grantee": x.grantee, "rw": x.rw,
+                "mine": x.owner == s.user,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "user": s.user, "shares": rows })).into_response())
+}
+
+/// `POST /api/shares` and `/api/shares/revoke` body.
+#[derive(Deserialize)]
+pub struct ShareBody {
+    path: String,
+    /// A user name or `@group`.
+    grantee: String,
+    #[serde(default)]
+    rw: bool,
+}
+
+/// Shares a file or folder with a user or `@group`, read-only or read-write.
+pub async fn share(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<ShareBody>,
+) -> Result<Response, ApiError> {
+    share_change(app, headers, body, true).await
+}
+
+/// Revokes a share.
+pub async fn unshare(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<ShareBody>,
+) -> Result<Response, ApiError> {
+    share_change(app, headers, body, false).await
+}
+
+async fn share_change(app: AppState, headers: HeaderMap, body: ShareBody, add: bool) -> Result<Response, ApiError> {
+    let s = app.sessions.check(&headers, true)?;
+    let path = StorePath::parse(&body.path)?;
+    let grantee = body.grantee.trim();
+    let bare = grantee.strip_prefix('@').unwrap_or(grantee);
+    if bare.is_empty() || bare.len() > 255 || bare.contains(['/', '\0']) {
+        return Err(ApiError::BadRequest("grantee: a user name or @group".into()));
+    }
+    let a = resolve(&s.client, &path).await?;
+    let op = if add {
+        pb::account_request::Op::ShareAdd(pb::ShareAdd {
+            ino: a.ino,
+            grantee: grantee.to_owned(),
+            rw: body.rw,
+        })
+    } else {
+        pb::account_request::Op::ShareRevoke(pb::ShareRevoke {
+            ino: a.ino,
+            grantee: grantee.to_owned(),
+        })
+    };
+    s.client.account(op).await.map_err(|e| match e {
+        nimbus_client::ClientError::NotFound(m) => ApiError::NotFound(m),
+        other => ApiError::from_client(&path.to_string(), other),
+    })?;
+    Ok(Json(serde_json::json!({
+        "path": path.to_string(), "grantee": grantee, "rw": body.rw, "shared": add,
+    }))
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_range(v: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_static(v));
+        h
+    }
+
+    #[test]
+    fn ranges_parse_as_rfc_9110_says() {
+        assert_eq!(range(&HeaderMap::new(), 10).ok(), Some(None));
+        assert_eq!(range(&with_range("bytes=0-4"), 10).ok(), Some(Some((0, 5))));
+        assert_eq!(range(&with_range("bytes=5-"), 10).ok(), Some(Some((5, 10))));
+        assert_eq!(range(&with_range("bytes=-3"), 10).ok(), Some(Some((7, 10))));
+        assert_eq!(range(&with_range("bytes=8-100"), 10).ok(), Some(Some((8, 10))));
+        assert_eq!(range(&with_range("bytes=0-1,3-4"), 10).ok(), Some(None));
+        for bad in ["bytes=10-", "bytes=5-2", "bytes=x-1", "items=0-1", "bytes=-0", "bytes=-"] {
+            assert!(matches!(range(&with_range(bad), 10), Err(ApiError::Range { size: 10 })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn active_content_is_served_as_text() {
+        assert_eq!(content_type("x.html"), "text/plain; charset=utf-8");
+        assert_eq!(content_type("x.SVG"), "text/plain; charset=utf-8");
+        assert_eq!(content_type("a.PNG"), "image/png");
+        assert_eq!(content_type("noext"), "application/octet-stream");
+    }
+}

@@ -1,0 +1,39 @@
+//! The Nimbus web gateway: serves the store's files to browsers and HTTP
+//! clients (a page, a JSON API under `/api/`) as the signed-in Nimbus user,
+//! talking to the meta and data servers as any client of the cluster does.
+
+pub mod api;
+pub mod error;
+pub mod files;
+pub mod page;
+pub mod paths;
+pub mod serve;
+pub mod session;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+/// Every route of the gateway.
+pub fn router(app: api::AppState) -> Router {
+    Router::new()
+        .route("/", get(page::index))
+        .route("/app.js", get(page::script))
+        .route("/app.css", get(page::style))
+        .route("/api/login", post(api::login))
+        .route("/api/logout", post(api::logout))
+        .route("/api/me", get(api::me))
+        .route("/api/list", get(api::list))
+        .route("/api/list/", get(api::list))
+        .route("/api/list/{*path}", get(api::list))
+        .route("/api/stat/{*path}", get(api::stat))
+        .route(
+            "/api/file/{*path}",
+            get(api::download).put(api::upload).delete(api::delete),
+        )
+        .route("/api/mkdir/{*path}", post(api::mkdir))
+        .route("/api/rename", post(api::rename))
+        .route("/api/shares", get(api::shares).post(api::share))
+        .route("/api/shares/revoke", post(api::unshare))
+        .fallback(page::not_found)
+        .with_state(app)
+}
