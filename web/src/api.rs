@@ -180,7 +180,8 @@ pub async fn list(State(app): State<AppState>, headers: HeaderMap, OriginalUri(u
                 plus: true,
             }))
             .await
-            .map_err(|e| ApiError::from_client(&shown, e))?;
+            // Not allowed to read it: as if absent (see from_lookup).
+            .map_err(|e| ApiError::from_lookup(&shown, e))?;
         let R::Dir(page) = page else {
             return Err(ApiError::Unavailable("readdir answered oddly".into()));
         };

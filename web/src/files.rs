@@ -61,7 +61,8 @@ pub async fn layout(client: &MetaClient, ino: Ino, what: &str) -> Result<pb::Lay
             l.slot_size
         ))),
         Ok(other) => Err(ApiError::Unavailable(format!("GetLayout answered {other:?}"))),
-        Err(e) => Err(ApiError::from_client(what, e)),
+        // Not allowed to read it: as if absent (see from_lookup).
+        Err(e) => Err(ApiError::from_lookup(what, e)),
     }
 }
 

@@ -1,0 +1,482 @@
+//! The web gateway as people and scripts use it: a real `nimbus-web`
+//! process in front of a real cluster (3 meta, 3 data servers), driven with
+//! `curl` (and a raw socket to cut an upload off), checked against a FUSE
+//! mount of the same cluster.
+
+use anyhow::{bail, ensure, Context};
+use nimbus_tests::mount::{tail, Mounted};
+use nimbus_tests::{bin_dir, free_port, MetaCluster};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `nimbus-web` process, stopped by pid when dropped.
+struct Gateway {
+    base: String,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Gateway {
+    /// Starts a gateway for `cluster` on a free loopback port and waits
+    /// until it accepts connections.
+    fn start(cluster: &MetaCluster) -> anyhow::Result<Gateway> {
+        let bin = bin_dir().join("nimbus-web");
+        ensure!(
+            bin.exists(),
+            "{} not found: run `cargo build --workspace --bins` first",
+            bin.display()
+        );
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = cluster.dir.join("web.log");
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(bin)
+            .args(["--listen", &addr, "--meta", &cluster.addrs().join(",")])
+            .arg("--tls-dir")
+            .arg(&cluster.certs)
+            .env("RUST_LOG", "info,nimbus_web=debug")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("spawning nimbus-web")?;
+        let mut g = Gateway {
+            base: format!("http://{addr}"),
+            log,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            if let Some(status) = g.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("nimbus-web exited with {status}:\n{}", g.log());
+            }
+            ensure!(Instant::now() < deadline, "nimbus-web not listening within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(g)
+    }
+
+    fn log(&self) -> String {
+        tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 40)
+    }
+
+    fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// What curl got back.
+struct Reply {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> anyhow::Result<serde_json::Value> {
+        serde_json::from_slice(&self.body)
+            .with_context(|| format!("not JSON ({}): {}", self.status, String::from_utf8_lossy(&self.body)))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+}
+
+/// One HTTP client (a browser, in effect): its own cookie jar and CSRF token.
+struct Client {
+    base: String,
+    dir: tempfile::TempDir,
+    csrf: Option<String>,
+}
+
+impl Client {
+    fn new(g: &Gateway) -> anyhow::Result<Client> {
+        Ok(Client {
+            base: g.base.clone(),
+            dir: tempfile::Builder::new().prefix("nimbus-web-client-").tempdir()?,
+            csrf: None,
+        })
+    }
+
+    /// `curl` with this client's cookies and, unless `csrf` is false, its
+    /// CSRF token; `path` is sent as is (no `..` folding).
+    fn request(&self, method: &str, path: &str, extra: &[&str], csrf: bool) -> anyhow::Result<Reply> {
+        let jar = self.dir.path().join("cookies");
+        let body = self.dir.path().join("body");
+        let headers = self.dir.path().join("headers");
+        let mut c = Command::new("curl");
+        c.args(["-s", "-S", "--path-as-is", "-X", method, "-w", "%{http_code}"])
+            .arg("-b")
+            .arg(&jar)
+            .arg("-c")
+            .arg(&jar)
+            .arg("-o")
+            .arg(&body)
+            .arg("-D")
+            .arg(&headers)
+            .args(extra);
+        if let (true, Some(t)) = (csrf, &self.csrf) {
+            c.args(["-H", &format!("X-CSRF-Token: {t}")]);
+        }
+        c.arg(format!("{}{path}", self.base));
+        let out = c.output().context("running curl")?;
+        ensure!(
+            out.status.success(),
+            "curl {method} {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let status = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+        Ok(Reply {
+            status,
+            headers: std::fs::read_to_string(&headers).unwrap_or_default(),
+            body: std::fs::read(&body).unwrap_or_default(),
+        })
+    }
+
+    fn get(&self, path: &str) -> anyhow::Result<Reply> {
+        self.request("GET", path, &[], false)
+    }
+
+    /// A state-changing request with a JSON body.
+    fn post_json(&self, path: &str, json: serde_json::Value) -> anyhow::Result<Reply> {
+        let body = json.to_string();
+        self.request(
+            "POST",
+            path,
+            &["-H", "Content-Type: application/json", "--data-binary", &body],
+            true,
+        )
+    }
+
+    /// Uploads local file `file` to store path `path`.
+    fn upload(&self, path: &str, file: &Path, extra: &[&str]) -> anyhow::Result<Reply> {
+        let at = format!("@{}", file.display());
+        let mut args = vec!["--data-binary", at.as_str(), "-H", "Content-Type: application/octet-stream"];
+        args.extend_from_slice(extra);
+        self.request("PUT", path, &args, true)
+    }
+
+    fn sign_in(&mut self, user: &str, password: &str) -> anyhow::Result<Reply> {
+        let r = self.post_json("/api/login", serde_json::json!({ "user": user, "password": password }))?;
+        if r.status == 200 {
+            self.csrf = r.json()?["csrf"].as_str().map(str::to_owned);
+        }
+        Ok(r)
+    }
+}
+
+/// Runs `nimbus` as the administrator, with `stdin`.
+fn admin(cluster: &MetaCluster, args: &[&str], stdin: &str) -> anyhow::Result<String> {
+    let mut child = cluster
+        .nimbus("admin")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut s) = child.stdin.take() {
+        s.write_all(stdin.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "nimbus {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn add_user(cluster: &MetaCluster, name: &str, extra: &[&str]) -> anyhow::Result<()> {
+    let mut args = vec!["user", "add", name, "--password-stdin"];
+    args.extend_from_slice(extra);
+    admin(cluster, &args, &format!("{name}-password\n")).map(|_| ())
+}
+
+/// `n` bytes of varied content.
+fn make_file(path: &Path, n: usize, seed: u8) -> anyhow::Result<Vec<u8>> {
+    let data: Vec<u8> = (0..n)
+        .map(|i| ((i as u64).wrapping_mul(2_654_435_761) >> 13) as u8 ^ seed)
+        .collect();
+    std::fs::write(path, &data)?;
+    Ok(data)
+}
+
+/// Waits until `check` holds (for a cleanup that follows a dropped
+/// connection); fails with `what` after 20 s.
+fn eventually(what: &str, mut check: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check()? {
+        ensure!(Instant::now() < deadline, "{what}: not within 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// Waits until `script` succeeds in the mount: a change made through the
+/// gateway shows there once the kernel's cached names expire (1 s TTL).
+fn mount_shows(m: &Mounted, script: &str) -> anyhow::Result<()> {
+    let guarded = format!("if {script}; then echo yes; fi");
+    eventually(script, || Ok(m.sh(&guarded)? == "yes"))
+}
+
+/// Sends a PUT announcing `announced` bytes, writes `sent` of them, and
+/// closes the connection: a browser tab closed mid-upload.
+fn cut_off_upload(g: &Gateway, c: &Client, path: &str, announced: usize, sent: usize) -> anyhow::Result<()> {
+    let jar = std::fs::read_to_string(c.dir.path().join("cookies"))?;
+    let session = jar
+        .lines()
+        .find_map(|l| l.split('\t').collect::<Vec<_>>().get(5..7).filter(|kv| kv[0] == "nimbus_session").map(|kv| kv[1].to_owned()))
+        .context("no session cookie in the jar")?;
+    let mut s = std::net::TcpStream::connect(g.addr())?;
+    write!(
+        s,
+        "PUT {path} HTTP/1.1\r\nHost: {}\r\nCookie: nimbus_session={session}\r\nX-CSRF-Token: {}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {announced}\r\n\r\n",
+        g.addr(),
+        c.csrf.as_deref().unwrap_or_default()
+    )?;
+    let chunk = vec![7u8; 1 << 20];
+    let mut left = sent;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        s.write_all(&chunk[..n])?;
+        left -= n;
+    }
+    s.flush()?;
+    drop(s);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_through_the_gateway_are_the_mounts_files() -> anyhow::Result<()> {
+    let m = Mounted::start().await?;
+    let c = &m.cluster;
+    add_user(c, "alice", &["--quota-bytes", "48M"])?;
+    add_user(c, "bob", &[])?;
+    let g = Gateway::start(c)?;
+    let s = m.scratch.path();
+
+    // Sign-in: a wrong password is refused; the cookie is HttpOnly and
+    // SameSite=Strict, and the page gets a CSRF token.
+    let mut alice = Client::new(&g)?;
+    assert_eq!(alice.sign_in("alice", "wrong")?.status, 401);
+    let r = alice.sign_in("alice", "alice-password")?;
+    ensure!(r.status == 200, "sign-in: {} {}\n{}", r.status, r.text(), g.log());
+    let cookie = r.header("set-cookie").unwrap_or_default();
+    ensure!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let me = alice.get("/api/me")?.json()?;
+    assert_eq!(me["user"], "alice");
+    assert_eq!(me["home"], "/home/alice");
+    assert_eq!(me["quota"]["bytes_limit"], 48 << 20);
+
+    // An upload over three slots (4 MiB blocks), and a small (inline) one:
+    // listed with their sizes, and the same bytes in the mount.
+    let big = make_file(&s.join("big"), 10 * (1 << 20) + 123, 1)?;
+    make_file(&s.join("small"), 1000, 2)?;
+    let r = alice.upload("/api/file/home/alice/big.bin", &s.join("big"), &[])?;
+    ensure!(r.status == 201, "upload: {} {}\n{}", r.status, r.text(), g.log());
+    assert_eq!(r.json()?["size"], big.len());
+    assert_eq!(alice.upload("/api/file/home/alice/small.txt", &s.join("small"), &[])?.status, 201);
+    let list = alice.get("/api/list/home/alice")?.json()?;
+    let entries = list["entries"].as_array().context("entries")?;
+    let size_of = |name: &str| entries.iter().find(|e| e["name"] == name).map(|e| e["size"].clone());
+    assert_eq!(size_of("big.bin"), Some(serde_json::json!(big.len())));
+    assert_eq!(size_of("small.txt"), Some(serde_json::json!(1000)));
+    m.sh("cmp $S/big home/alice/big.bin && cmp $S/small home/alice/small.txt")?;
+    // And what the mount writes, the gateway serves, whole and in ranges.
+    m.sh("cp $S/big home/alice/from-mount.bin")?;
+    let r = alice.get("/api/file/home/alice/from-mount.bin")?;
+    assert_eq!(r.status, 200);
+    ensure!(r.body == big, "downloaded bytes differ");
+    let r = alice.request("GET", "/api/file/home/alice/big.bin", &["-H", "Range: bytes=4194300-4194310"], false)?;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, big[4_194_300..=4_194_310]);
+    assert_eq!(
+        r.header("content-range").as_deref(),
+        Some(format!("bytes 4194300-4194310/{}", big.len()).as_str())
+    );
+    let r = alice.request("GET", "/api/file/home/alice/big.bin", &["-H", "Range: bytes=-5"], false)?;
+    assert_eq!((r.status, r.body.as_slice()), (206, &big[big.len() - 5..]));
+    let r = alice.request("GET", "/api/file/home/alice/small.txt", &["-H", "Range: bytes=5000-"], false)?;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range").as_deref(), Some("bytes */1000"));
+
+    // No silent replacement; with ?overwrite=true the new bytes win.
+    assert_eq!(alice.upload("/api/file/home/alice/small.txt", &s.join("big"), &[])?.status, 409);
+    assert_eq!(
+        alice
+            .upload("/api/file/home/alice/small.txt?overwrite=true", &s.join("big"), &[])?
+            .status,
+        201
+    );
+    mount_shows(&m, "cmp $S/big home/alice/small.txt")?;
+
+    // Folders: create, move into, rename, delete (recursive on request).
+    assert_eq!(alice.request("POST", "/api/mkdir/home/alice/proj", &[], true)?.status, 201);
+    let r = alice.post_json(
+        "/api/rename",
+        serde_json::json!({ "from": "/home/alice/small.txt", "to": "/home/alice/proj/moved.txt" }),
+    )?;
+    ensure!(r.status == 200, "rename: {}", r.text());
+    mount_shows(
+        &m,
+        "test -d home/alice/proj && cmp $S/big home/alice/proj/moved.txt && test ! -e home/alice/small.txt",
+    )?;
+    assert_eq!(alice.request("DELETE", "/api/file/home/alice/proj", &[], true)?.status, 409);
+    assert_eq!(alice.request("DELETE", "/api/file/home/alice/from-mount.bin", &[], true)?.status, 200);
+    mount_shows(&m, "test ! -e home/alice/from-mount.bin")?;
+
+    // An upload cut off half way leaves no file under its name, and its
+    // temporary file goes too.
+    cut_off_upload(&g, &alice, "/api/file/home/alice/cut.bin", 12 << 20, 6 << 20)?;
+    eventually("the unfinished upload removed", || {
+        Ok(m.sh("ls -A home/alice")?.lines().all(|n| !n.starts_with(".nimbus-upload-")))
+    })?;
+    m.sh("test ! -e home/alice/cut.bin")?;
+    assert_eq!(alice.get("/api/stat/home/alice/cut.bin")?.status, 404);
+
+    // Shares: bob sees nothing of alice's until she shares a folder with
+    // him, read-only; then he reads in it but cannot write; revoked, gone.
+    let mut bob = Client::new(&g)?;
+    assert_eq!(bob.sign_in("bob", "bob-password")?.status, 200);
+    for path in ["/api/file/home/alice/big.bin", "/api/list/home/alice", "/api/stat/home/alice/nothing-here"] {
+        assert_eq!(bob.get(path)?.status, 404, "{path}");
+    }
+    let r = alice.post_json(
+        "/api/shares",
+        serde_json::json!({ "path": "/home/alice/proj", "grantee": "bob", "rw": false }),
+    )?;
+    ensure!(r.status == 200, "share: {}", r.text());
+    let shared = bob.get("/api/shares")?.json()?;
+    ensure!(shared["shares"].to_string().contains("/home/alice/proj"), "{shared}");
+    let r = bob.get("/api/file/home/alice/proj/moved.txt")?;
+    ensure!(r.status == 200 && r.body == big, "bob reads the shared file: {}", r.status);
+    assert_eq!(bob.upload("/api/file/home/alice/proj/bob.txt", &s.join("small"), &[])?.status, 403);
+    assert_eq!(bob.get("/api/file/home/alice/big.bin")?.status, 404);
+    let r = alice.post_json(
+        "/api/shares/revoke",
+        serde_json::json!({ "path": "/home/alice/proj", "grantee": "bob" }),
+    )?;
+    assert_eq!(r.status, 200);
+    assert_eq!(bob.get("/api/file/home/alice/proj/moved.txt")?.status, 404);
+
+    // Over quota: refused at once when the length is announced, and during
+    // the stream when it is not (chunked); either way no file is left.
+    let huge = s.join("huge");
+    make_file(&huge, 80 << 20, 3)?;
+    let r = alice.upload("/api/file/home/alice/huge.bin", &huge, &[])?;
+    assert_eq!(r.status, 507);
+    ensure!(r.json()?["error"].as_str().unwrap_or_default().contains("quota"), "{}", r.text());
+    let r = alice.upload("/api/file/home/alice/huge.bin", &huge, &["-H", "Transfer-Encoding: chunked"])?;
+    ensure!(r.status == 507, "chunked over-quota upload: {} {}", r.status, r.text());
+    m.sh("test ! -e home/alice/huge.bin && ! ls -A home/alice | grep -q nimbus-upload")?;
+    let used = alice.get("/api/me")?.json()?["quota"]["bytes_used"].as_u64().unwrap_or(u64::MAX);
+    ensure!(used < 48 << 20, "usage after refused uploads: {used}");
+
+    // Sign-out ends the session, here and on the cluster.
+    assert_eq!(alice.request("POST", "/api/logout", &[], true)?.status, 200);
+    assert_eq!(alice.get("/api/me")?.status, 401);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_a_clear_4xx_and_change_nothing() -> anyhow::Result<()> {
+    let m = Mounted::start().await?;
+    let c = &m.cluster;
+    add_user(c, "carol", &[])?;
+    let g = Gateway::start(c)?;
+    let mut carol = Client::new(&g)?;
+    assert_eq!(carol.sign_in("carol", "carol-password")?.status, 200);
+    m.sh("echo private > home/carol/notes")?;
+
+    // CSRF: a change without the token, or with a wrong one, is refused.
+    let r = carol.request("POST", "/api/mkdir/home/carol/a", &[], false)?;
+    assert_eq!(r.status, 403);
+    ensure!(r.text().contains("CSRF"), "{}", r.text());
+    let r = carol.request("POST", "/api/mkdir/home/carol/b", &["-H", "X-CSRF-Token: forged"], false)?;
+    assert_eq!(r.status, 403);
+    assert_eq!(carol.request("DELETE", "/api/file/home/carol/notes", &[], false)?.status, 403);
+    let body = m.scratch.path().join("x");
+    std::fs::write(&body, b"x")?;
+    assert_eq!(
+        carol
+            .request(
+                "PUT",
+                "/api/file/home/carol/c",
+                &["--data-binary", &format!("@{}", body.display())],
+                false
+            )?
+            .status,
+        403
+    );
+    assert_eq!(m.sh("ls -A home/carol")?, "notes");
+
+    // Paths: traversal, encoded slashes, NUL, bad escapes, invalid UTF-8,
+    // names over 255 bytes: 400, nothing created.
+    let long = "n".repeat(256);
+    for (method, path) in [
+        ("GET", "/api/list/home/carol/../../etc".to_owned()),
+        ("GET", "/api/list/home/%2e%2e/carol".to_owned()),
+        ("GET", "/api/file/home/carol/..%2fcarol/notes".to_owned()),
+        ("POST", "/api/mkdir/home/carol/a%2Fb".to_owned()),
+        ("POST", "/api/mkdir/home/carol/a%00b".to_owned()),
+        ("POST", "/api/mkdir/home/carol/%ff%fe".to_owned()),
+        ("POST", "/api/mkdir/home/carol/%zz".to_owned()),
+        ("POST", format!("/api/mkdir/home/carol/{long}")),
+        ("DELETE", "/api/file/home/carol/x/..".to_owned()),
+    ] {
+        let r = carol.request(method, &path, &[], true)?;
+        ensure!(r.status == 400, "{path}: {} {}", r.status, r.text());
+        ensure!(r.json()?["error"].as_str().is_some_and(|e| e.starts_with("bad path")), "{}", r.text());
+    }
+    let r = carol.post_json(
+        "/api/rename",
+        serde_json::json!({ "from": "/home/carol/notes", "to": "/home/carol/../notes" }),
+    )?;
+    assert_eq!(r.status, 400);
+    assert_eq!(m.sh("ls -A home/carol")?, "notes");
+
+    // Sessions: none, forged or signed out: 401.
+    let stranger = Client::new(&g)?;
+    assert_eq!(stranger.get("/api/list/home/carol")?.status, 401);
+    let r = stranger.request("GET", "/api/me", &["-H", &format!("Cookie: nimbus_session={}", "0".repeat(64))], false)?;
+    assert_eq!(r.status, 401);
+    // A JSON sign-in only: a cross-site form cannot post one.
+    let r = stranger.request(
+        "POST",
+        "/api/login",
+        &["--data", "user=carol&password=carol-password"],
+        false,
+    )?;
+    ensure!(r.status == 415, "form sign-in: {}", r.status);
+    Ok(())
+}
