@@ -27,6 +27,9 @@ pub struct DevCluster {
     /// The FUSE mount `dev up --mount` started.
     #[serde(default)]
     pub mount: Option<DevMount>,
+    /// The web gateway (`nimbus-web`), serving http://ADDR/.
+    #[serde(default)]
+    pub web: Option<DevProcess>,
 }
 
 /// A `nimbus mount` process of the dev cluster.
@@ -180,6 +183,67 @@ impl DevCluster {
     }
 }
 
+/// Starts the web gateway (`nimbus-web`, plain HTTP on loopback) for the
+/// cluster, on `addr`; `None` (with a note) when the binary was not built.
+fn start_web(cluster: &DevCluster, addr: &str) -> anyhow::Result<Option<DevProcess>> {
+    let Ok(bin) = sibling_binary("nimbus-web") else {
+        println!("nimbus-web is not built (cargo build -p nimbus-web): no web gateway");
+        return Ok(None);
+    };
+    let log = cluster.dir.join("web.log");
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+    let meta = cluster.meta.iter().map(|p| p.addr.as_str()).collect::<Vec<_>>().join(",");
+    let child = Command::new(&bin)
+        .args(["--listen", addr, "--meta", &meta])
+        .arg("--tls-dir")
+        .arg(&cluster.certs)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let pid = child.id();
+    // Ready when it accepts connections (it binds before anything else).
+    let started = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        if !alive(pid) {
+            bail!("nimbus-web exited; see {}", log.display());
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("nimbus-web not listening on {addr} after 20 s; see {}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Some(DevProcess {
+        role: "web".into(),
+        id: 1,
+        pid,
+        addr: addr.to_owned(),
+        data_dir: cluster.dir.clone(),
+        log,
+    }))
+}
+
+/// Starts the web gateway unless it runs, on its earlier port if it had
+/// one, records it in the state file and prints its URL.
+fn ensure_web(cluster: &mut DevCluster) -> anyhow::Result<()> {
+    if let Some(w) = cluster.web.as_ref().filter(|w| alive(w.pid)) {
+        println!("web gateway: http://{}/ (sign in as admin or any user)", w.addr);
+        return Ok(());
+    }
+    let addr = match &cluster.web {
+        Some(w) => w.addr.clone(),
+        None => free_addr()?,
+    };
+    cluster.web = start_web(cluster, &addr)?;
+    if let Some(w) = &cluster.web {
+        println!("web gateway: http://{}/ (sign in as admin or any user; log: {})", w.addr, w.log.display());
+    }
+    std::fs::write(state_file(&cluster.dir), serde_json::to_vec_pretty(cluster)?)?;
+    Ok(())
+}
+
 /// Starts `BIN serve ARGS --data-dir DIR/ROLEID --tls-dir CERTS` in the
 /// background, logging to `DIR/ROLEID.log`.
 fn spawn(
@@ -240,6 +304,7 @@ pub async fn up(dir: &Path, mount: Option<&Path>, profile: &str) -> anyhow::Resu
                     std::fs::write(state_file(dir), serde_json::to_vec_pretty(&c)?)?;
                 }
             }
+            ensure_web(&mut c)?;
             return Ok(());
         }
     }
@@ -317,6 +382,7 @@ pub async fn up(dir: &Path, mount: Option<&Path>, profile: &str) -> anyhow::Resu
         meta,
         data,
         mount: None,
+        web: old.as_ref().and_then(|o| o.web.clone()),
     };
     std::fs::write(state_file(&dir), serde_json::to_vec_pretty(&cluster)?)?;
 
@@ -375,6 +441,7 @@ pub async fn up(dir: &Path, mount: Option<&Path>, profile: &str) -> anyhow::Resu
         cluster.mount = Some(m);
         std::fs::write(state_file(&dir), serde_json::to_vec_pretty(&cluster)?)?;
     }
+    ensure_web(&mut cluster)?;
     let password = std::fs::read_to_string(&password_file)?;
     println!(
         "administrator: admin, password {} (kept in {}, mode 0600)\n\
@@ -455,6 +522,18 @@ pub fn down(dir: &Path, purge: bool) -> anyhow::Result<()> {
             println!("unmounted {}", m.path.display());
         }
     }
+    if let Some(w) = c.web.as_ref().filter(|w| alive(w.pid)) {
+        // Before the servers: uploads under way finish or fail cleanly.
+        let _ = Command::new("kill").args(["-TERM", &w.pid.to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while alive(w.pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if alive(w.pid) {
+            let _ = Command::new("kill").args(["-KILL", &w.pid.to_string()]).status();
+        }
+        println!("stopped the web gateway");
+    }
     let all: Vec<&DevProcess> = c.data.iter().chain(&c.meta).collect();
     for p in all.iter().filter(|p| alive(p.pid)) {
         let _ = Command::new("kill").args(["-TERM", &p.pid.to_string()]).status();
@@ -524,7 +603,14 @@ pub async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
                 "metrics": m.metrics.as_ref().map(|a| format!("http://{a}/metrics")),
             })
         });
-        let doc = serde_json::json!({ "dir": c.dir, "certs": c.certs, "processes": rows, "mount": mount });
+        let web = c.web.as_ref().map(|w| {
+            serde_json::json!({
+                "url": format!("http://{}/", w.addr), "pid": w.pid, "running": alive(w.pid), "log": w.log,
+            })
+        });
+        let doc = serde_json::json!({
+            "dir": c.dir, "certs": c.certs, "processes": rows, "mount": mount, "web": web,
+        });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
@@ -549,6 +635,13 @@ pub async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
             m.pid,
             m.path.display(),
             state
+        );
+    }
+    if let Some(w) = &c.web {
+        let state = if alive(w.pid) { "serving" } else { "stopped" };
+        println!(
+            "{:<6} {:>3} {:>8} {:<22} {:<10} http://{}/",
+            "web", "", w.pid, w.addr, state, w.addr
         );
     }
     Ok(())
