@@ -7,19 +7,17 @@ use crate::error::ApiError;
 use crate::files;
 use crate::paths::StorePath;
 use crate::session::{Session, Sessions};
+use crate::store::{self, entry, is_dir, resolve, resolve_parent};
 use axum::body::Body;
 use axum::extract::{OriginalUri, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use nimbus_client::MetaClient;
 use nimbus_common::Ino;
 use nimbus_proto as pb;
-use nimbus_proto::ns_reply::Result as R;
-use nimbus_proto::ns_request::Op;
-use rand::RngCore;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::sync::Arc;
+use tokio_stream::StreamExt;
 
 /// What every handler shares.
 pub struct App {
@@ -30,79 +28,10 @@ pub struct App {
 /// Handlers' shared state.
 pub type AppState = Arc<App>;
 
-/// Names of uploads in progress start with this; the listing hides them.
-pub const UPLOAD_PREFIX: &str = ".nimbus-upload-";
-
-/// renameat2's RENAME_NOREPLACE.
-const RENAME_NOREPLACE: u32 = 1;
-
-/// One entry of a folder, or a stat.
-#[derive(Serialize)]
-pub struct Entry {
-    name: String,
-    kind: &'static str,
-    size: u64,
-    /// Milliseconds since the Unix epoch.
-    mtime: i64,
-    /// Permission bits, octal digits as a number (e.g. 644).
-    mode: String,
-}
-
-fn kind_name(kind: i32) -> &'static str {
-    match pb::FileKind::try_from(kind) {
-        Ok(pb::FileKind::Regular) => "file",
-        Ok(pb::FileKind::Directory) => "dir",
-        Ok(pb::FileKind::Symlink) => "symlink",
-        _ => "other",
-    }
-}
-
-fn entry(name: &str, a: &pb::Attr) -> Entry {
-    Entry {
-        name: name.to_owned(),
-        kind: kind_name(a.kind),
-        size: a.size,
-        mtime: a.mtime_ns / 1_000_000,
-        mode: format!("{:o}", a.perm & 0o7777),
-    }
-}
-
-fn is_dir(a: &pb::Attr) -> bool {
-    a.kind == pb::FileKind::Directory as i32
-}
-
 /// The store path after `prefix` in the raw request URL.
 fn url_path(uri: &Uri, prefix: &str) -> Result<StorePath, ApiError> {
     let raw = uri.path().strip_prefix(prefix).unwrap_or("");
     StorePath::from_url(raw)
-}
-
-/// Walks `path` from the root as the user: any refusal on the way is a 404.
-async fn resolve(client: &MetaClient, path: &StorePath) -> Result<pb::Attr, ApiError> {
-    let shown = path.to_string();
-    let mut attr = client
-        .getattr(Ino::ROOT)
-        .await
-        .map_err(|e| ApiError::from_lookup(&shown, e))?;
-    for name in path.names() {
-        attr = client
-            .lookup(Ino(attr.ino), name.as_bytes())
-            .await
-            .map_err(|e| ApiError::from_lookup(&shown, e))?;
-    }
-    Ok(attr)
-}
-
-/// The folder holding `path` and its last name.
-async fn resolve_parent<'a>(client: &MetaClient, path: &'a StorePath) -> Result<(pb::Attr, &'a str), ApiError> {
-    let (parent, name) = path
-        .split_last()
-        .ok_or_else(|| ApiError::BadPath("the root folder cannot be changed".into()))?;
-    let dir = resolve(client, &parent).await?;
-    if !is_dir(&dir) {
-        return Err(ApiError::NotFound(path.to_string()));
-    }
-    Ok((dir, name))
 }
 
 /// `POST /api/login` body.
@@ -168,44 +97,11 @@ pub async fn list(State(app): State<AppState>, headers: HeaderMap, OriginalUri(u
     if !is_dir(&dir) {
         return Err(ApiError::WrongKind(format!("{shown}: not a folder")));
     }
-    let mut entries = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = s
-            .client
-            .call(Op::Readdir(pb::ReadDir {
-                ino: dir.ino,
-                after,
-                limit: 1024,
-                plus: true,
-            }))
-            .await
-            // Not allowed to read it: as if absent (see from_lookup).
-            .map_err(|e| ApiError::from_lookup(&shown, e))?;
-        let R::Dir(page) = page else {
-            return Err(ApiError::Unavailable("readdir answered oddly".into()));
-        };
-        for e in &page.entries {
-            after = after.max(e.cookie);
-            let Ok(name) = std::str::from_utf8(&e.name) else {
-                // Written through a mount in another encoding: shown lossily,
-                // the API cannot name it back.
-                continue;
-            };
-            if name == "." || name == ".." || name.starts_with(UPLOAD_PREFIX) {
-                continue;
-            }
-            let attr = e.attr.unwrap_or(pb::Attr {
-                ino: e.ino,
-                kind: e.kind,
-                ..pb::Attr::default()
-            });
-            entries.push(entry(name, &attr));
-        }
-        if !page.more {
-            break;
-        }
-    }
+    let entries: Vec<store::Entry> = store::list(&s.client, Ino(dir.ino), &shown)
+        .await?
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect();
     Ok(Json(serde_json::json!({ "path": shown, "entries": entries })).into_response())
 }
 
@@ -249,25 +145,7 @@ pub async fn rename(
     let s = app.sessions.check(&headers, true)?;
     let from = StorePath::parse(&body.from)?;
     let to = StorePath::parse(&body.to)?;
-    let (src_dir, src_name) = resolve_parent(&s.client, &from).await?;
-    // The source must be visible to the user before anything is said about
-    // the target.
-    s.client
-        .lookup(Ino(src_dir.ino), src_name.as_bytes())
-        .await
-        .map_err(|e| ApiError::from_lookup(&from.to_string(), e))?;
-    let (dst_dir, dst_name) = resolve_parent(&s.client, &to).await?;
-    let flags = if body.overwrite { 0 } else { RENAME_NOREPLACE };
-    s.client
-        .rename(
-            Ino(src_dir.ino),
-            src_name.as_bytes(),
-            Ino(dst_dir.ino),
-            dst_name.as_bytes(),
-            flags,
-        )
-        .await
-        .map_err(|e| ApiError::from_client(&format!("{from} -> {to}"), e))?;
+    store::rename(&s.client, &from, &to, body.overwrite).await?;
     Ok(Json(serde_json::json!({ "from": from.to_string(), "to": to.to_string() })).into_response())
 }
 
@@ -293,66 +171,8 @@ pub async fn delete(
     let s = app.sessions.check(&headers, true)?;
     let path = url_path(&uri, "/api/file")?;
     let shown = path.to_string();
-    let (dir, name) = resolve_parent(&s.client, &path).await?;
-    let target = s
-        .client
-        .lookup(Ino(dir.ino), name.as_bytes())
-        .await
-        .map_err(|e| ApiError::from_lookup(&shown, e))?;
-    if is_dir(&target) {
-        if flags.recursive {
-            remove_contents(&s.client, Ino(target.ino), &shown).await?;
-        }
-        rmdir(&s.client, Ino(dir.ino), name, &shown).await?;
-    } else {
-        s.client
-            .unlink(Ino(dir.ino), name.as_bytes())
-            .await
-            .map_err(|e| ApiError::from_client(&shown, e))?;
-    }
+    store::remove(&s.client, &path, flags.recursive).await?;
     Ok(Json(serde_json::json!({ "deleted": shown })).into_response())
-}
-
-async fn rmdir(client: &MetaClient, parent: Ino, name: &str, shown: &str) -> Result<(), ApiError> {
-    client
-        .call(Op::Rmdir(pb::Rmdir {
-            parent: parent.0,
-            name: name.as_bytes().to_vec(),
-        }))
-        .await
-        .map(|_| ())
-        .map_err(|e| ApiError::from_client(shown, e))
-}
-
-/// Removes everything inside folder `dir`, depth first.
-async fn remove_contents(client: &MetaClient, dir: Ino, shown: &str) -> Result<(), ApiError> {
-    let entries = client
-        .readdir_all(dir)
-        .await
-        .map_err(|e| ApiError::from_client(shown, e))?;
-    for e in entries {
-        if e.name == b"." || e.name == b".." {
-            continue;
-        }
-        let child = format!("{shown}/{}", String::from_utf8_lossy(&e.name));
-        if e.kind == pb::FileKind::Directory as i32 {
-            Box::pin(remove_contents(client, Ino(e.ino), &child)).await?;
-            let name = String::from_utf8_lossy(&e.name).into_owned();
-            client
-                .call(Op::Rmdir(pb::Rmdir {
-                    parent: dir.0,
-                    name: e.name.clone(),
-                }))
-                .await
-                .map_err(|err| ApiError::from_client(&format!("{shown}/{name}"), err))?;
-        } else {
-            client
-                .unlink(dir, &e.name)
-                .await
-                .map_err(|err| ApiError::from_client(&child, err))?;
-        }
-    }
-    Ok(())
 }
 
 /// Uploads the request body as a file: streamed into blocks under a
@@ -380,47 +200,30 @@ pub async fn upload(
         Err(e) => return Err(ApiError::from_lookup(&shown, e)),
     };
     check_quota_before(&s, &headers, replaced).await?;
-    let mut id = [0u8; 8];
-    rand::rng().fill_bytes(&mut id);
-    let temp = format!("{UPLOAD_PREFIX}{}", id.iter().map(|b| format!("{b:02x}")).collect::<String>());
-    let created = s
-        .client
-        .create(parent, temp.as_bytes(), 0o644)
-        .await
-        .map_err(|e| ApiError::from_client(&shown, e))?;
+    let mut staged = files::StagedUpload::begin(s.client.clone(), parent, &name, flags.overwrite, shown.clone()).await?;
     // The rest runs in its own task: if the client goes away, hyper drops
-    // this handler, but the temporary file must still be removed.
-    let client = s.client.clone();
+    // this handler, and the upload must still end cleanly (failing on the
+    // cut body and removing its temporary file).
     let task = tokio::spawn(async move {
-        let flags = if flags.overwrite { 0 } else { RENAME_NOREPLACE };
-        let r = async {
-            let size = files::upload(client.clone(), Ino(created.ino), body.into_data_stream(), shown.clone()).await?;
-            client
-                .rename(parent, temp.as_bytes(), parent, name.as_bytes(), flags)
-                .await
-                .map_err(|e| ApiError::from_client(&shown, e))?;
-            Ok::<_, ApiError>(size)
-        }
-        .await;
-        match r {
-            Ok(size) => {
-                tracing::info!("uploaded {shown} ({size} bytes)");
-                Ok(Entry {
-                    name,
-                    kind: "file",
-                    size,
-                    mtime: 0,
-                    mode: "644".into(),
-                })
-            }
-            Err(e) => {
-                tracing::info!("upload of {shown} failed: {e}");
-                if let Err(u) = client.unlink(parent, temp.as_bytes()).await {
-                    tracing::warn!("could not remove the unfinished upload {temp}: {u}");
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => staged.push(&c).await?,
+                Err(e) => {
+                    staged.discard().await;
+                    return Err(ApiError::Interrupted(e.to_string()));
                 }
-                Err(e)
             }
         }
+        let size = staged.finish().await?;
+        tracing::info!("uploaded {shown} ({size} bytes)");
+        Ok(store::Entry {
+            name,
+            kind: "file",
+            size,
+            mtime: 0,
+            mode: "644".into(),
+        })
     });
     let entry = task
         .await

@@ -4,7 +4,8 @@
 //!
 //! Client calls made: `call` with `GetLayout`, `write_file_block`,
 //! `commit_file_as` (with `FileCommit`), `read_block` (= `locate` +
-//! `read_located`).
+//! `read_located`), and for the temporary name of an upload `create`,
+//! `rename`, `unlink`.
 //!
 //! A file is a sequence of 4 MiB slots, one block each; a file of at most
 //! 64 KiB is kept inline by the meta cluster instead. An upload streams the
@@ -37,6 +38,12 @@ const COMMIT_EVERY: usize = 16;
 /// Slots of one download read ahead of the one being sent.
 const READ_AHEAD: usize = 2;
 
+/// Names of uploads in progress start with this; listings hide them.
+pub const UPLOAD_PREFIX: &str = ".nimbus-upload-";
+
+/// renameat2's RENAME_NOREPLACE.
+pub const RENAME_NOREPLACE: u32 = 1;
+
 /// Read permission, as GetLayout's `access` asks for it.
 const ACCESS_READ: u32 = 4;
 
@@ -66,31 +73,6 @@ pub async fn layout(client: &MetaClient, ino: Ino, what: &str) -> Result<pb::Lay
     }
 }
 
-/// Blocks written and awaiting their commit, in slot order.
-struct Pending {
-    writes: VecDeque<(u64, JoinHandle<Result<WrittenBlock, ApiError>>)>,
-    written: Vec<(u64, WrittenBlock)>,
-}
-
-impl Pending {
-    /// Waits for the oldest block write.
-    async fn finish_oldest(&mut self) -> Result<(), ApiError> {
-        if let Some((slot, handle)) = self.writes.pop_front() {
-            let block = handle
-                .await
-                .map_err(|e| ApiError::Unavailable(format!("a block upload failed: {e}")))??;
-            self.written.push((slot, block));
-        }
-        Ok(())
-    }
-
-    fn abort(&mut self) {
-        for (_, h) in self.writes.drain(..) {
-            h.abort();
-        }
-    }
-}
-
 /// Commits `written` (slots in order, the file's first `size` bytes) into
 /// `ino`, with `inline` as slot 0 of a small file.
 async fn commit(
@@ -115,111 +97,283 @@ async fn commit(
         .map_err(|e| ApiError::from_client(what, e))
 }
 
+/// The data of one new, empty file, fed in pieces of any size: full slots
+/// are written as blocks (a few at once, so the network and the data
+/// servers overlap) and committed in batches; [`Upload::finish`] commits
+/// the rest.
+pub struct Upload {
+    client: Arc<MetaClient>,
+    ino: Ino,
+    what: String,
+    /// The slot being filled.
+    buf: Vec<u8>,
+    /// Its number.
+    slot: u64,
+    /// Slots below this are committed.
+    committed_slots: u64,
+    total: u64,
+    /// Block writes under way, oldest first.
+    writes: VecDeque<(u64, JoinHandle<Result<WrittenBlock, ApiError>>)>,
+    /// Written blocks awaiting their commit, in slot order.
+    written: Vec<(u64, WrittenBlock)>,
+}
+
+impl Upload {
+    /// An upload into file `ino` (new and empty), named `what` in errors.
+    pub fn new(client: Arc<MetaClient>, ino: Ino, what: String) -> Upload {
+        Upload {
+            client,
+            ino,
+            what,
+            buf: Vec::new(),
+            slot: 0,
+            committed_slots: 0,
+            total: 0,
+            writes: VecDeque::new(),
+            written: Vec::new(),
+        }
+    }
+
+    /// Bytes received so far.
+    pub fn len(&self) -> u64 {
+        self.total
+    }
+
+    /// Whether nothing was received yet.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Appends `data`; waits when too many slots are on their way.
+    pub async fn push(&mut self, mut data: &[u8]) -> Result<(), ApiError> {
+        self.total += data.len() as u64;
+        while !data.is_empty() {
+            if self.buf.capacity() == 0 {
+                // Small uploads stay small; a big one gets whole slots.
+                let want = if data.len() >= INLINE_MAX { SLOT as usize } else { data.len() };
+                self.buf.reserve_exact(want);
+            }
+            let take = data.len().min(SLOT as usize - self.buf.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() as u64 == SLOT {
+                let full = std::mem::take(&mut self.buf);
+                self.spawn_write(full);
+                self.slot += 1;
+            }
+            // Keep the slots in memory bounded: wait for the oldest write
+            // before taking more.
+            while self.writes.len() >= UPLOADS_IN_FLIGHT {
+                self.finish_oldest().await?;
+            }
+            if self.written.len() >= COMMIT_EVERY {
+                // The written blocks are a run of whole slots: the commit
+                // makes the file that long, and an over-quota upload fails
+                // here, while it streams.
+                let written = std::mem::take(&mut self.written);
+                let end = written.last().map(|(s, _)| s + 1).unwrap_or(0);
+                commit(&self.client, self.ino, &written, end * SLOT, None, &self.what).await?;
+                self.committed_slots = end;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes and commits what remains; returns the file's size.
+    pub async fn finish(&mut self) -> Result<u64, ApiError> {
+        let inline = if self.slot == 0 && self.buf.len() <= INLINE_MAX {
+            Some(std::mem::take(&mut self.buf))
+        } else {
+            if !self.buf.is_empty() {
+                let rest = std::mem::take(&mut self.buf);
+                self.spawn_write(rest);
+            }
+            None
+        };
+        while !self.writes.is_empty() {
+            self.finish_oldest().await?;
+        }
+        let written = std::mem::take(&mut self.written);
+        if self.total > 0 || self.committed_slots > 0 {
+            let inline = inline.filter(|d| !d.is_empty());
+            commit(&self.client, self.ino, &written, self.total, inline, &self.what).await?;
+        }
+        Ok(self.total)
+    }
+
+    /// Waits for the oldest block write.
+    async fn finish_oldest(&mut self) -> Result<(), ApiError> {
+        if let Some((slot, handle)) = self.writes.pop_front() {
+            let block = handle
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("a block upload failed: {e}")))??;
+            self.written.push((slot, block));
+        }
+        Ok(())
+    }
+
+    /// Starts writing `data` as the current slot.
+    fn spawn_write(&mut self, data: Vec<u8>) {
+        let (client, ino, what) = (self.client.clone(), self.ino, self.what.clone());
+        let handle = tokio::spawn(async move {
+            // Durable on every replica before the commit names it: a
+            // finished upload survives any one server's crash.
+            client
+                .write_file_block(ino, &data, true)
+                .await
+                .map_err(|e| ApiError::from_client(&what, e))
+        });
+        self.writes.push_back((self.slot, handle));
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        // Blocks never committed are collected by the data servers.
+        for (_, h) in self.writes.drain(..) {
+            h.abort();
+        }
+    }
+}
+
 /// Writes everything `body` yields into the new, empty file `ino` and
 /// commits it; returns the size. On error, blocks already committed stay
 /// in the file (the caller removes it: it is a temporary name).
-pub async fn upload<S, E>(client: Arc<MetaClient>, ino: Ino, body: S, what: String) -> Result<u64, ApiError>
+pub async fn upload<S, E>(client: Arc<MetaClient>, ino: Ino, mut body: S, what: String) -> Result<u64, ApiError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut pending = Pending {
-        writes: VecDeque::new(),
-        written: Vec::new(),
-    };
-    let r = upload_into(&client, ino, body, &what, &mut pending).await;
-    pending.abort();
-    r
+    let mut up = Upload::new(client, ino, what);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::Interrupted(e.to_string()))?;
+        up.push(&chunk).await?;
+    }
+    up.finish().await
 }
 
-async fn upload_into<S, E>(
-    client: &Arc<MetaClient>,
-    ino: Ino,
-    mut body: S,
-    what: &str,
-    pending: &mut Pending,
-) -> Result<u64, ApiError>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    let mut buf: Vec<u8> = Vec::new();
-    let mut slot = 0u64;
-    let mut committed_slots = 0u64;
-    let mut total = 0u64;
-    loop {
-        let chunk = match body.next().await {
-            Some(Ok(c)) => Some(c),
-            Some(Err(e)) => return Err(ApiError::Interrupted(e.to_string())),
-            None => None,
-        };
-        let ended = chunk.is_none();
-        let mut rest: &[u8] = chunk.as_deref().unwrap_or_default();
-        total += rest.len() as u64;
-        while !rest.is_empty() {
-            if buf.capacity() == 0 {
-                // Small uploads stay small; a big one gets whole slots.
-                buf.reserve_exact(if rest.len() >= INLINE_MAX { SLOT as usize } else { rest.len() });
-            }
-            let take = rest.len().min(SLOT as usize - buf.len());
-            buf.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if buf.len() as u64 == SLOT {
-                let data = std::mem::take(&mut buf);
-                spawn_write(client, ino, slot, data, what, pending);
-                slot += 1;
-            }
-            // Keep the number of slots in memory bounded: wait for the
-            // oldest write before reading on.
-            while pending.writes.len() >= UPLOADS_IN_FLIGHT {
-                pending.finish_oldest().await?;
-            }
-            if pending.written.len() >= COMMIT_EVERY {
-                // Every slot below `slot` minus those in flight is written:
-                // the commit makes the temporary file that long, and an
-                // over-quota upload fails here, while it streams.
-                let written = std::mem::take(&mut pending.written);
-                let end = written.last().map(|(s, _)| s + 1).unwrap_or(0);
-                commit(client, ino, &written, end * SLOT, None, what).await?;
-                committed_slots = end;
-            }
-        }
-        if ended {
-            break;
-        }
-    }
-    let small = slot == 0 && buf.len() <= INLINE_MAX;
-    let inline = if small {
-        Some(std::mem::take(&mut buf))
-    } else {
-        if !buf.is_empty() {
-            spawn_write(client, ino, slot, std::mem::take(&mut buf), what, pending);
-        }
-        None
-    };
-    while !pending.writes.is_empty() {
-        pending.finish_oldest().await?;
-    }
-    let written = std::mem::take(&mut pending.written);
-    if total > 0 || committed_slots > 0 {
-        commit(client, ino, &written, total, inline.filter(|d| !d.is_empty()), what).await?;
-    }
-    Ok(total)
+/// An upload to `name` in folder `parent` made under a temporary name in
+/// the same folder and renamed into place only once committed whole: an
+/// upload that fails or is abandoned never shows under its name.
+pub struct StagedUpload {
+    client: Arc<MetaClient>,
+    parent: Ino,
+    temp: String,
+    name: String,
+    replace: bool,
+    upload: Upload,
+    /// Renamed into place, or removed: nothing left to clean up.
+    settled: bool,
 }
 
-/// Starts writing `data` as slot `slot` of `ino`.
-fn spawn_write(client: &Arc<MetaClient>, ino: Ino, slot: u64, data: Vec<u8>, what: &str, pending: &mut Pending) {
-    let client = client.clone();
-    let what = what.to_owned();
-    let handle = tokio::spawn(async move {
-        // Durable on every replica before the commit names it: a finished
-        // upload survives any one server's crash.
-        client
-            .write_file_block(ino, &data, true)
+impl StagedUpload {
+    /// Creates the temporary file. With `replace`, a file already named
+    /// `name` is replaced at the end; else the rename fails if one appeared.
+    pub async fn begin(
+        client: Arc<MetaClient>,
+        parent: Ino,
+        name: &str,
+        replace: bool,
+        what: String,
+    ) -> Result<StagedUpload, ApiError> {
+        let mut id = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
+        let temp = format!("{UPLOAD_PREFIX}{}", id.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let created = client
+            .create(parent, temp.as_bytes(), 0o644)
             .await
-            .map_err(|e| ApiError::from_client(&what, e))
-    });
-    pending.writes.push_back((slot, handle));
+            .map_err(|e| ApiError::from_client(&what, e))?;
+        Ok(StagedUpload {
+            upload: Upload::new(client.clone(), Ino(created.ino), what),
+            client,
+            parent,
+            temp,
+            name: name.to_owned(),
+            replace,
+            settled: false,
+        })
+    }
+
+    /// Bytes received so far.
+    pub fn len(&self) -> u64 {
+        self.upload.len()
+    }
+
+    /// Whether nothing was received yet.
+    pub fn is_empty(&self) -> bool {
+        self.upload.is_empty()
+    }
+
+    /// Appends `data`.
+    pub async fn push(&mut self, data: &[u8]) -> Result<(), ApiError> {
+        self.upload.push(data).await
+    }
+
+    /// Commits the rest and renames the file into place; on failure the
+    /// temporary file is removed. Returns the size.
+    pub async fn finish(&mut self) -> Result<u64, ApiError> {
+        let r = async {
+            let size = self.upload.finish().await?;
+            let flags = if self.replace { 0 } else { RENAME_NOREPLACE };
+            self.client
+                .rename(self.parent, self.temp.as_bytes(), self.parent, self.name.as_bytes(), flags)
+                .await
+                .map_err(|e| ApiError::from_client(&self.upload.what, e))?;
+            Ok(size)
+        }
+        .await;
+        match r {
+            Ok(size) => {
+                self.settled = true;
+                Ok(size)
+            }
+            Err(e) => {
+                self.discard().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes the temporary file (an upload given up).
+    pub async fn discard(&mut self) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        if let Err(e) = self.client.unlink(self.parent, self.temp.as_bytes()).await {
+            tracing::warn!("could not remove the unfinished upload {}: {e}", self.temp);
+        }
+    }
+}
+
+impl Drop for StagedUpload {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        // Dropped mid-way (the client went away): remove the temporary
+        // file in the background.
+        let (client, parent, temp) = (self.client.clone(), self.parent, std::mem::take(&mut self.temp));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = client.unlink(parent, temp.as_bytes()).await {
+                    tracing::warn!("could not remove the unfinished upload {temp}: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// The bytes `[start, end)` of a file with `layout`, in memory: for readers
+/// that ask for pieces (WebDAV), one slot at a time.
+pub async fn read_at(client: &MetaClient, layout: &pb::Layout, start: u64, end: u64) -> Result<Bytes, ApiError> {
+    let mut out = Vec::with_capacity((end.saturating_sub(start)) as usize);
+    for p in pieces(layout, start, end)? {
+        for chunk in fetch(client, p).await.map_err(ApiError::Unavailable)? {
+            out.extend_from_slice(&chunk);
+        }
+    }
+    Ok(Bytes::from(out))
 }
 
 /// One piece of a download: where it comes from.

@@ -9,6 +9,7 @@ pub mod page;
 pub mod paths;
 pub mod serve;
 pub mod session;
+pub mod store;
 
 use axum::routing::{get, post};
 use axum::Router;
