@@ -23,6 +23,8 @@ use tokio_stream::StreamExt;
 pub struct App {
     /// Signed-in sessions.
     pub sessions: Sessions,
+    /// WebDAV at /dav/.
+    pub dav: dav_server::DavHandler<crate::dav::DavUser>,
 }
 
 /// Handlers' shared state.

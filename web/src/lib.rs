@@ -3,6 +3,7 @@
 //! talking to the meta and data servers as any client of the cluster does.
 
 pub mod api;
+pub mod dav;
 pub mod error;
 pub mod files;
 pub mod page;
@@ -11,7 +12,7 @@ pub mod serve;
 pub mod session;
 pub mod store;
 
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 
 /// Every route of the gateway.
@@ -35,6 +36,9 @@ pub fn router(app: api::AppState) -> Router {
         .route("/api/rename", post(api::rename))
         .route("/api/shares", get(api::shares).post(api::share))
         .route("/api/shares/revoke", post(api::unshare))
+        .route("/dav", any(dav::handle))
+        .route("/dav/", any(dav::handle))
+        .route("/dav/{*path}", any(dav::handle))
         .fallback(page::not_found)
         .with_state(app)
 }

@@ -86,9 +86,11 @@ async fn main() -> anyhow::Result<()> {
         https: tls.is_some(),
         trust_forwarded_proto: args.behind_proxy,
         session_ttl_secs: args.session_hours * 3600,
+        basic_auth_allowed: tls.is_some() || args.listen.ip().is_loopback(),
     };
     let app = Arc::new(App {
         sessions: Sessions::new(access),
+        dav: nimbus_web::dav::handler(),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -51,12 +51,30 @@ pub struct ClusterAccess {
     pub trust_forwarded_proto: bool,
     /// How long a sign-in lasts (seconds), as `nimbus login --ttl`.
     pub session_ttl_secs: u64,
+    /// Whether passwords may arrive with each request (WebDAV's HTTP
+    /// Basic): only over HTTPS or on a loopback address.
+    pub basic_auth_allowed: bool,
+}
+
+/// How long a password checked for HTTP Basic counts as checked: a changed
+/// password or a disabled account takes effect within this.
+const BASIC_RECHECK: Duration = Duration::from_secs(300);
+
+/// A sign-in made for HTTP Basic credentials.
+struct BasicSignIn {
+    session: Arc<Session>,
+    checked: std::time::Instant,
 }
 
 /// Every live session, by cookie value.
 pub struct Sessions {
     access: ClusterAccess,
     by_id: Mutex<HashMap<String, Arc<Session>>>,
+    /// Sign-ins for HTTP Basic, by a keyed hash of user and password (the
+    /// password itself is never kept).
+    basic: Mutex<HashMap<[u8; 32], BasicSignIn>>,
+    /// The key of that hash, random per process.
+    basic_key: [u8; 32],
 }
 
 /// 32 random bytes, hex: session ids and CSRF tokens.
@@ -86,9 +104,13 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 impl Sessions {
     /// No sessions yet, for a cluster reached through `access`.
     pub fn new(access: ClusterAccess) -> Sessions {
+        let mut basic_key = [0u8; 32];
+        rand::rng().fill_bytes(&mut basic_key);
         Sessions {
             access,
             by_id: Mutex::default(),
+            basic: Mutex::default(),
+            basic_key,
         }
     }
 
@@ -99,6 +121,36 @@ impl Sessions {
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
         self.by_id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session for HTTP Basic credentials: a sign-in made for them in
+    /// the last few minutes, else a new one (the cluster checks the
+    /// password, with its sign-in brake).
+    pub async fn basic(&self, user: &str, password: &str) -> Result<Arc<Session>, ApiError> {
+        let mut h = blake3::Hasher::new_keyed(&self.basic_key);
+        h.update(&(user.len() as u64).to_le_bytes());
+        h.update(user.as_bytes());
+        h.update(password.as_bytes());
+        let key: [u8; 32] = *h.finalize().as_bytes();
+        {
+            let mut cache = self.basic.lock().unwrap_or_else(|p| p.into_inner());
+            let now = SystemTime::now();
+            cache.retain(|_, b| b.checked.elapsed() < BASIC_RECHECK && b.session.expires > now);
+            if let Some(b) = cache.get(&key) {
+                return Ok(b.session.clone());
+            }
+        }
+        let (_, session) = self.sign_in(user, password).await?;
+        // Not a browser session: no cookie refers to it.
+        self.map().retain(|_, s| !Arc::ptr_eq(s, &session));
+        self.basic.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            key,
+            BasicSignIn {
+                session: session.clone(),
+                checked: std::time::Instant::now(),
+            },
+        );
+        Ok(session)
     }
 
     /// Signs `user` in through the meta cluster (its Argon2id check and its
