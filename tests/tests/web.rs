@@ -389,6 +389,42 @@ async fn files_through_the_gateway_are_the_mounts_files() -> anyhow::Result<()> 
     assert_eq!(r.status, 200);
     assert_eq!(bob.get("/api/file/home/alice/proj/moved.txt")?.status, 404);
 
+    // WebDAV, as a file manager or rclone uses it, with Basic and the same
+    // accounts: PUT, GET, PROPFIND, MKCOL, MOVE, DELETE, seen in the mount.
+    let dav = |user: &str, method: &str, path: &str, extra: &[&str]| -> anyhow::Result<Reply> {
+        let creds = format!("{user}:{user}-password");
+        let mut args = vec!["-u", creds.as_str()];
+        args.extend_from_slice(extra);
+        Client::new(&g)?.request(method, path, &args, false)
+    };
+    let big_path = s.join("big").display().to_string();
+    assert_eq!(Client::new(&g)?.get("/dav/home/alice/")?.status, 401);
+    assert_eq!(dav("alice", "MKCOL", "/dav/home/alice/dav", &[])?.status, 201);
+    assert_eq!(dav("alice", "PUT", "/dav/home/alice/dav/big.bin", &["-T", &big_path])?.status, 201);
+    mount_shows(&m, "cmp $S/big home/alice/dav/big.bin")?;
+    let r = dav("alice", "GET", "/dav/home/alice/dav/big.bin", &[])?;
+    ensure!(r.status == 200 && r.body == big, "WebDAV GET: {}", r.status);
+    let r = dav("alice", "PROPFIND", "/dav/home/alice/dav/", &["-H", "Depth: 1"])?;
+    ensure!(
+        r.status == 207 && r.text().contains("/dav/home/alice/dav/big.bin") && r.text().contains(&big.len().to_string()),
+        "PROPFIND: {} {}",
+        r.status,
+        r.text()
+    );
+    let dest = format!("Destination: {}/dav/home/alice/dav/renamed.bin", g.base);
+    assert_eq!(dav("alice", "MOVE", "/dav/home/alice/dav/big.bin", &["-H", &dest])?.status, 201);
+    mount_shows(&m, "cmp $S/big home/alice/dav/renamed.bin && test ! -e home/alice/dav/big.bin")?;
+    // Bob, over WebDAV too, cannot see alice's files.
+    assert_eq!(dav("bob", "GET", "/dav/home/alice/dav/renamed.bin", &[])?.status, 404);
+    // A PUT into a folder he may not see answers as one into a folder that
+    // does not exist (409, as RFC 4918 says for a missing parent).
+    let hidden = dav("bob", "PUT", "/dav/home/alice/dav/x", &["-T", &big_path])?.status;
+    let missing = dav("bob", "PUT", "/dav/home/bob/no-such-folder/x", &["-T", &big_path])?.status;
+    assert_eq!((hidden, missing), (409, 409));
+    assert_eq!(dav("alice", "DELETE", "/dav/home/alice/dav", &[])?.status, 204);
+    mount_shows(&m, "test ! -e home/alice/dav")?;
+    assert_eq!(dav("alice", "GET", "/dav/home/alice/", &["-u", "alice:wrong"])?.status, 401);
+
     // Over quota: refused at once when the length is announced, and during
     // the stream when it is not (chunked); either way no file is left.
     let huge = s.join("huge");
@@ -399,6 +435,9 @@ async fn files_through_the_gateway_are_the_mounts_files() -> anyhow::Result<()> 
     let r = alice.upload("/api/file/home/alice/huge.bin", &huge, &["-H", "Transfer-Encoding: chunked"])?;
     ensure!(r.status == 507, "chunked over-quota upload: {} {}", r.status, r.text());
     m.sh("test ! -e home/alice/huge.bin && ! ls -A home/alice | grep -q nimbus-upload")?;
+    let huge_path = huge.display().to_string();
+    assert_eq!(dav("alice", "PUT", "/dav/home/alice/huge.bin", &["-T", &huge_path])?.status, 507);
+    m.sh("test ! -e home/alice/huge.bin")?;
     let used = alice.get("/api/me")?.json()?["quota"]["bytes_used"].as_u64().unwrap_or(u64::MAX);
     ensure!(used < 48 << 20, "usage after refused uploads: {used}");
 
