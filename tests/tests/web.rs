@@ -519,3 +519,243 @@ async fn hostile_requests_get_a_clear_4xx_and_change_nothing() -> anyhow::Result
     ensure!(r.status == 415, "form sign-in: {}", r.status);
     Ok(())
 }
+
+/// A `chromedriver` process and one headless Chromium session, driven over
+/// the W3C WebDriver protocol (JSON over HTTP, sent with curl).
+struct Browser {
+    base: String,
+    session: String,
+    child: Option<Child>,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start() -> anyhow::Result<Browser> {
+        for tool in ["chromium", "chromedriver"] {
+            ensure!(
+                nimbus_tests::mount::which(tool),
+                "{tool} is missing: install Debian's chromium and chromium-driver (.ci/run does)"
+            );
+        }
+        let port = free_port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawning chromedriver")?;
+        let profile = tempfile::Builder::new().prefix("nimbus-chromium-").tempdir()?;
+        let mut b = Browser {
+            base: format!("http://127.0.0.1:{port}"),
+            session: String::new(),
+            child: Some(child),
+            _profile: profile,
+        };
+        eventually("chromedriver ready", || {
+            Ok(b.call("GET", "/status", None).is_ok_and(|v| v["value"]["ready"] == true))
+        })?;
+        let caps = serde_json::json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--window-size=1280,900",
+                    format!("--user-data-dir={}", b._profile.path().display()),
+                ],
+            },
+        }}});
+        let v = b.call("POST", "/session", Some(caps))?;
+        b.session = v["value"]["sessionId"]
+            .as_str()
+            .with_context(|| format!("no session: {v}"))?
+            .to_owned();
+        Ok(b)
+    }
+
+    /// One WebDriver command; an error reply is an error.
+    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<serde_json::Value> {
+        let mut c = Command::new("curl");
+        c.args(["-s", "-S", "-X", method, "-H", "Content-Type: application/json"]);
+        if let Some(b) = body {
+            c.args(["--data-binary", &b.to_string()]);
+        } else if method == "POST" {
+            c.args(["--data-binary", "{}"]);
+        }
+        let out = c.arg(format!("{}{path}", self.base)).output()?;
+        ensure!(out.status.success(), "webdriver {path}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("webdriver {path}: {}", String::from_utf8_lossy(&out.stdout)))?;
+        if v["value"]["error"].is_string() {
+            bail!("webdriver {method} {path}: {}", v["value"]);
+        }
+        Ok(v)
+    }
+
+    fn session_call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<serde_json::Value> {
+        self.call(method, &format!("/session/{}{path}", self.session), body)
+    }
+
+    fn goto(&self, url: &str) -> anyhow::Result<()> {
+        self.session_call("POST", "/url", Some(serde_json::json!({ "url": url })))
+            .map(|_| ())
+    }
+
+    /// The element matching CSS `selector`.
+    fn find(&self, selector: &str) -> anyhow::Result<String> {
+        let v = self.session_call(
+            "POST",
+            "/element",
+            Some(serde_json::json!({ "using": "css selector", "value": selector })),
+        )?;
+        v["value"]
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(|id| id.as_str())
+            .map(str::to_owned)
+            .with_context(|| format!("no element {selector}"))
+    }
+
+    fn type_into(&self, selector: &str, text: &str) -> anyhow::Result<()> {
+        let e = self.find(selector)?;
+        self.session_call("POST", &format!("/element/{e}/value"), Some(serde_json::json!({ "text": text })))
+            .map(|_| ())
+    }
+
+    fn click(&self, selector: &str) -> anyhow::Result<()> {
+        let e = self.find(selector)?;
+        self.session_call("POST", &format!("/element/{e}/click"), None).map(|_| ())
+    }
+
+    /// The value of a JavaScript expression in the page.
+    fn eval(&self, expr: &str) -> anyhow::Result<serde_json::Value> {
+        let v = self.session_call(
+            "POST",
+            "/execute/sync",
+            Some(serde_json::json!({ "script": format!("return ({expr});"), "args": [] })),
+        )?;
+        Ok(v["value"].clone())
+    }
+
+    /// Waits until `expr` is true in the page.
+    fn wait_for(&self, expr: &str) -> anyhow::Result<()> {
+        eventually(expr, || Ok(self.eval(expr)? == serde_json::json!(true)))
+    }
+
+    /// Answers the page's prompt() with `text`.
+    fn answer_prompt(&self, text: &str) -> anyhow::Result<()> {
+        eventually("a prompt", || Ok(self.session_call("GET", "/alert/text", None).is_ok()))?;
+        self.session_call("POST", "/alert/text", Some(serde_json::json!({ "text": text })))?;
+        self.session_call("POST", "/alert/accept", None).map(|_| ())
+    }
+
+    /// A PNG of the page, stored at `path`.
+    fn screenshot(&self, path: &Path) -> anyhow::Result<()> {
+        let v = self.session_call("GET", "/screenshot", None)?;
+        let b64 = v["value"].as_str().context("no screenshot")?;
+        let mut child = Command::new("base64")
+            .arg("-d")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        if let Some(mut s) = child.stdin.take() {
+            s.write_all(b64.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        ensure!(out.status.success() && out.stdout.starts_with(b"\x89PNG"), "not a PNG");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, out.stdout)?;
+        Ok(())
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = self.call("DELETE", &format!("/session/{}", self.session), None);
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// "X used of Y" from a line `label:   X used of Y` of `nimbus whoami`.
+fn whoami_line(out: &str, label: &str) -> anyhow::Result<String> {
+    out.lines()
+        .find_map(|l| l.strip_prefix(label))
+        .map(|rest| rest.trim().to_owned())
+        .with_context(|| format!("no {label} in {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_signs_in_uploads_and_shares() -> anyhow::Result<()> {
+    let m = Mounted::start().await?;
+    let c = &m.cluster;
+    add_user(c, "alice", &["--quota-bytes", "48M", "--quota-inodes", "100"])?;
+    add_user(c, "bob", &[])?;
+    let g = Gateway::start(c)?;
+    let browser = Browser::start()?;
+
+    // Sign in through the form.
+    browser.goto(&format!("{}/", g.base))?;
+    browser.wait_for("!document.getElementById('signin').hidden")?;
+    browser.type_into("#signin-user", "alice")?;
+    browser.type_into("#signin-password", "alice-password")?;
+    browser.click("#signin-button")?;
+    browser.wait_for("!document.getElementById('app').hidden && location.hash === '#/home/alice'")?;
+
+    // Upload through the file input: listed with its size, the same bytes
+    // in the mount.
+    // Two files at once (chromedriver takes several paths, one a line).
+    let file = m.scratch.path().join("hello.txt");
+    make_file(&file, 3000, 5)?;
+    let notes = m.scratch.path().join("notes.txt");
+    std::fs::write(&notes, "Meeting notes\nline two\n")?;
+    browser.type_into("#upload-input", &format!("{}\n{}", file.display(), notes.display()))?;
+    browser.wait_for("[...document.querySelectorAll('#uploads li')].filter(l => l.textContent.endsWith('done')).length === 2")?;
+    browser.wait_for("document.querySelector('tr[data-name=\"hello.txt\"] .size')?.title === '3000 bytes'")?;
+    m.sh("cmp $S/hello.txt home/alice/hello.txt && cmp $S/notes.txt home/alice/notes.txt")?;
+    // A text file previews in the page.
+    browser.click("tr[data-name=\"notes.txt\"] a.entry-name")?;
+    browser.wait_for("document.getElementById('preview').open && document.querySelector('#preview-body pre')?.textContent === 'Meeting notes\\nline two\\n'")?;
+    browser.click("#preview-close")?;
+
+    // A folder, shared read-only with bob through the dialog; bob then
+    // sees it.
+    browser.click("#mkdir-button")?;
+    browser.answer_prompt("shared-docs")?;
+    browser.wait_for("!!document.querySelector('tr[data-name=\"shared-docs\"]')")?;
+    browser.click("tr[data-name=\"shared-docs\"] button[data-action=\"share\"]")?;
+    browser.type_into("#share-grantee", "bob")?;
+    browser.click("#share-submit")?;
+    browser.wait_for("document.getElementById('share-list').textContent.includes('bob (read-only)')")?;
+    browser.click("#share-cancel")?;
+    let mut bob = Client::new(&g)?;
+    assert_eq!(bob.sign_in("bob", "bob-password")?.status, 200);
+    assert_eq!(bob.get("/api/list/home/alice/shared-docs")?.status, 200);
+
+    // The quota bar says what `nimbus whoami` says.
+    c.login("alice", "alice-password", &[])?;
+    let out = c.nimbus("alice").arg("whoami").output()?;
+    let who = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (space, inodes) = (whoami_line(&who, "space:")?, whoami_line(&who, "inodes:")?);
+    browser.click("#home-button")?;
+    let expr = format!(
+        "document.getElementById('quota-text').textContent === {}",
+        serde_json::json!(format!("{space} · files: {inodes}"))
+    );
+    if let Err(e) = browser.wait_for(&expr) {
+        bail!("{e}: the page shows {:?}, nimbus whoami:\n{who}", browser.eval("document.getElementById('quota-text').textContent")?);
+    }
+
+    // The file list, kept for people to look at.
+    let shot = bin_dir().join("test-artifacts").join("web-file-list.png");
+    browser.screenshot(&shot)?;
+    eprintln!("screenshot of the file list: {}", shot.display());
+    Ok(())
+}

@@ -16,11 +16,13 @@ function join(dir, name) {
   return (dir.endsWith("/") ? dir : dir + "/") + name;
 }
 
+// Sizes as `nimbus whoami` prints them (one decimal, binary units), so the
+// page and the command line show the same numbers.
 function human(n) {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
   let i = 0;
   while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return (i === 0 ? n : n.toFixed(1)) + " " + units[i];
+  return n.toFixed(1) + " " + units[i];
 }
 
 function say(text, isError) {
@@ -87,8 +89,9 @@ async function refreshMe() {
   $("whoami").textContent = me.user;
   const q = me.quota;
   const fill = $("quota-fill");
-  let text = human(q.bytes_used) + (q.bytes_limit ? " of " + human(q.bytes_limit) : " used (no limit)");
-  text += " · " + q.files_used + (q.files_limit ? " of " + q.files_limit : "") + " files";
+  const limit = (q, f) => (q ? f(q) : "none");
+  const text = human(q.bytes_used) + " used of " + limit(q.bytes_limit, human) +
+    " · files: " + q.files_used + " used of " + limit(q.files_limit, String);
   $("quota-text").textContent = text;
   const frac = q.bytes_limit ? Math.min(1, q.bytes_used / q.bytes_limit) : 0;
   const ffrac = q.files_limit ? Math.min(1, q.files_used / q.files_limit) : 0;
@@ -166,6 +169,8 @@ function button(label, onClick) {
   const b = document.createElement("button");
   b.type = "button";
   b.textContent = label;
+  // "download", "rename", "share", "delete": a stable handle for tests.
+  b.dataset.action = label.toLowerCase().split("/")[0];
   b.addEventListener("click", onClick);
   return b;
 }
