@@ -22,6 +22,12 @@ impl Gateway {
     /// Starts a gateway for `cluster` on a free loopback port and waits
     /// until it accepts connections.
     fn start(cluster: &MetaCluster) -> anyhow::Result<Gateway> {
+        Gateway::start_with(cluster, &[], "http")
+    }
+
+    /// A gateway with `extra` arguments, reached at `scheme://localhost:PORT`
+    /// for https (its certificate names localhost), else 127.0.0.1.
+    fn start_with(cluster: &MetaCluster, extra: &[&str], scheme: &str) -> anyhow::Result<Gateway> {
         let bin = bin_dir().join("nimbus-web");
         ensure!(
             bin.exists(),
@@ -35,14 +41,20 @@ impl Gateway {
             .args(["--listen", &addr, "--meta", &cluster.addrs().join(",")])
             .arg("--tls-dir")
             .arg(&cluster.certs)
+            .args(extra)
             .env("RUST_LOG", "info,nimbus_web=debug")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
             .context("spawning nimbus-web")?;
+        let host = if scheme == "https" {
+            addr.replace("127.0.0.1", "localhost")
+        } else {
+            addr.clone()
+        };
         let mut g = Gateway {
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{host}"),
             log,
             child: Some(child),
         };
@@ -63,6 +75,11 @@ impl Gateway {
 
     fn addr(&self) -> &str {
         self.base.trim_start_matches("http://")
+    }
+
+    /// curl options that make it trust the cluster CA.
+    fn trust(cluster: &MetaCluster) -> String {
+        cluster.certs.join("ca.pem").display().to_string()
     }
 
     /// The gateway's peak resident memory so far (VmHWM), in bytes.
@@ -516,6 +533,44 @@ async fn hostile_requests_get_a_clear_4xx_and_change_nothing() -> anyhow::Result
     )?;
     assert_eq!(r.status, 400);
     assert_eq!(m.sh("ls -A home/carol")?, "notes");
+
+    // Cookies are Secure over HTTPS, and behind a proxy that says the
+    // browser spoke HTTPS, only when the gateway is told to trust it.
+    nimbus_common::tls::issue(&c.certs, "web", &[])?;
+    let (cert, key) = (c.certs.join("web.pem"), c.certs.join("web.key"));
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let https = Gateway::start_with(c, &["--cert", &cert, "--key", &key], "https")?;
+    let ca = Gateway::trust(c);
+    let mut tls_client = Client::new(&https)?;
+    let r = tls_client.request(
+        "POST",
+        "/api/login",
+        &["--cacert", &ca, "-H", "Content-Type: application/json", "--data-binary",
+          r#"{"user":"carol","password":"carol-password"}"#],
+        false,
+    )?;
+    ensure!(r.status == 200, "HTTPS sign-in: {} {}\n{}", r.status, r.text(), https.log());
+    ensure!(r.header("set-cookie").is_some_and(|c| c.contains("; Secure")), "{:?}", r.header("set-cookie"));
+    tls_client.csrf = r.json()?["csrf"].as_str().map(str::to_owned);
+    assert_eq!(tls_client.request("GET", "/api/list/home/carol", &["--cacert", &ca], false)?.status, 200);
+    let proxied = Gateway::start_with(c, &["--behind-proxy"], "http")?;
+    let forwarded = ["-H", "X-Forwarded-Proto: https"];
+    let r = Client::new(&proxied)?.request(
+        "POST",
+        "/api/login",
+        &["-H", "Content-Type: application/json", "--data-binary",
+          r#"{"user":"carol","password":"carol-password"}"#, forwarded[0], forwarded[1]],
+        false,
+    )?;
+    ensure!(r.header("set-cookie").is_some_and(|c| c.contains("; Secure")), "{:?}", r.header("set-cookie"));
+    let r = Client::new(&g)?.request(
+        "POST",
+        "/api/login",
+        &["-H", "Content-Type: application/json", "--data-binary",
+          r#"{"user":"carol","password":"carol-password"}"#, forwarded[0], forwarded[1]],
+        false,
+    )?;
+    ensure!(r.header("set-cookie").is_some_and(|c| !c.contains("Secure")), "{:?}", r.header("set-cookie"));
 
     // Sessions: none, forged or signed out: 401.
     let stranger = Client::new(&g)?;
