@@ -192,7 +192,12 @@ fn start_web(cluster: &DevCluster, addr: &str) -> anyhow::Result<Option<DevProce
     };
     let log = cluster.dir.join("web.log");
     let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
-    let meta = cluster.meta.iter().map(|p| p.addr.as_str()).collect::<Vec<_>>().join(",");
+    let meta = cluster
+        .meta
+        .iter()
+        .map(|p| p.addr.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
     let child = Command::new(&bin)
         .args(["--listen", addr, "--meta", &meta])
         .arg("--tls-dir")
@@ -238,7 +243,11 @@ fn ensure_web(cluster: &mut DevCluster) -> anyhow::Result<()> {
     };
     cluster.web = start_web(cluster, &addr)?;
     if let Some(w) = &cluster.web {
-        println!("web gateway: http://{}/ (sign in as admin or any user; log: {})", w.addr, w.log.display());
+        println!(
+            "web gateway: http://{}/ (sign in as admin or any user; log: {})",
+            w.addr,
+            w.log.display()
+        );
     }
     std::fs::write(state_file(&cluster.dir), serde_json::to_vec_pretty(cluster)?)?;
     Ok(())

@@ -281,7 +281,13 @@ fn cut_off_upload(g: &Gateway, c: &Client, path: &str, announced: usize, sent: u
     let jar = std::fs::read_to_string(c.dir.path().join("cookies"))?;
     let session = jar
         .lines()
-        .find_map(|l| l.split('\t').collect::<Vec<_>>().get(5..7).filter(|kv| kv[0] == "nimbus_session").map(|kv| kv[1].to_owned()))
+        .find_map(|l| {
+            l.split('\t')
+                .collect::<Vec<_>>()
+                .get(5..7)
+                .filter(|kv| kv[0] == "nimbus_session")
+                .map(|kv| kv[1].to_owned())
+        })
         .context("no session cookie in the jar")?;
     let mut s = std::net::TcpStream::connect(g.addr())?;
     write!(
@@ -335,7 +341,12 @@ async fn files_through_the_gateway_are_the_mounts_files() -> anyhow::Result<()> 
     let r = alice.upload("/api/file/home/alice/big.bin", &s.join("big"), &[])?;
     ensure!(r.status == 201, "upload: {} {}\n{}", r.status, r.text(), g.log());
     assert_eq!(r.json()?["size"], big.len());
-    assert_eq!(alice.upload("/api/file/home/alice/small.txt", &s.join("small"), &[])?.status, 201);
+    assert_eq!(
+        alice
+            .upload("/api/file/home/alice/small.txt", &s.join("small"), &[])?
+            .status,
+        201
+    );
     let list = alice.get("/api/list/home/alice")?.json()?;
     let entries = list["entries"].as_array().context("entries")?;
     let size_of = |name: &str| entries.iter().find(|e| e["name"] == name).map(|e| e["size"].clone());
@@ -347,7 +358,12 @@ async fn files_through_the_gateway_are_the_mounts_files() -> anyhow::Result<()> 
     let r = alice.get("/api/file/home/alice/from-mount.bin")?;
     assert_eq!(r.status, 200);
     ensure!(r.body == big, "downloaded bytes differ");
-    let r = alice.request("GET", "/api/file/home/alice/big.bin", &["-H", "Range: bytes=4194300-4194310"], false)?;
+    let r = alice.request(
+        "GET",
+        "/api/file/home/alice/big.bin",
+        &["-H", "Range: bytes=4194300-4194310"],
+        false,
+    )?;
     assert_eq!(r.status, 206);
     assert_eq!(r.body, big[4_194_300..=4_194_310]);
     assert_eq!(
@@ -356,12 +372,22 @@ async fn files_through_the_gateway_are_the_mounts_files() -> anyhow::Result<()> 
     );
     let r = alice.request("GET", "/api/file/home/alice/big.bin", &["-H", "Range: bytes=-5"], false)?;
     assert_eq!((r.status, r.body.as_slice()), (206, &big[big.len() - 5..]));
-    let r = alice.request("GET", "/api/file/home/alice/small.txt", &["-H", "Range: bytes=5000-"], false)?;
+    let r = alice.request(
+        "GET",
+        "/api/file/home/alice/small.txt",
+        &["-H", "Range: bytes=5000-"],
+        false,
+    )?;
     assert_eq!(r.status, 416);
     assert_eq!(r.header("content-range").as_deref(), Some("bytes */1000"));
 
     // No silent replacement; with ?overwrite=true the new bytes win.
-    assert_eq!(alice.upload("/api/file/home/alice/small.txt", &s.join("big"), &[])?.status, 409);
+    assert_eq!(
+        alice
+            .upload("/api/file/home/alice/small.txt", &s.join("big"), &[])?
+            .status,
+        409
+    );
     assert_eq!(
         alice
             .upload("/api/file/home/alice/small.txt?overwrite=true", &s.join("big"), &[])?
@@ -371,7 +397,10 @@ async fn files_through_the_gateway_are_the_mounts_files() -> anyhow::Result<()> 
     mount_shows(&m, "cmp $S/big home/alice/small.txt")?;
 
     // Folders: create, move into, rename, delete (recursive on request).
-    assert_eq!(alice.request("POST", "/api/mkdir/home/alice/proj", &[], true)?.status, 201);
+    assert_eq!(
+        alice.request("POST", "/api/mkdir/home/alice/proj", &[], true)?.status,
+        201
+    );
     let r = alice.post_json(
         "/api/rename",
         serde_json::json!({ "from": "/home/alice/small.txt", "to": "/home/alice/proj/moved.txt" }),
@@ -381,15 +410,25 @@ async fn files_through_the_gateway_are_the_mounts_files() -> anyhow::Result<()> 
         &m,
         "test -d home/alice/proj && cmp $S/big home/alice/proj/moved.txt && test ! -e home/alice/small.txt",
     )?;
-    assert_eq!(alice.request("DELETE", "/api/file/home/alice/proj", &[], true)?.status, 409);
-    assert_eq!(alice.request("DELETE", "/api/file/home/alice/from-mount.bin", &[], true)?.status, 200);
+    assert_eq!(
+        alice.request("DELETE", "/api/file/home/alice/proj", &[], true)?.status,
+        409
+    );
+    assert_eq!(
+        alice
+            .request("DELETE", "/api/file/home/alice/from-mount.bin", &[], true)?
+            .status,
+        200
+    );
     mount_shows(&m, "test ! -e home/alice/from-mount.bin")?;
 
     // An upload cut off half way leaves no file under its name, and its
     // temporary file goes too.
     cut_off_upload(&g, &alice, "/api/file/home/alice/cut.bin", 12 << 20, 6 << 20)?;
     eventually("the unfinished upload removed", || {
-        Ok(m.sh("ls -A home/alice")?.lines().all(|n| !n.starts_with(".nimbus-upload-")))
+        Ok(m.sh("ls -A home/alice")?
+            .lines()
+            .all(|n| !n.starts_with(".nimbus-upload-")))
     })?;
     m.sh("test ! -e home/alice/cut.bin")?;
     assert_eq!(alice.get("/api/stat/home/alice/cut.bin")?.status, 404);
@@ -398,7 +437,11 @@ async fn files_through_the_gateway_are_the_mounts_files() -> anyhow::Result<()> 
     // him, read-only; then he reads in it but cannot write; revoked, gone.
     let mut bob = Client::new(&g)?;
     assert_eq!(bob.sign_in("bob", "bob-password")?.status, 200);
-    for path in ["/api/file/home/alice/big.bin", "/api/list/home/alice", "/api/stat/home/alice/nothing-here"] {
+    for path in [
+        "/api/file/home/alice/big.bin",
+        "/api/list/home/alice",
+        "/api/stat/home/alice/nothing-here",
+    ] {
         assert_eq!(bob.get(path)?.status, 404, "{path}");
     }
     let r = alice.post_json(
@@ -409,8 +452,16 @@ async fn files_through_the_gateway_are_the_mounts_files() -> anyhow::Result<()> 
     let shared = bob.get("/api/shares")?.json()?;
     ensure!(shared["shares"].to_string().contains("/home/alice/proj"), "{shared}");
     let r = bob.get("/api/file/home/alice/proj/moved.txt")?;
-    ensure!(r.status == 200 && r.body == big, "bob reads the shared file: {}", r.status);
-    assert_eq!(bob.upload("/api/file/home/alice/proj/bob.txt", &s.join("small"), &[])?.status, 403);
+    ensure!(
+        r.status == 200 && r.body == big,
+        "bob reads the shared file: {}",
+        r.status
+    );
+    assert_eq!(
+        bob.upload("/api/file/home/alice/proj/bob.txt", &s.join("small"), &[])?
+            .status,
+        403
+    );
     assert_eq!(bob.get("/api/file/home/alice/big.bin")?.status, 404);
     let r = alice.post_json(
         "/api/shares/revoke",
@@ -430,20 +481,31 @@ async fn files_through_the_gateway_are_the_mounts_files() -> anyhow::Result<()> 
     let big_path = s.join("big").display().to_string();
     assert_eq!(Client::new(&g)?.get("/dav/home/alice/")?.status, 401);
     assert_eq!(dav("alice", "MKCOL", "/dav/home/alice/dav", &[])?.status, 201);
-    assert_eq!(dav("alice", "PUT", "/dav/home/alice/dav/big.bin", &["-T", &big_path])?.status, 201);
+    assert_eq!(
+        dav("alice", "PUT", "/dav/home/alice/dav/big.bin", &["-T", &big_path])?.status,
+        201
+    );
     mount_shows(&m, "cmp $S/big home/alice/dav/big.bin")?;
     let r = dav("alice", "GET", "/dav/home/alice/dav/big.bin", &[])?;
     ensure!(r.status == 200 && r.body == big, "WebDAV GET: {}", r.status);
     let r = dav("alice", "PROPFIND", "/dav/home/alice/dav/", &["-H", "Depth: 1"])?;
     ensure!(
-        r.status == 207 && r.text().contains("/dav/home/alice/dav/big.bin") && r.text().contains(&big.len().to_string()),
+        r.status == 207
+            && r.text().contains("/dav/home/alice/dav/big.bin")
+            && r.text().contains(&big.len().to_string()),
         "PROPFIND: {} {}",
         r.status,
         r.text()
     );
     let dest = format!("Destination: {}/dav/home/alice/dav/renamed.bin", g.base);
-    assert_eq!(dav("alice", "MOVE", "/dav/home/alice/dav/big.bin", &["-H", &dest])?.status, 201);
-    mount_shows(&m, "cmp $S/big home/alice/dav/renamed.bin && test ! -e home/alice/dav/big.bin")?;
+    assert_eq!(
+        dav("alice", "MOVE", "/dav/home/alice/dav/big.bin", &["-H", &dest])?.status,
+        201
+    );
+    mount_shows(
+        &m,
+        "cmp $S/big home/alice/dav/renamed.bin && test ! -e home/alice/dav/big.bin",
+    )?;
     // Bob, over WebDAV too, cannot see alice's files.
     assert_eq!(dav("bob", "GET", "/dav/home/alice/dav/renamed.bin", &[])?.status, 404);
     // A PUT into a folder he may not see answers as one into a folder that
@@ -453,7 +515,10 @@ async fn files_through_the_gateway_are_the_mounts_files() -> anyhow::Result<()> 
     assert_eq!((hidden, missing), (409, 409));
     assert_eq!(dav("alice", "DELETE", "/dav/home/alice/dav", &[])?.status, 204);
     mount_shows(&m, "test ! -e home/alice/dav")?;
-    assert_eq!(dav("alice", "GET", "/dav/home/alice/", &["-u", "alice:wrong"])?.status, 401);
+    assert_eq!(
+        dav("alice", "GET", "/dav/home/alice/", &["-u", "alice:wrong"])?.status,
+        401
+    );
 
     // Over quota: refused at once when the length is announced, and during
     // the stream when it is not (chunked); either way no file is left.
@@ -461,14 +526,27 @@ async fn files_through_the_gateway_are_the_mounts_files() -> anyhow::Result<()> 
     make_file(&huge, 80 << 20, 3)?;
     let r = alice.upload("/api/file/home/alice/huge.bin", &huge, &[])?;
     assert_eq!(r.status, 507);
-    ensure!(r.json()?["error"].as_str().unwrap_or_default().contains("quota"), "{}", r.text());
-    let r = alice.upload("/api/file/home/alice/huge.bin", &huge, &["-H", "Transfer-Encoding: chunked"])?;
+    ensure!(
+        r.json()?["error"].as_str().unwrap_or_default().contains("quota"),
+        "{}",
+        r.text()
+    );
+    let r = alice.upload(
+        "/api/file/home/alice/huge.bin",
+        &huge,
+        &["-H", "Transfer-Encoding: chunked"],
+    )?;
     ensure!(r.status == 507, "chunked over-quota upload: {} {}", r.status, r.text());
     m.sh("test ! -e home/alice/huge.bin && ! ls -A home/alice | grep -q nimbus-upload")?;
     let huge_path = huge.display().to_string();
-    assert_eq!(dav("alice", "PUT", "/dav/home/alice/huge.bin", &["-T", &huge_path])?.status, 507);
+    assert_eq!(
+        dav("alice", "PUT", "/dav/home/alice/huge.bin", &["-T", &huge_path])?.status,
+        507
+    );
     m.sh("test ! -e home/alice/huge.bin")?;
-    let used = alice.get("/api/me")?.json()?["quota"]["bytes_used"].as_u64().unwrap_or(u64::MAX);
+    let used = alice.get("/api/me")?.json()?["quota"]["bytes_used"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
     ensure!(used < 48 << 20, "usage after refused uploads: {used}");
 
     // Sign-out ends the session, here and on the cluster.
@@ -491,9 +569,19 @@ async fn hostile_requests_get_a_clear_4xx_and_change_nothing() -> anyhow::Result
     let r = carol.request("POST", "/api/mkdir/home/carol/a", &[], false)?;
     assert_eq!(r.status, 403);
     ensure!(r.text().contains("CSRF"), "{}", r.text());
-    let r = carol.request("POST", "/api/mkdir/home/carol/b", &["-H", "X-CSRF-Token: forged"], false)?;
+    let r = carol.request(
+        "POST",
+        "/api/mkdir/home/carol/b",
+        &["-H", "X-CSRF-Token: forged"],
+        false,
+    )?;
     assert_eq!(r.status, 403);
-    assert_eq!(carol.request("DELETE", "/api/file/home/carol/notes", &[], false)?.status, 403);
+    assert_eq!(
+        carol
+            .request("DELETE", "/api/file/home/carol/notes", &[], false)?
+            .status,
+        403
+    );
     let body = m.scratch.path().join("x");
     std::fs::write(&body, b"x")?;
     assert_eq!(
@@ -525,7 +613,11 @@ async fn hostile_requests_get_a_clear_4xx_and_change_nothing() -> anyhow::Result
     ] {
         let r = carol.request(method, &path, &[], true)?;
         ensure!(r.status == 400, "{path}: {} {}", r.status, r.text());
-        ensure!(r.json()?["error"].as_str().is_some_and(|e| e.starts_with("bad path")), "{}", r.text());
+        ensure!(
+            r.json()?["error"].as_str().is_some_and(|e| e.starts_with("bad path")),
+            "{}",
+            r.text()
+        );
     }
     let r = carol.post_json(
         "/api/rename",
@@ -545,37 +637,83 @@ async fn hostile_requests_get_a_clear_4xx_and_change_nothing() -> anyhow::Result
     let r = tls_client.request(
         "POST",
         "/api/login",
-        &["--cacert", &ca, "-H", "Content-Type: application/json", "--data-binary",
-          r#"{"user":"carol","password":"carol-password"}"#],
+        &[
+            "--cacert",
+            &ca,
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"user":"carol","password":"carol-password"}"#,
+        ],
         false,
     )?;
-    ensure!(r.status == 200, "HTTPS sign-in: {} {}\n{}", r.status, r.text(), https.log());
-    ensure!(r.header("set-cookie").is_some_and(|c| c.contains("; Secure")), "{:?}", r.header("set-cookie"));
+    ensure!(
+        r.status == 200,
+        "HTTPS sign-in: {} {}\n{}",
+        r.status,
+        r.text(),
+        https.log()
+    );
+    ensure!(
+        r.header("set-cookie").is_some_and(|c| c.contains("; Secure")),
+        "{:?}",
+        r.header("set-cookie")
+    );
     tls_client.csrf = r.json()?["csrf"].as_str().map(str::to_owned);
-    assert_eq!(tls_client.request("GET", "/api/list/home/carol", &["--cacert", &ca], false)?.status, 200);
+    assert_eq!(
+        tls_client
+            .request("GET", "/api/list/home/carol", &["--cacert", &ca], false)?
+            .status,
+        200
+    );
     let proxied = Gateway::start_with(c, &["--behind-proxy"], "http")?;
     let forwarded = ["-H", "X-Forwarded-Proto: https"];
     let r = Client::new(&proxied)?.request(
         "POST",
         "/api/login",
-        &["-H", "Content-Type: application/json", "--data-binary",
-          r#"{"user":"carol","password":"carol-password"}"#, forwarded[0], forwarded[1]],
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"user":"carol","password":"carol-password"}"#,
+            forwarded[0],
+            forwarded[1],
+        ],
         false,
     )?;
-    ensure!(r.header("set-cookie").is_some_and(|c| c.contains("; Secure")), "{:?}", r.header("set-cookie"));
+    ensure!(
+        r.header("set-cookie").is_some_and(|c| c.contains("; Secure")),
+        "{:?}",
+        r.header("set-cookie")
+    );
     let r = Client::new(&g)?.request(
         "POST",
         "/api/login",
-        &["-H", "Content-Type: application/json", "--data-binary",
-          r#"{"user":"carol","password":"carol-password"}"#, forwarded[0], forwarded[1]],
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"user":"carol","password":"carol-password"}"#,
+            forwarded[0],
+            forwarded[1],
+        ],
         false,
     )?;
-    ensure!(r.header("set-cookie").is_some_and(|c| !c.contains("Secure")), "{:?}", r.header("set-cookie"));
+    ensure!(
+        r.header("set-cookie").is_some_and(|c| !c.contains("Secure")),
+        "{:?}",
+        r.header("set-cookie")
+    );
 
     // Sessions: none, forged or signed out: 401.
     let stranger = Client::new(&g)?;
     assert_eq!(stranger.get("/api/list/home/carol")?.status, 401);
-    let r = stranger.request("GET", "/api/me", &["-H", &format!("Cookie: nimbus_session={}", "0".repeat(64))], false)?;
+    let r = stranger.request(
+        "GET",
+        "/api/me",
+        &["-H", &format!("Cookie: nimbus_session={}", "0".repeat(64))],
+        false,
+    )?;
     assert_eq!(r.status, 401);
     // A JSON sign-in only: a cross-site form cannot post one.
     let r = stranger.request(
@@ -621,7 +759,8 @@ impl Browser {
             _profile: profile,
         };
         eventually("chromedriver ready", || {
-            Ok(b.call("GET", "/status", None).is_ok_and(|v| v["value"]["ready"] == true))
+            Ok(b.call("GET", "/status", None)
+                .is_ok_and(|v| v["value"]["ready"] == true))
         })?;
         let caps = serde_json::json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
@@ -652,7 +791,11 @@ impl Browser {
             c.args(["--data-binary", "{}"]);
         }
         let out = c.arg(format!("{}{path}", self.base)).output()?;
-        ensure!(out.status.success(), "webdriver {path}: {}", String::from_utf8_lossy(&out.stderr));
+        ensure!(
+            out.status.success(),
+            "webdriver {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
             .with_context(|| format!("webdriver {path}: {}", String::from_utf8_lossy(&out.stdout)))?;
         if v["value"]["error"].is_string() {
@@ -661,7 +804,12 @@ impl Browser {
         Ok(v)
     }
 
-    fn session_call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<serde_json::Value> {
+    fn session_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
         self.call(method, &format!("/session/{}{path}", self.session), body)
     }
 
@@ -687,13 +835,18 @@ impl Browser {
 
     fn type_into(&self, selector: &str, text: &str) -> anyhow::Result<()> {
         let e = self.find(selector)?;
-        self.session_call("POST", &format!("/element/{e}/value"), Some(serde_json::json!({ "text": text })))
-            .map(|_| ())
+        self.session_call(
+            "POST",
+            &format!("/element/{e}/value"),
+            Some(serde_json::json!({ "text": text })),
+        )
+        .map(|_| ())
     }
 
     fn click(&self, selector: &str) -> anyhow::Result<()> {
         let e = self.find(selector)?;
-        self.session_call("POST", &format!("/element/{e}/click"), None).map(|_| ())
+        self.session_call("POST", &format!("/element/{e}/click"), None)
+            .map(|_| ())
     }
 
     /// The value of a JavaScript expression in the page.
@@ -785,7 +938,9 @@ async fn a_browser_signs_in_uploads_and_shares() -> anyhow::Result<()> {
     let notes = m.scratch.path().join("notes.txt");
     std::fs::write(&notes, "Meeting notes\nline two\n")?;
     browser.type_into("#upload-input", &format!("{}\n{}", file.display(), notes.display()))?;
-    browser.wait_for("[...document.querySelectorAll('#uploads li')].filter(l => l.textContent.endsWith('done')).length === 2")?;
+    browser.wait_for(
+        "[...document.querySelectorAll('#uploads li')].filter(l => l.textContent.endsWith('done')).length === 2",
+    )?;
     browser.wait_for("document.querySelector('tr[data-name=\"hello.txt\"] .size')?.title === '3000 bytes'")?;
     m.sh("cmp $S/hello.txt home/alice/hello.txt && cmp $S/notes.txt home/alice/notes.txt")?;
     // A text file previews in the page.
@@ -818,7 +973,10 @@ async fn a_browser_signs_in_uploads_and_shares() -> anyhow::Result<()> {
         serde_json::json!(format!("{space} · files: {inodes}"))
     );
     if let Err(e) = browser.wait_for(&expr) {
-        bail!("{e}: the page shows {:?}, nimbus whoami:\n{who}", browser.eval("document.getElementById('quota-text').textContent")?);
+        bail!(
+            "{e}: the page shows {:?}, nimbus whoami:\n{who}",
+            browser.eval("document.getElementById('quota-text').textContent")?
+        );
     }
 
     // The file list, kept for people to look at.
@@ -855,11 +1013,18 @@ async fn a_gigabyte_round_trips_in_bounded_memory() -> anyhow::Result<()> {
         .arg(&back)
         .arg(format!("{}/api/file/gib.bin", g.base))
         .output()?;
-    ensure!(out.status.success(), "download: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "download: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let same = Command::new("cmp").arg(&src).arg(&back).status()?;
     ensure!(same.success(), "the downloaded GiB differs from the uploaded one");
     let peak = g.peak_rss()?;
-    eprintln!("nimbus-web peak resident memory over a 1 GiB round trip: {} MiB", peak >> 20);
+    eprintln!(
+        "nimbus-web peak resident memory over a 1 GiB round trip: {} MiB",
+        peak >> 20
+    );
     ensure!(peak < 256 << 20, "the gateway peaked at {} MiB", peak >> 20);
     Ok(())
 }

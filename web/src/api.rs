@@ -72,7 +72,11 @@ pub async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Result<R
 /// loaded again).
 pub async fn me(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let s = app.sessions.check(&headers, false)?;
-    let a = s.client.whoami().await.map_err(|e| ApiError::from_client("whoami", e))?;
+    let a = s
+        .client
+        .whoami()
+        .await
+        .map_err(|e| ApiError::from_client("whoami", e))?;
     Ok(Json(serde_json::json!({
         "user": a.name,
         "uid": a.uid,
@@ -91,7 +95,11 @@ pub async fn me(State(app): State<AppState>, headers: HeaderMap) -> Result<Respo
 }
 
 /// A folder's entries (uploads in progress left out).
-pub async fn list(State(app): State<AppState>, headers: HeaderMap, OriginalUri(uri): OriginalUri) -> Result<Response, ApiError> {
+pub async fn list(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
     let s = app.sessions.check(&headers, false)?;
     let path = url_path(&uri, "/api/list")?;
     let shown = path.to_string();
@@ -108,7 +116,11 @@ pub async fn list(State(app): State<AppState>, headers: HeaderMap, OriginalUri(u
 }
 
 /// One entry's attributes.
-pub async fn stat(State(app): State<AppState>, headers: HeaderMap, OriginalUri(uri): OriginalUri) -> Result<Response, ApiError> {
+pub async fn stat(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
     let s = app.sessions.check(&headers, false)?;
     let path = url_path(&uri, "/api/stat")?;
     let a = resolve(&s.client, &path).await?;
@@ -117,7 +129,11 @@ pub async fn stat(State(app): State<AppState>, headers: HeaderMap, OriginalUri(u
 }
 
 /// Creates a folder.
-pub async fn mkdir(State(app): State<AppState>, headers: HeaderMap, OriginalUri(uri): OriginalUri) -> Result<Response, ApiError> {
+pub async fn mkdir(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
     let s = app.sessions.check(&headers, true)?;
     let path = url_path(&uri, "/api/mkdir")?;
     let (dir, name) = resolve_parent(&s.client, &path).await?;
@@ -202,7 +218,8 @@ pub async fn upload(
         Err(e) => return Err(ApiError::from_lookup(&shown, e)),
     };
     check_quota_before(&s, &headers, replaced).await?;
-    let mut staged = files::StagedUpload::begin(s.client.clone(), parent, &name, flags.overwrite, shown.clone()).await?;
+    let mut staged =
+        files::StagedUpload::begin(s.client.clone(), parent, &name, flags.overwrite, shown.clone()).await?;
     // The rest runs in its own task: if the client goes away, hyper drops
     // this handler, and the upload must still end cleanly (failing on the
     // cut body and removing its temporary file).
@@ -244,7 +261,11 @@ async fn check_quota_before(s: &Session, headers: &HeaderMap, replaced: u64) -> 
     else {
         return Ok(());
     };
-    let a = s.client.whoami().await.map_err(|e| ApiError::from_client("whoami", e))?;
+    let a = s
+        .client
+        .whoami()
+        .await
+        .map_err(|e| ApiError::from_client("whoami", e))?;
     if a.quota_bytes > 0 && a.used_bytes.saturating_sub(replaced).saturating_add(len) > a.quota_bytes {
         return Err(ApiError::Quota(format!(
             "this upload needs {len} bytes, but {} of your {} bytes are used",
@@ -296,7 +317,10 @@ fn range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ApiError>
 /// A content type for a file name; text that a browser would run (HTML,
 /// SVG, XML) is served as plain text.
 fn content_type(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
     match ext.as_str() {
         "png" => "image/png",
         "jpg" | "jpeg" => "image/jpeg",
@@ -477,8 +501,18 @@ mod tests {
         assert_eq!(range(&with_range("bytes=-3"), 10).ok(), Some(Some((7, 10))));
         assert_eq!(range(&with_range("bytes=8-100"), 10).ok(), Some(Some((8, 10))));
         assert_eq!(range(&with_range("bytes=0-1,3-4"), 10).ok(), Some(None));
-        for bad in ["bytes=10-", "bytes=5-2", "bytes=x-1", "items=0-1", "bytes=-0", "bytes=-"] {
-            assert!(matches!(range(&with_range(bad), 10), Err(ApiError::Range { size: 10 })), "{bad}");
+        for bad in [
+            "bytes=10-",
+            "bytes=5-2",
+            "bytes=x-1",
+            "items=0-1",
+            "bytes=-0",
+            "bytes=-",
+        ] {
+            assert!(
+                matches!(range(&with_range(bad), 10), Err(ApiError::Range { size: 10 })),
+                "{bad}"
+            );
         }
     }
 

@@ -363,12 +363,7 @@ impl DavFile for WriteFile {
 }
 
 impl GuardedFileSystem<DavUser> for NimbusFs {
-    fn open<'a>(
-        &'a self,
-        path: &'a DavPath,
-        options: OpenOptions,
-        who: &'a DavUser,
-    ) -> FsFuture<'a, Box<dyn DavFile>> {
+    fn open<'a>(&'a self, path: &'a DavPath, options: OpenOptions, who: &'a DavUser) -> FsFuture<'a, Box<dyn DavFile>> {
         Box::pin(async move {
             let p = store_path(path)?;
             let shown = p.to_string();
@@ -432,9 +427,7 @@ impl GuardedFileSystem<DavUser> for NimbusFs {
             if !store::is_dir(&dir) {
                 return Err(FsError::Forbidden);
             }
-            let entries = store::list(&who.client, Ino(dir.ino), &shown)
-                .await
-                .map_err(fs_error)?;
+            let entries = store::list(&who.client, Ino(dir.ino), &shown).await.map_err(fs_error)?;
             let items: Vec<FsResult<Box<dyn DavDirEntry>>> = entries
                 .into_iter()
                 .map(|(e, a)| {

@@ -150,7 +150,11 @@ impl Upload {
         while !data.is_empty() {
             if self.buf.capacity() == 0 {
                 // Small uploads stay small; a big one gets whole slots.
-                let want = if data.len() >= INLINE_MAX { SLOT as usize } else { data.len() };
+                let want = if data.len() >= INLINE_MAX {
+                    SLOT as usize
+                } else {
+                    data.len()
+                };
                 self.buf.reserve_exact(want);
             }
             let take = data.len().min(SLOT as usize - self.buf.len());
@@ -278,7 +282,10 @@ impl StagedUpload {
     ) -> Result<StagedUpload, ApiError> {
         let mut id = [0u8; 8];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
-        let temp = format!("{UPLOAD_PREFIX}{}", id.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let temp = format!(
+            "{UPLOAD_PREFIX}{}",
+            id.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
         let created = client
             .create(parent, temp.as_bytes(), 0o644)
             .await
@@ -316,7 +323,13 @@ impl StagedUpload {
             let size = self.upload.finish().await?;
             let flags = if self.replace { 0 } else { RENAME_NOREPLACE };
             self.client
-                .rename(self.parent, self.temp.as_bytes(), self.parent, self.name.as_bytes(), flags)
+                .rename(
+                    self.parent,
+                    self.temp.as_bytes(),
+                    self.parent,
+                    self.name.as_bytes(),
+                    flags,
+                )
                 .await
                 .map_err(|e| ApiError::from_client(&self.upload.what, e))?;
             Ok(size)

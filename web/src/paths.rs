@@ -30,12 +30,7 @@ impl StorePath {
     /// The parent folder and the last name; `None` for the root.
     pub fn split_last(&self) -> Option<(StorePath, &str)> {
         let (last, parent) = self.names.split_last()?;
-        Some((
-            StorePath {
-                names: parent.to_vec(),
-            },
-            last.as_str(),
-        ))
+        Some((StorePath { names: parent.to_vec() }, last.as_str()))
     }
 
     /// This path with `name` (already validated) appended.
@@ -111,7 +106,9 @@ pub fn check_name(name: &[u8]) -> Result<(), ApiError> {
         return Err(ApiError::BadPath("a name contains a NUL byte".into()));
     }
     if name.contains(&b'/') {
-        return Err(ApiError::BadPath("a name contains a slash (e.g. an encoded %2F)".into()));
+        return Err(ApiError::BadPath(
+            "a name contains a slash (e.g. an encoded %2F)".into(),
+        ));
     }
     if name.contains(&b'\\') {
         // Windows clients would read it as a separator.

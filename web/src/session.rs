@@ -157,7 +157,9 @@ impl Sessions {
     /// sign-in brake); returns the new session's id and the session.
     pub async fn sign_in(&self, user: &str, password: &str) -> Result<(String, Arc<Session>), ApiError> {
         if user.is_empty() || user.len() > 255 || password.len() > 4096 {
-            return Err(ApiError::BadRequest("user name or password of an impossible length".into()));
+            return Err(ApiError::BadRequest(
+                "user name or password of an impossible length".into(),
+            ));
         }
         let client = MetaClient::new(self.access.security.clone(), self.access.meta.clone(), DEADLINE)
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
@@ -256,8 +258,10 @@ impl Sessions {
     /// The `Set-Cookie` value that removes the session cookie.
     pub fn clear_cookie(&self, headers: &HeaderMap) -> HeaderValue {
         let secure = if self.secure(headers) { "; Secure" } else { "" };
-        HeaderValue::from_str(&format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"))
-            .unwrap_or_else(|_| HeaderValue::from_static("nimbus_session=; Path=/; Max-Age=0"))
+        HeaderValue::from_str(&format!(
+            "{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("nimbus_session=; Path=/; Max-Age=0"))
     }
 }
 
