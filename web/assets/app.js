@@ -203,6 +203,9 @@ function render() {
     acts.className = "row-actions";
     if (e.kind !== "dir") {
       acts.appendChild(button("Download", () => { location.href = apiUrl("/api/file", path) + "?download=true"; }));
+    } else {
+      // A folder comes as a zip, made as it downloads.
+      acts.appendChild(button("Download", () => { location.href = apiUrl("/api/zip", path); }));
     }
     acts.appendChild(button("Rename/move", () => renameEntry(path)));
     acts.appendChild(button("Share", () => openShare(path)));

@@ -10,7 +10,7 @@ use crate::session::{Session, Sessions};
 use crate::store::{self, entry, is_dir, resolve, resolve_parent};
 use axum::body::Body;
 use axum::extract::{OriginalUri, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use nimbus_common::Ino;
@@ -31,7 +31,7 @@ pub struct App {
 pub type AppState = Arc<App>;
 
 /// The store path after `prefix` in the raw request URL.
-fn url_path(uri: &Uri, prefix: &str) -> Result<StorePath, ApiError> {
+pub(crate) fn url_path(uri: &Uri, prefix: &str) -> Result<StorePath, ApiError> {
     let raw = uri.path().strip_prefix(prefix).unwrap_or("");
     StorePath::from_url(raw)
 }
@@ -171,11 +171,11 @@ pub async fn rename(
 #[derive(Deserialize, Default)]
 pub struct Flags {
     #[serde(default)]
-    recursive: bool,
+    pub recursive: bool,
     #[serde(default)]
-    overwrite: bool,
+    pub overwrite: bool,
     #[serde(default)]
-    download: bool,
+    pub download: bool,
 }
 
 /// Deletes a file, an empty folder, or with `?recursive=true` a folder and
@@ -275,131 +275,6 @@ async fn check_quota_before(s: &Session, headers: &HeaderMap, replaced: u64) -> 
     Ok(())
 }
 
-/// A `Range: bytes=...` header as `[start, end)` within `size`; `None` for
-/// the whole file (no header, or several ranges, which may be ignored).
-fn range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ApiError> {
-    let Some(v) = headers.get(header::RANGE) else {
-        return Ok(None);
-    };
-    let v = v.to_str().map_err(|_| ApiError::Range { size })?;
-    let spec = v.trim().strip_prefix("bytes=").ok_or(ApiError::Range { size })?;
-    if spec.contains(',') {
-        return Ok(None);
-    }
-    let (a, b) = spec.split_once('-').ok_or(ApiError::Range { size })?;
-    let (a, b) = (a.trim(), b.trim());
-    let parse = |t: &str| t.parse::<u64>().map_err(|_| ApiError::Range { size });
-    let (start, end) = match (a.is_empty(), b.is_empty()) {
-        (true, true) => return Err(ApiError::Range { size }),
-        // The last n bytes.
-        (true, false) => {
-            let n = parse(b)?;
-            if n == 0 {
-                return Err(ApiError::Range { size });
-            }
-            (size.saturating_sub(n), size)
-        }
-        (false, true) => (parse(a)?, size),
-        (false, false) => {
-            let (s, e) = (parse(a)?, parse(b)?);
-            if e < s {
-                return Err(ApiError::Range { size });
-            }
-            (s, e.saturating_add(1).min(size))
-        }
-    };
-    if start >= size {
-        return Err(ApiError::Range { size });
-    }
-    Ok(Some((start, end)))
-}
-
-/// A content type for a file name; text that a browser would run (HTML,
-/// SVG, XML) is served as plain text.
-fn content_type(name: &str) -> &'static str {
-    let ext = name
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    match ext.as_str() {
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
-        "bmp" => "image/bmp",
-        "ico" => "image/x-icon",
-        "pdf" => "application/pdf",
-        "mp3" => "audio/mpeg",
-        "ogg" | "oga" => "audio/ogg",
-        "wav" => "audio/wav",
-        "flac" => "audio/flac",
-        "m4a" => "audio/mp4",
-        "mp4" | "m4v" => "video/mp4",
-        "webm" => "video/webm",
-        "ogv" => "video/ogg",
-        "mov" => "video/quicktime",
-        "txt" | "md" | "rs" | "py" | "c" | "h" | "cpp" | "go" | "java" | "js" | "ts" | "sh" | "toml" | "yaml"
-        | "yml" | "json" | "csv" | "log" | "html" | "htm" | "svg" | "xml" | "css" | "ini" | "conf" | "proto" => {
-            "text/plain; charset=utf-8"
-        }
-        _ => "application/octet-stream",
-    }
-}
-
-/// Downloads a file, whole or one byte range (206; 416 outside it).
-pub async fn download(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
-    Query(flags): Query<Flags>,
-) -> Result<Response, ApiError> {
-    let s = app.sessions.check(&headers, false)?;
-    let path = url_path(&uri, "/api/file")?;
-    let shown = path.to_string();
-    let a = resolve(&s.client, &path).await?;
-    if is_dir(&a) {
-        return Err(ApiError::WrongKind(format!(
-            "{shown}: is a folder (folders cannot be downloaded yet)"
-        )));
-    }
-    let layout = files::layout(&s.client, Ino(a.ino), &shown).await?;
-    let size = layout.size;
-    let (status, start, end) = match range(&headers, size)? {
-        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end),
-        None => (StatusCode::OK, 0, size),
-    };
-    let rx = files::read_range(s.client.clone(), &layout, start, end)?;
-    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    let name = path.names().last().cloned().unwrap_or_default();
-    let ctype = content_type(&name);
-    let mut r = Response::new(body);
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-    // Whatever a stored file contains, it runs nothing on this origin. (A
-    // PDF needs the browser's viewer, which a sandbox would block; it runs
-    // no script of the page's origin either.)
-    if ctype != "application/pdf" {
-        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox"));
-    }
-    if status == StatusCode::PARTIAL_CONTENT {
-        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end.saturating_sub(1))) {
-            h.insert(header::CONTENT_RANGE, v);
-        }
-    }
-    let disposition = if flags.download { "attachment" } else { "inline" };
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{disposition}; filename*=UTF-8''{}",
-        crate::paths::percent_encode(&name)
-    )) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    Ok(r)
-}
-
 /// Shares the user made or received.
 pub async fn shares(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let s = app.sessions.check(&headers, false)?;
@@ -481,46 +356,4 @@ async fn share_change(app: AppState, headers: HeaderMap, body: ShareBody, add: b
         "path": path.to_string(), "grantee": grantee, "rw": body.rw, "shared": add,
     }))
     .into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn with_range(v: &'static str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::RANGE, HeaderValue::from_static(v));
-        h
-    }
-
-    #[test]
-    fn ranges_parse_as_rfc_9110_says() {
-        assert_eq!(range(&HeaderMap::new(), 10).ok(), Some(None));
-        assert_eq!(range(&with_range("bytes=0-4"), 10).ok(), Some(Some((0, 5))));
-        assert_eq!(range(&with_range("bytes=5-"), 10).ok(), Some(Some((5, 10))));
-        assert_eq!(range(&with_range("bytes=-3"), 10).ok(), Some(Some((7, 10))));
-        assert_eq!(range(&with_range("bytes=8-100"), 10).ok(), Some(Some((8, 10))));
-        assert_eq!(range(&with_range("bytes=0-1,3-4"), 10).ok(), Some(None));
-        for bad in [
-            "bytes=10-",
-            "bytes=5-2",
-            "bytes=x-1",
-            "items=0-1",
-            "bytes=-0",
-            "bytes=-",
-        ] {
-            assert!(
-                matches!(range(&with_range(bad), 10), Err(ApiError::Range { size: 10 })),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn active_content_is_served_as_text() {
-        assert_eq!(content_type("x.html"), "text/plain; charset=utf-8");
-        assert_eq!(content_type("x.SVG"), "text/plain; charset=utf-8");
-        assert_eq!(content_type("a.PNG"), "image/png");
-        assert_eq!(content_type("noext"), "application/octet-stream");
-    }
 }

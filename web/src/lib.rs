@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod dav;
+pub mod download;
 pub mod error;
 pub mod files;
 pub mod page;
@@ -11,6 +12,7 @@ pub mod paths;
 pub mod serve;
 pub mod session;
 pub mod store;
+pub mod zip;
 
 use axum::routing::{any, get, post};
 use axum::Router;
@@ -30,8 +32,11 @@ pub fn router(app: api::AppState) -> Router {
         .route("/api/stat/{*path}", get(api::stat))
         .route(
             "/api/file/{*path}",
-            get(api::download).put(api::upload).delete(api::delete),
+            get(download::download).put(api::upload).delete(api::delete),
         )
+        .route("/api/zip", get(download::zip))
+        .route("/api/zip/", get(download::zip))
+        .route("/api/zip/{*path}", get(download::zip))
         .route("/api/mkdir/{*path}", post(api::mkdir))
         .route("/api/rename", post(api::rename))
         .route("/api/shares", get(api::shares).post(api::share))

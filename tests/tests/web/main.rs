@@ -127,6 +127,15 @@ async fn files_through_the_gateway_are_the_mounts_files() -> anyhow::Result<()> 
     );
     mount_shows(&m, "test ! -e home/alice/from-mount.bin")?;
 
+    // A folder downloads as a zip of what is in it.
+    m.sh("mkdir -p home/alice/tree/sub/deeper && cp $S/big home/alice/tree/sub/ && echo hi > home/alice/tree/a.txt")?;
+    let r = alice.get("/api/zip/home/alice/tree")?;
+    ensure!(r.status == 200, "zip: {} {}", r.status, r.text());
+    assert_eq!(r.header("content-type").as_deref(), Some("application/zip"));
+    std::fs::write(s.join("tree.zip"), &r.body)?;
+    m.sh("cd $S && unzip -tq tree.zip && unzip -q tree.zip -d unzipped && diff -r unzipped/tree $M/home/alice/tree")?;
+    assert_eq!(alice.get("/api/file/home/alice/tree")?.status, 409);
+
     // An upload cut off half way leaves no file under its name, and its
     // temporary file goes too.
     cut_off_upload(&g, &alice, "/api/file/home/alice/cut.bin", 12 << 20, 6 << 20)?;
@@ -146,6 +155,7 @@ async fn files_through_the_gateway_are_the_mounts_files() -> anyhow::Result<()> 
         "/api/file/home/alice/big.bin",
         "/api/list/home/alice",
         "/api/stat/home/alice/nothing-here",
+        "/api/zip/home/alice/tree",
     ] {
         assert_eq!(bob.get(path)?.status, 404, "{path}");
     }
