@@ -157,6 +157,9 @@ fn fs_error(e: ApiError) -> FsError {
         ApiError::NotEmpty(_) => FsError::Forbidden,
         ApiError::Exists(_) => FsError::Exists,
         ApiError::Quota(_) | ApiError::NoSpace(_) => FsError::InsufficientStorage,
+        // The cluster ended the sign-in (account disabled or removed); the
+        // cached sign-in is checked again within minutes.
+        ApiError::Unauthenticated(_) => FsError::Forbidden,
         other => {
             tracing::warn!("webdav: {other}");
             FsError::GeneralFailure

@@ -111,9 +111,11 @@ impl ApiError {
     /// is a 404, so that the names in other people's private folders do not
     /// leak through the difference between "forbidden" and "absent".
     pub fn from_lookup(what: &str, e: ClientError) -> ApiError {
-        match e.errno() {
-            Errno::ENOENT | Errno::EACCES | Errno::EPERM | Errno::ENOTDIR => ApiError::NotFound(what.to_owned()),
-            _ => ApiError::from_client(what, e),
+        match e {
+            ClientError::Errno(Errno::ENOENT | Errno::EACCES | Errno::EPERM | Errno::ENOTDIR)
+            | ClientError::NotFound(_) => ApiError::NotFound(what.to_owned()),
+            // A refused session is not a refused name: 401, not 404.
+            other => ApiError::from_client(what, other),
         }
     }
 }

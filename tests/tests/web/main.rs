@@ -430,6 +430,16 @@ async fn hostile_requests_get_a_clear_4xx_and_change_nothing() -> anyhow::Result
         false,
     )?;
     assert_eq!(r.status, 401);
+    // A session the cluster ended (the account disabled) is refused at
+    // its next request, and a new sign-in too.
+    let mut dora = Client::new(&g)?;
+    add_user(c, "dora", &[])?;
+    assert_eq!(dora.sign_in("dora", "dora-password")?.status, 200);
+    assert_eq!(dora.get("/api/list/home/dora")?.status, 200);
+    support::admin(c, &["user", "disable", "dora"], "")?;
+    assert_eq!(dora.get("/api/list/home/dora")?.status, 401);
+    assert_eq!(dora.sign_in("dora", "dora-password")?.status, 401);
+
     // A JSON sign-in only: a cross-site form cannot post one.
     let r = stranger.request(
         "POST",
