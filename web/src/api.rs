@@ -236,17 +236,20 @@ pub async fn upload(
         }
         let size = staged.finish().await?;
         tracing::info!("uploaded {shown} ({size} bytes)");
-        Ok(store::Entry {
-            name,
-            kind: "file",
-            size,
-            mtime: 0,
-            mode: "644".into(),
-        })
+        Ok((name, size))
     });
-    let entry = task
+    let (name, size) = task
         .await
         .map_err(|e| ApiError::Unavailable(format!("upload task: {e}")))??;
+    // What the file is now (someone may have changed it since; the size
+    // uploaded is what the client wants to check).
+    let attr = s
+        .client
+        .lookup(parent, name.as_bytes())
+        .await
+        .map_err(|e| ApiError::from_lookup(&path.to_string(), e))?;
+    let mut entry = store::entry(&name, &attr);
+    entry.size = size;
     Ok((StatusCode::CREATED, Json(entry)).into_response())
 }
 
