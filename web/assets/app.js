@@ -132,11 +132,11 @@ function breadcrumbs() {
   };
   add("/", "/");
   let p = "";
-  names.forEach((n, i) => {
+  for (const n of names) {
     p += "/" + n;
+    bc.appendChild(document.createTextNode(" › "));
     add(n, p);
-    if (i < names.length - 1) bc.appendChild(document.createTextNode(" / "));
-  });
+  }
 }
 
 async function load() {
