@@ -3,7 +3,7 @@
 //! client-side encryption of blocks) is adapted here alone.
 //!
 //! Client calls made: `call` with `GetLayout`, `write_file_block`,
-//! `commit_file_as` (with `FileCommit`), `read_block` (= `locate` +
+//! `sync_blocks`, `commit_file_as` (with `FileCommit`), `read_block` (= `locate` +
 //! `read_located`), and for the temporary name of an upload `create`,
 //! `rename`, `unlink`.
 //!
@@ -36,7 +36,7 @@ const UPLOADS_IN_FLIGHT: usize = 3;
 /// Written blocks committed together (the mount commits at most 16 too).
 const COMMIT_EVERY: usize = 16;
 /// Slots of one download read ahead of the one being sent.
-const READ_AHEAD: usize = 2;
+const READ_AHEAD: usize = 4;
 
 /// Names of uploads in progress start with this; listings hide them.
 pub const UPLOAD_PREFIX: &str = ".nimbus-upload-";
@@ -84,6 +84,16 @@ async fn commit(
     what: &str,
 ) -> Result<(), ApiError> {
     let slots: Vec<(u64, &WrittenBlock)> = written.iter().map(|(s, b)| (*s, b)).collect();
+    // Durable on every replica before the commit names them (one Sync per
+    // server for the batch, rather than an fsync per block): a finished
+    // upload survives any one server's crash.
+    let blocks: Vec<&WrittenBlock> = slots.iter().map(|(_, b)| *b).collect();
+    if !blocks.is_empty() {
+        client
+            .sync_blocks(&blocks)
+            .await
+            .map_err(|e| ApiError::from_client(what, e))?;
+    }
     let c = FileCommit {
         slots: &slots,
         size,
@@ -220,10 +230,9 @@ impl Upload {
     fn spawn_write(&mut self, data: Vec<u8>) {
         let (client, ino, what) = (self.client.clone(), self.ino, self.what.clone());
         let handle = tokio::spawn(async move {
-            // Durable on every replica before the commit names it: a
-            // finished upload survives any one server's crash.
+            // Made durable in batches just before each commit.
             client
-                .write_file_block(ino, &data, true)
+                .write_file_block(ino, &data, false)
                 .await
                 .map_err(|e| ApiError::from_client(&what, e))
         });
