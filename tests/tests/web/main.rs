@@ -468,22 +468,39 @@ async fn a_browser_signs_in_uploads_and_shares() -> anyhow::Result<()> {
     browser.click("#signin-button")?;
     browser.wait_for("!document.getElementById('app').hidden && location.hash === '#/home/alice'")?;
 
-    // Upload through the file input: listed with its size, the same bytes
-    // in the mount.
-    // Two files at once (chromedriver takes several paths, one a line).
+    // Upload through the file input, three files at once (chromedriver
+    // takes several paths, one a line): listed with their sizes, the same
+    // bytes in the mount.
     let file = m.scratch.path().join("hello.txt");
     make_file(&file, 3000, 5)?;
     let notes = m.scratch.path().join("notes.txt");
     std::fs::write(&notes, "Meeting notes\nline two\n")?;
-    browser.type_into("#upload-input", &format!("{}\n{}", file.display(), notes.display()))?;
+    // A 1x1 PNG.
+    let png = m.scratch.path().join("dot.png");
+    let decoded = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg== | base64 -d > {}",
+            png.display()
+        ))
+        .status()?;
+    ensure!(decoded.success(), "writing a PNG");
+    let paths = format!("{}\n{}\n{}", file.display(), notes.display(), png.display());
+    browser.type_into("#upload-input", &paths)?;
     browser.wait_for(
-        "[...document.querySelectorAll('#uploads li')].filter(l => l.textContent.endsWith('done')).length === 2",
+        "[...document.querySelectorAll('#uploads li')].filter(l => l.textContent.endsWith('done')).length === 3",
     )?;
     browser.wait_for("document.querySelector('tr[data-name=\"hello.txt\"] .size')?.title === '3000 bytes'")?;
     m.sh("cmp $S/hello.txt home/alice/hello.txt && cmp $S/notes.txt home/alice/notes.txt")?;
     // A text file previews in the page.
     browser.click("tr[data-name=\"notes.txt\"] a.entry-name")?;
     browser.wait_for("document.getElementById('preview').open && document.querySelector('#preview-body pre')?.textContent === 'Meeting notes\\nline two\\n'")?;
+    browser.click("#preview-close")?;
+    // And an image, loaded from the download URL.
+    browser.click("tr[data-name=\"dot.png\"] a.entry-name")?;
+    browser.wait_for(
+        "document.querySelector('#preview-body img')?.complete && document.querySelector('#preview-body img').naturalWidth === 1",
+    )?;
     browser.click("#preview-close")?;
 
     // A folder, shared read-only with bob through the dialog; bob then
