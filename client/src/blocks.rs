@@ -109,7 +109,7 @@ async fn seal(key: &Key, id: BlockId, data: &[u8]) -> Result<Vec<u8>, ClientErro
     if data.len() < (256 << 10) {
         return encryption::seal_block(key, &id.0, data).map_err(failed);
     }
-    let (key, data) = (key.clone(), data.to_vec());
+    let (key, data) = (*key, data.to_vec());
     tokio::task::spawn_blocking(move || encryption::seal_block(&key, &id.0, &data))
         .await
         .map_err(|e| ClientError::Refused(format!("sealing block {id}: {e}")))?

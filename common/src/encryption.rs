@@ -289,8 +289,10 @@ pub fn load_master_key(path: &Path) -> Result<Key, SealError> {
 pub fn write_master_key(path: &Path, key: &Key, replace: bool) -> Result<(), SealError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    // A temporary name of this process's own: test clusters share one key
+    // file between several meta servers.
     let tmp = match replace {
-        true => path.with_extension("tmp"),
+        true => path.with_extension(format!("tmp.{}", std::process::id())),
         false => path.to_path_buf(),
     };
     if replace {

@@ -100,13 +100,12 @@ impl Keys {
             return Ok(());
         }
         if st.master.fingerprint() != ring.master {
-            match st.next.take() {
+            match st.next {
                 Some(next) if next.fingerprint() == ring.master => {
                     self.promote(&next)?;
                     st.master = next;
                 }
-                other => {
-                    st.next = other;
+                _ => {
                     return Err(KeyError::WrongMaster {
                         path: self.path.display().to_string(),
                         have: encryption::hex(&st.master.fingerprint()),
@@ -145,7 +144,7 @@ impl Keys {
 
     /// A new key ring: a fresh data secret wrapped under this node's master key.
     pub fn new_keyring(&self) -> Result<Keyring, KeyError> {
-        let master = self.lock().master.clone();
+        let master = self.lock().master;
         let secret = Key::random()?;
         Ok(Keyring {
             master: master.fingerprint(),
@@ -182,7 +181,7 @@ impl Keys {
     }
 
     fn secret(&self) -> Result<Key, KeyError> {
-        self.lock().secret.clone().ok_or(KeyError::NoKeyring)
+        self.lock().secret.ok_or(KeyError::NoKeyring)
     }
 
     /// Whether the key ring is known and unwrapped here.

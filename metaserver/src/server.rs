@@ -6,7 +6,7 @@ use anyhow::Context;
 use nimbus_common::tls::{Security, MAX_MESSAGE_BYTES};
 use nimbus_common::token::Signer;
 use nimbus_meta::commit::{Committer, Lease, ReadBarrier};
-use nimbus_meta::data::{DataService, DataSettings};
+use nimbus_meta::data::{DataService, DataSettings, Secrets};
 use nimbus_meta::keys::Keys;
 use nimbus_meta::namespace::accounts::{self, AccountOp};
 use nimbus_meta::namespace::{Caller, Command, Op, Txn};
@@ -38,7 +38,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let keys = Arc::new(Keys::load(&cfg.master_key).with_context(|| {
         format!(
-            "loading this node's master key (data is encrypted at rest; --master-key, default TOKEN_DIR/master.key)"
+            "loading this node's master key {} (data is encrypted at rest; --master-key)",
+            cfg.master_key.display()
         )
     })?);
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
@@ -117,7 +118,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         store.clone(),
         committer.clone(),
         barrier.clone(),
-        signer,
+        Secrets {
+            signer,
+            keys: keys.clone(),
+        },
         DataSettings {
             dead_after: Duration::from_millis(cfg.dead_after_ms),
             heartbeat_interval: Duration::from_millis(cfg.data_heartbeat_ms),
@@ -126,7 +130,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             token_ttl: Duration::from_secs(600),
         },
         auth.clone(),
-        keys.clone(),
     );
     tokio::spawn(data.clone().run_repair());
     if let Some(addr) = cfg.metrics_listen.clone() {

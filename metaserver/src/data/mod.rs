@@ -102,6 +102,13 @@ impl Soft {
     }
 }
 
+/// What the data service signs block tokens and derives block keys with.
+pub struct Secrets {
+    /// None: no token key, so no block tokens from this node.
+    pub signer: Option<Arc<Signer>>,
+    pub keys: Arc<Keys>,
+}
+
 /// The meta leader's service for data servers and clients.
 #[derive(Clone)]
 pub struct DataService {
@@ -151,11 +158,11 @@ impl DataService {
         store: Arc<dyn Store>,
         committer: Committer,
         barrier: ReadBarrier,
-        signer: Option<Arc<Signer>>,
+        secrets: Secrets,
         settings: DataSettings,
         auth: Arc<crate::service::auth::Auth>,
-        keys: Arc<Keys>,
     ) -> DataService {
+        let Secrets { signer, keys } = secrets;
         DataService {
             auth,
             keys,

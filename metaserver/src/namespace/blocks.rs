@@ -91,16 +91,25 @@ pub(super) fn release_beyond(txn: &mut Txn, inode: &mut Inode, size: u64) -> Res
     Ok(())
 }
 
-pub(super) fn commit_write(
-    txn: &mut Txn,
-    time: Timestamp,
-    caller: &Caller,
-    ino: Ino,
-    writes: &[SlotWrite],
-    size: u64,
-    inline: Option<Inline>,
-    sealed: bool,
-) -> Result<Reply, NsError> {
+/// What one commit writes into a file.
+pub(super) struct Written<'a> {
+    pub ino: Ino,
+    pub writes: &'a [SlotWrite],
+    pub size: u64,
+    /// Slot 0 kept in the namespace.
+    pub inline: Option<Inline>,
+    /// The blocks were sealed by their writer.
+    pub sealed: bool,
+}
+
+pub(super) fn commit_write(txn: &mut Txn, time: Timestamp, caller: &Caller, w: Written) -> Result<Reply, NsError> {
+    let Written {
+        ino,
+        writes,
+        size,
+        inline,
+        sealed,
+    } = w;
     let mut inode = txn.existing(ino)?;
     match inode.kind {
         FileKind::Regular => {}

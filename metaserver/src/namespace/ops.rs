@@ -91,7 +91,18 @@ pub(super) fn apply(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Rep
             flags,
         } => setxattr(txn, time, c, *ino, name, value, *flags),
         Op::RemoveXattr { ino, name } => removexattr(txn, time, c, *ino, name),
-        Op::CommitWrite { ino, slots, size } => blocks::commit_write(txn, time, c, *ino, slots, *size, None, false),
+        Op::CommitWrite { ino, slots, size } => blocks::commit_write(
+            txn,
+            time,
+            c,
+            blocks::Written {
+                ino: *ino,
+                writes: slots,
+                size: *size,
+                inline: None,
+                sealed: false,
+            },
+        ),
         Op::CommitFile(f) | Op::CommitSealed(f) => {
             let sealed = matches!(cmd.op, Op::CommitSealed(_));
             let inline = f.inline.as_ref().map(|d| match sealed {
@@ -101,7 +112,18 @@ pub(super) fn apply(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Rep
                     sealed: d.clone(),
                 }),
             });
-            let written = blocks::commit_write(txn, time, c, f.ino, &f.slots, f.size, inline, sealed)?;
+            let written = blocks::commit_write(
+                txn,
+                time,
+                c,
+                blocks::Written {
+                    ino: f.ino,
+                    writes: &f.slots,
+                    size: f.size,
+                    inline,
+                    sealed,
+                },
+            )?;
             match &f.attrs {
                 Some(changes) => setattr(txn, time, c, f.ino, changes),
                 None => Ok(written),

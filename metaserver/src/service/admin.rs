@@ -45,10 +45,7 @@ impl AdminService {
     /// Stages `key` on voter `id` at `addr` (this node directly).
     async fn stage_on(&self, id: u64, addr: &str, key: &Key) -> Result<(), Status> {
         if id == self.raft.metrics().borrow().id {
-            return self
-                .keys
-                .stage(key.clone())
-                .map_err(|e| Status::internal(e.to_string()));
+            return self.keys.stage(*key).map_err(|e| Status::internal(e.to_string()));
         }
         let channel = self
             .security
