@@ -275,7 +275,8 @@ mod tests {
 
     #[test]
     fn flags_override_file_keys() {
-        let file: Settings = toml::from_str("id = 3\nlisten = \"127.0.0.1:9000\"\ninsecure = true").unwrap();
+        let file: Settings =
+            toml::from_str("id = 3\nlisten = \"127.0.0.1:9000\"\ninsecure = true\nmaster_key = \"/k\"").unwrap();
         let flags = Settings {
             listen: Some("127.0.0.1:9100".into()),
             ..Settings::default()

@@ -327,3 +327,56 @@ async fn keys_go_only_to_who_may_read_or_write() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_from_before_encryption_stay_readable_and_are_counted() -> anyhow::Result<()> {
+    // A client writing in the clear, as clients did before encryption at
+    // rest (accepted only with --allow-clear-blocks), and one that seals.
+    let mut cluster = MetaCluster::start(Options {
+        meta_args: vec!["--allow-clear-blocks".into()],
+        ..Options::default()
+    })?;
+    cluster.wait_leader(Duration::from_secs(20)).await?;
+    for i in 1..=3 {
+        cluster.add_data(i, &format!("zone{i}"), None)?;
+    }
+    cluster.wait_data(3, Duration::from_secs(20)).await?;
+    let old = cluster.client()?.with_clear_blocks(true);
+    let data = MARKER.repeat(10_000);
+    let ino = Ino(old.create(Ino::ROOT, b"old", 0o644).await?.ino);
+    let b = old.write_block(&data, 0, true).await?;
+    ensure!(b.key.is_none(), "a clear block has no key");
+    old.commit_write(ino, &[(0, &b)], data.len() as u64).await?;
+    let stored = cluster.data.values().flat_map(|d| d.block_files()).collect::<Vec<_>>();
+    ensure!(
+        stored
+            .iter()
+            .any(|p| std::fs::read(p).is_ok_and(|s| s.windows(MARKER.len()).any(|w| w == MARKER))),
+        "the clear block is on disk in the clear"
+    );
+    let client = cluster.client()?;
+    let layout = match client
+        .call(pb::ns_request::Op::GetLayout(pb::GetLayout { ino: ino.0, access: 4 }))
+        .await?
+    {
+        pb::ns_reply::Result::Layout(l) => l,
+        other => anyhow::bail!("layout: {other:?}"),
+    };
+    ensure!(layout.slots[0].key.is_empty(), "a clear block's layout carries no key");
+    ensure!(
+        client.read_block(b.id, None, 0, 0).await? == data,
+        "the clear block reads back"
+    );
+    one_block_file(&client, "new", 2).await?;
+    let h = cluster
+        .wait_health("clear blocks counted", Duration::from_secs(30), |h| {
+            h.blocks == 2 && h.clear_blocks == 1
+        })
+        .await?;
+    println!("{} blocks, {} in the clear", h.blocks, h.clear_blocks);
+    cluster.login("admin", ADMIN_PASSWORD, &[])?;
+    let status = nimbus(&cluster, &["status"])?;
+    ensure!(status.contains("1 blocks are stored in the clear"), "status: {status}");
+    ensure!(status.contains("encryption at rest: on"), "status: {status}");
+    Ok(())
+}
