@@ -1,8 +1,10 @@
-//! File data: blocks allocated by the meta leader, written down a chain of
-//! data servers, read from whichever replica answers with good bytes.
+//! File data: blocks allocated by the meta leader, sealed here with the key
+//! that comes with the allocation, written down a chain of data servers, and
+//! read (and opened) from whichever replica answers with good bytes.
 
 use crate::counters::Counters;
 use crate::{ClientError, MetaClient};
+use nimbus_common::encryption::{self, Key};
 use nimbus_common::tls::MAX_MESSAGE_BYTES;
 use nimbus_common::BlockId;
 use nimbus_proto as pb;
@@ -25,7 +27,10 @@ const WRITE_ATTEMPTS: usize = 4;
 #[derive(Clone, Debug)]
 pub struct WrittenBlock {
     pub id: BlockId,
+    /// Plaintext bytes (the block as stored is [`encryption::sealed_len`] of it).
     pub len: u64,
+    /// The block's key: what it was sealed with (None: stored in the clear).
+    pub key: Option<Key>,
     pub crc32c: u32,
     pub server_ids: Vec<u64>,
     /// The replicas' addresses and the write token, for a later
@@ -95,6 +100,43 @@ pub struct FileCommit<'a> {
     pub inline: Option<Vec<u8>>,
     /// chmod/chown/utimens made on the open file, applied after the data.
     pub attrs: Option<pb::SetAttr>,
+}
+
+/// Seals `data` as block `id`; big blocks on the blocking pool, so that the
+/// runtime's workers go on meanwhile.
+async fn seal(key: &Key, id: BlockId, data: &[u8]) -> Result<Vec<u8>, ClientError> {
+    let failed = |e: encryption::SealError| ClientError::Refused(format!("sealing block {id}: {e}"));
+    if data.len() < (256 << 10) {
+        return encryption::seal_block(key, &id.0, data).map_err(failed);
+    }
+    let (key, data) = (*key, data.to_vec());
+    tokio::task::spawn_blocking(move || encryption::seal_block(&key, &id.0, &data))
+        .await
+        .map_err(|e| ClientError::Refused(format!("sealing block {id}: {e}")))?
+        .map_err(failed)
+}
+
+/// Opens the chunks a ranged read of a sealed block fetched; (true, why)
+/// if the replica's bytes are not the block's.
+fn open(
+    key: &Key,
+    block: BlockId,
+    offset: u64,
+    len: u64,
+    stored: &[u8],
+    expected: u64,
+) -> Result<Vec<u8>, (bool, String)> {
+    let plain = encryption::open_range(key, &block.0, offset, len, stored).map_err(|e| (true, e.to_string()))?;
+    if (plain.len() as u64) < expected {
+        return Err((
+            true,
+            format!(
+                "block {block} is cut short: {} bytes where {expected} were expected",
+                plain.len()
+            ),
+        ));
+    }
+    Ok(plain)
 }
 
 impl MetaClient {
@@ -169,27 +211,41 @@ impl MetaClient {
     ) -> Result<WrittenBlock, ClientError> {
         let mut exclude = Vec::new();
         let mut last = String::new();
+        let stored_len = match self.clear_blocks {
+            true => data.len() as u64,
+            false => encryption::sealed_len(data.len() as u64),
+        };
         for _ in 0..WRITE_ATTEMPTS {
-            let a = self.allocate_for(ino, data.len() as u64, replication, &exclude).await?;
+            let a = self.allocate_for(ino, stored_len, replication, &exclude).await?;
             let id = BlockId::from_bytes(&a.block_id).ok_or_else(|| ClientError::Refused("bad block id".into()))?;
             let Some(first) = a.replicas.first() else {
                 return Err(ClientError::NoSpace("no replica allocated".into()));
             };
+            let key = Key::from_bytes(&a.key).ok_or_else(|| {
+                ClientError::Refused(
+                    "the meta server gave no key with the block: it is older than encryption at rest".into(),
+                )
+            })?;
+            let (key, sealed) = match self.clear_blocks {
+                true => (None, data.to_vec()),
+                false => (Some(key), seal(&key, id, data).await?),
+            };
             let header = pb::WriteHeader {
                 block_id: a.block_id.clone(),
                 token: a.write_token.clone(),
-                length: data.len() as u64,
+                length: sealed.len() as u64,
                 chain: a.replicas[1..].to_vec(),
                 chain_ids: a.server_ids.get(1..).unwrap_or_default().to_vec(),
                 durable,
             };
             Counters::add(&self.counters.block_writes, 1);
             Counters::add(&self.counters.block_write_bytes, data.len() as u64);
-            match send_block(self.channel(first)?, header, data).await {
+            match send_block(self.channel(first)?, header, &sealed).await {
                 Ok(reply) => {
                     return Ok(WrittenBlock {
                         id,
                         len: data.len() as u64,
+                        key,
                         crc32c: reply.crc32c,
                         server_ids: a.server_ids,
                         replicas: a.replicas,
@@ -256,36 +312,60 @@ impl MetaClient {
         Ok(())
     }
 
-    /// Reads `[offset, offset+len)` of `block` (len 0: to its end), trying
-    /// each replica; a replica that returns corrupt data is reported.
-    pub async fn read_block(&self, block: BlockId, offset: u64, len: u64) -> Result<Vec<u8>, ClientError> {
+    /// Reads plaintext `[offset, offset+len)` of `block` (len 0: to its
+    /// end), trying each replica; `key` None for a block stored in the clear.
+    pub async fn read_block(
+        &self,
+        block: BlockId,
+        key: Option<&Key>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, ClientError> {
         let loc = self.locate(block).await?;
-        self.read_located(block, &loc, offset, len).await
+        self.read_located(block, key, &loc, offset, len).await
     }
 
     /// [`MetaClient::read_block`] from a location (replicas and read token)
     /// got earlier with [`MetaClient::locate`]: a reader that keeps them
-    /// saves the leader a round trip per read.
+    /// saves the leader a round trip per read. A replica that returns
+    /// corrupt data, or bytes that fail to open (altered, swapped with
+    /// another block's, cut short), is reported and the next one tried.
     pub async fn read_located(
         &self,
         block: BlockId,
+        key: Option<&Key>,
         loc: &pb::Location,
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, ClientError> {
         let mut errors = Vec::new();
+        let (at, want) = match key {
+            Some(_) => encryption::stored_range(offset, len),
+            None => (offset, len),
+        };
+        // What a whole replica yields: the block from `offset`, up to `len`.
+        let whole = loc.length.saturating_sub(offset);
+        let expected = if len == 0 { whole } else { whole.min(len) };
         for (addr, server) in loc.replicas.iter().zip(&loc.server_ids) {
             Counters::add(&self.counters.block_reads, 1);
-            match fetch_block(self.channel(addr)?, block, loc.read_token.clone(), offset, len).await {
+            let fetched = fetch_block(self.channel(addr)?, block, loc.read_token.clone(), at, want)
+                .await
+                .map_err(|s| (s.code() == Code::DataLoss, s.message().to_owned()));
+            let opened = fetched.and_then(|data| match key {
+                None => Ok(data),
+                Some(key) => open(key, block, offset, len, &data, expected),
+            });
+            match opened {
                 Ok(data) => {
                     Counters::add(&self.counters.block_read_bytes, data.len() as u64);
                     return Ok(data);
                 }
-                Err(s) => {
-                    if s.code() == Code::DataLoss {
-                        self.report_bad_replica(block, *server, s.message()).await;
+                Err((corrupt, message)) => {
+                    if corrupt {
+                        tracing::error!(%block, server, "bad replica: {message}");
+                        self.report_bad_replica(block, *server, &message).await;
                     }
-                    errors.push(format!("{addr}: {}", s.message()));
+                    errors.push(format!("{addr}: {message}"));
                 }
             }
         }
@@ -382,6 +462,7 @@ impl MetaClient {
                     size,
                     inline_data: inline,
                     attrs,
+                    sealed: !self.clear_blocks,
                 }),
             )
             .await?;

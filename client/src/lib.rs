@@ -103,6 +103,9 @@ pub struct MetaClient {
     password: Option<(String, String)>,
     /// Calls made and bytes moved, for the mount's metrics.
     counters: counters::Counters,
+    /// Store blocks unencrypted (benchmarks of what encryption costs; the
+    /// cluster accepts them only with --allow-clear-blocks).
+    clear_blocks: bool,
 }
 
 impl MetaClient {
@@ -124,11 +127,19 @@ impl MetaClient {
             profile: None,
             password: None,
             counters: counters::Counters::default(),
+            clear_blocks: false,
         })
     }
 
     /// Acts as `uid` with groups `gids` (primary first) from now on, rather
     /// than as the signed-in user: the cluster allows it administrators only.
+    /// Stores blocks unencrypted: only for measuring what encryption costs,
+    /// against a cluster started with --allow-clear-blocks.
+    pub fn with_clear_blocks(mut self, yes: bool) -> MetaClient {
+        self.clear_blocks = yes;
+        self
+    }
+
     pub fn with_caller(mut self, uid: u32, gids: Vec<u32>) -> MetaClient {
         self.caller = pb::Caller { uid, gids };
         self.act_as = true;

@@ -2,6 +2,7 @@
 //! shared by every Nimbus process.
 
 pub mod config;
+pub mod encryption;
 pub mod errno;
 pub mod logging;
 pub mod metrics;

@@ -240,8 +240,9 @@ fn validity(params: &mut CertificateParams, days: i64) {
     params.not_after = (now + Duration::from_secs(days as u64 * 86_400)).into();
 }
 
-/// Creates a new cluster CA in `dir` (`ca.pem`, `ca.key` mode 0600) and the
-/// block-token key pair (`token.key` mode 0600, `token.pub`).
+/// Creates a new cluster CA in `dir` (`ca.pem`, `ca.key` mode 0600), the
+/// block-token key pair (`token.key` mode 0600, `token.pub`) and the meta
+/// servers' master key (`master.key`, mode 0600).
 pub fn create_ca(dir: &Path) -> Result<(), TlsError> {
     let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
     if key_path.exists() {
@@ -260,6 +261,11 @@ pub fn create_ca(dir: &Path) -> Result<(), TlsError> {
     // The block-token keys belong to the cluster as much as its CA does.
     crate::token::create_keys(dir).map_err(|e| TlsError::Io {
         path: dir.join("token.key"),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    // So does the master key the meta servers wrap the data secret with.
+    crate::encryption::create_master_key(&dir.join("master.key")).map_err(|e| TlsError::Io {
+        path: dir.join("master.key"),
         source: std::io::Error::other(e.to_string()),
     })
 }

@@ -9,7 +9,10 @@
 //!
 //! A block file is (integers little-endian): magic `NMBK`, version `u16`,
 //! flags `u16`, data length `u64`, chunk size `u32`, one crc32c `u32` per
-//! chunk, then the data.
+//! chunk, then the data. With flag bit 1 (every block written now), each
+//! stored crc is XORed with the crc32c of the block id, so that a block file
+//! copied over another's (same size, consistent in itself) fails its checks
+//! under the other id instead of being served as that block.
 
 use nimbus_common::BlockId;
 use std::fs::{self, File, OpenOptions};
@@ -24,6 +27,13 @@ const VERSION: u16 = 1;
 /// Flag bit 0, reserved for "data sealed with an AEAD". Nothing writes it yet,
 /// and a reader that cannot unseal must not hand out ciphertext as data.
 const FLAG_SEALED: u16 = 1;
+/// Flag bit 1: the chunk crcs are bound to the block id (see the module doc).
+const FLAG_ID_BOUND: u16 = 2;
+
+/// What the crcs of block `id` are XORed with when bound to it.
+fn id_tag(id: BlockId) -> u32 {
+    crc32c::crc32c(&id.0)
+}
 /// Bytes covered by one crc: small enough that a ranged read verifies little
 /// more than it returns.
 const CHUNK: u64 = 64 * 1024;
@@ -239,6 +249,8 @@ struct Block {
     path: PathBuf,
     id: BlockId,
     len: u64,
+    /// XORed into the computed crcs before comparing (0: not id-bound).
+    tag: u32,
 }
 
 impl Block {
@@ -270,9 +282,10 @@ impl Block {
         if flags & FLAG_SEALED != 0 {
             return Err(unsupported("sealed with an AEAD, which this build cannot open".into()));
         }
-        if flags != 0 {
+        if flags & !FLAG_ID_BOUND != 0 {
             return Err(unsupported(format!("unknown flags {flags:#06x}")));
         }
+        let tag = if flags & FLAG_ID_BOUND != 0 { id_tag(id) } else { 0 };
         let mut len8 = [0u8; 8];
         len8.copy_from_slice(&h[8..16]);
         let len = u64::from_le_bytes(len8);
@@ -287,7 +300,13 @@ impl Block {
                 "file is {size} bytes, a block of {len} bytes needs {want:?}"
             )));
         }
-        Ok(Block { file, path, id, len })
+        Ok(Block {
+            file,
+            path,
+            id,
+            len,
+            tag,
+        })
     }
 
     /// Reads `[offset, offset + len)` (len 0 = to the end), clipped to the
@@ -314,7 +333,7 @@ impl Block {
             .map_err(read_err(&self.path, self.id))?;
         for (i, (chunk, crc)) in buf.chunks(CHUNK as usize).zip(crcs.chunks(4)).enumerate() {
             let want = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-            let got = crc32c::crc32c(chunk);
+            let got = crc32c::crc32c(chunk) ^ self.tag;
             if got != want {
                 let chunk = first + i as u64;
                 return Err(corrupt(
@@ -463,11 +482,12 @@ impl BlockStore {
         let mut head = Vec::with_capacity(HEADER_LEN as usize + 4 * crcs.len());
         head.extend_from_slice(MAGIC);
         head.extend_from_slice(&VERSION.to_le_bytes());
-        head.extend_from_slice(&0u16.to_le_bytes());
+        head.extend_from_slice(&FLAG_ID_BOUND.to_le_bytes());
         head.extend_from_slice(&(data.len() as u64).to_le_bytes());
         head.extend_from_slice(&(CHUNK as u32).to_le_bytes());
+        let tag = id_tag(id);
         for c in crcs {
-            head.extend_from_slice(&c.to_le_bytes());
+            head.extend_from_slice(&(c ^ tag).to_le_bytes());
         }
         let written = file
             .write_all(&head)
@@ -811,6 +831,19 @@ mod tests {
     }
 
     #[test]
+    fn a_block_file_copied_over_another_fails_its_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let (a, b) = (id(1), id(2));
+        s.put(a, &data(200_000, 1), false).unwrap();
+        s.put(b, &data(200_000, 2), false).unwrap();
+        fs::copy(s.path_of(b).unwrap(), s.path_of(a).unwrap()).unwrap();
+        assert_eq!(kind(s.read(a, 0, 0)), "Corrupt");
+        assert_eq!(kind(s.verify(a)), "Corrupt");
+        assert_eq!(s.read(b, 0, 0).unwrap(), data(200_000, 2));
+    }
+
+    #[test]
     fn unknown_version_and_flags_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir);
@@ -818,7 +851,7 @@ mod tests {
             (4, 2, "version 2"),
             (6, 1, "sealed"),
             (6, 4, "flags 0x0004"),
-            (7, 0x80, "flags 0x8000"),
+            (7, 0x80, "flags 0x8002"),
         ];
         for (i, (at, value, want)) in cases.into_iter().enumerate() {
             let b = id(i as u16);

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest block this server accepts (the meta cluster's slot size).
-const MAX_BLOCK: u64 = 4 << 20;
+/// The largest block: a 4 MiB slot, sealed (nimbus_common::encryption).
+const MAX_BLOCK: u64 =
+    (4 << 20) + (4 << 20) / nimbus_common::encryption::SEAL_CHUNK * nimbus_common::encryption::CHUNK_OVERHEAD;
 
 #[derive(Parser)]
 #[command(

@@ -327,6 +327,8 @@ pub async fn up(dir: &Path, mount: Option<&Path>, profile: &str) -> anyhow::Resu
             tls::issue(&certs, &format!("meta{id}"), &[])?;
         }
     }
+    // A dev cluster made before encryption at rest has no master key yet.
+    nimbus_common::encryption::create_master_key(&certs.join("master.key"))?;
     for id in 1..=DATA_NODES {
         if !certs.join(format!("data{id}.pem")).exists() {
             tls::issue(&certs, &format!("data{id}"), &[])?;

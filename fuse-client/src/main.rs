@@ -4,6 +4,7 @@
 mod account;
 mod connection;
 mod dev;
+mod key;
 mod mount;
 mod paths;
 
@@ -71,6 +72,11 @@ enum Cmd {
     /// Mount the file system at a directory, in the foreground, until
     /// SIGTERM/SIGINT or `umount`.
     Mount(mount::MountArgs),
+    /// Master keys of encryption at rest (operators, with admin.pem).
+    Key {
+        #[command(subcommand)]
+        command: KeyCmd,
+    },
     /// Administer data servers (ids as `nimbus status` shows them).
     Server {
         #[command(subcommand)]
@@ -212,6 +218,17 @@ enum ShareCmd {
 }
 
 #[derive(Subcommand)]
+enum KeyCmd {
+    /// Show each meta server's master key, staged key and key ring (fingerprints).
+    Status,
+    /// Move the cluster's wrapped data secret to a new master key, made and
+    /// sent (over TLS) to every meta server by the leader. Data is not
+    /// re-encrypted; afterwards the old key no longer starts a meta server.
+    /// Safe to run again after a failure.
+    Rotate,
+}
+
+#[derive(Subcommand)]
 enum ServerCmd {
     /// Stop placing blocks on a server and move its blocks elsewhere.
     Drain { id: u64 },
@@ -278,6 +295,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Rmdir { path } => paths::rm(&conn.client()?, &path, true).await,
         Cmd::Mv { from, to } => paths::mv(&conn.client()?, &from, &to).await,
         Cmd::Mount(args) => mount::run(conn.client()?, args).await,
+        Cmd::Key { command } => match command {
+            KeyCmd::Status => key::status(&conn.client()?).await,
+            KeyCmd::Rotate => key::rotate(&conn.client()?).await,
+        },
         Cmd::Server { command } => {
             let (id, state) = match command {
                 ServerCmd::Drain { id } => (id, "draining"),

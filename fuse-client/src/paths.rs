@@ -171,6 +171,8 @@ pub async fn status(client: &MetaClient, json: bool) -> anyhow::Result<()> {
                 serde_json::json!({
                     "id": m.id, "addr": m.addr, "voter": m.voter,
                     "role": st.as_ref().map(|s| s.role.clone()),
+                    "master_key": st.as_ref().map(|s| crate::key::short(&s.master_key)),
+                    "key_ring": st.as_ref().map(|s| crate::key::short(&s.cluster_key)),
                     "last_applied": st.as_ref().and_then(|s| s.last_applied),
                 })
             })
@@ -190,6 +192,7 @@ pub async fn status(client: &MetaClient, json: bool) -> anyhow::Result<()> {
                 "copies_in_flight": d.repairs_in_flight,
                 "copies_done": d.repaired_total,
                 "deletes_pending": d.pending_deletes,
+                "clear_blocks": d.clear_blocks,
             })),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -220,6 +223,16 @@ pub async fn status(client: &MetaClient, json: bool) -> anyhow::Result<()> {
         );
     }
     println!("namespace: {inodes} inodes, {bytes} bytes in files");
+    let ring = nodes
+        .iter()
+        .find_map(|(_, st)| st.as_ref().map(|s| s.cluster_key.clone()));
+    match ring {
+        Some(k) if !k.is_empty() => println!(
+            "encryption at rest: on; data secret wrapped under master key {} (`nimbus key status`)",
+            crate::key::short(&k)
+        ),
+        _ => println!("encryption at rest: key ring not set up yet (a new cluster's leader makes it)"),
+    }
     match data {
         None => println!("data servers: unknown (no answer from the leader)"),
         Some(d) => print_data(&d),
@@ -243,6 +256,13 @@ fn print_data(d: &pb::DataHealth) {
         "\ndata: {} blocks, {} under-replicated, {} copies in flight ({} done), {} deletions pending",
         d.blocks, d.under_replicated, d.repairs_in_flight, d.repaired_total, d.pending_deletes
     );
+    if d.clear_blocks > 0 {
+        println!(
+            "{} blocks are stored in the clear (written before encryption at rest); they stay readable. \
+             Copying a file (cp f f.new && mv f.new f) rewrites its blocks encrypted.",
+            d.clear_blocks
+        );
+    }
     println!(
         "{:>20} {:<22} {:<8} {:<9} {:>10} {:>10} {:>8} {:>6}",
         "SERVER", "ADDRESS", "ZONE", "STATE", "USED", "CAPACITY", "BLOCKS", "LOAD"

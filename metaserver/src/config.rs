@@ -75,6 +75,16 @@ pub struct Settings {
     /// Serve Prometheus metrics over HTTP on this host:port. [default: off]
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// This node's master key (64 hex digits, mode 0600), which wraps the
+    /// cluster's data secret; `nimbus-meta ca init` makes one. Required: a
+    /// node refuses to start without it or with another key than the
+    /// cluster's. [default: TOKEN_DIR/master.key]
+    #[arg(long)]
+    pub master_key: Option<PathBuf>,
+    /// Accept blocks clients store unencrypted (benchmarks that measure what
+    /// encryption costs). Off: every block is sealed by its writer.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_clear_blocks: Option<bool>,
 }
 
 impl Settings {
@@ -101,7 +111,9 @@ impl Settings {
             dead_after_ms,
             data_heartbeat_ms,
             max_copies,
-            metrics_listen
+            metrics_listen,
+            master_key,
+            allow_clear_blocks
         )
     }
 }
@@ -128,6 +140,9 @@ pub struct Config {
     pub data_heartbeat_ms: u64,
     pub max_copies: u64,
     pub metrics_listen: Option<String>,
+    /// The master key file.
+    pub master_key: PathBuf,
+    pub allow_clear_blocks: bool,
 }
 
 /// Parses `ID=HOST:PORT,...`.
@@ -208,7 +223,16 @@ impl Config {
             );
         }
         let token_dir = s.token_dir.or_else(|| tls.as_ref().map(|(d, _)| d.clone()));
+        let master_key = s
+            .master_key
+            .or_else(|| token_dir.as_ref().map(|d| d.join("master.key")))
+            .context(
+                "--master-key is required (a file of 64 hex digits, mode 0600; `nimbus-meta ca init` makes one): \
+                 data is encrypted at rest",
+            )?;
         let c = Config {
+            master_key,
+            allow_clear_blocks: s.allow_clear_blocks.unwrap_or(false),
             token_dir,
             dead_after_ms: s.dead_after_ms.unwrap_or(30_000),
             data_heartbeat_ms: s.data_heartbeat_ms.unwrap_or(1000),
@@ -251,7 +275,8 @@ mod tests {
 
     #[test]
     fn flags_override_file_keys() {
-        let file: Settings = toml::from_str("id = 3\nlisten = \"127.0.0.1:9000\"\ninsecure = true").unwrap();
+        let file: Settings =
+            toml::from_str("id = 3\nlisten = \"127.0.0.1:9000\"\ninsecure = true\nmaster_key = \"/k\"").unwrap();
         let flags = Settings {
             listen: Some("127.0.0.1:9100".into()),
             ..Settings::default()

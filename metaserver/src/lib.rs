@@ -3,6 +3,7 @@
 
 pub mod commit;
 pub mod data;
+pub mod keys;
 pub mod namespace;
 pub mod raft;
 pub mod service;

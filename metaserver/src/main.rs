@@ -61,8 +61,16 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CaCommand {
-    /// Create a new CA (ca.pem, ca.key) in DIR; refuses to overwrite one.
+    /// Create a new CA (ca.pem, ca.key), the block-token keys (token.key,
+    /// token.pub) and the meta servers' master key (master.key) in DIR;
+    /// refuses to overwrite a CA.
     Init {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Create the meta servers' master key (DIR/master.key, 0600) unless
+    /// one is there: for a CA made before encryption at rest.
+    MasterKey {
         #[arg(long)]
         dir: PathBuf,
     },
@@ -156,6 +164,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             CaCommand::Init { dir } => {
                 tls::create_ca(&dir)?;
                 println!("created cluster CA in {}", dir.display());
+                Ok(())
+            }
+            CaCommand::MasterKey { dir } => {
+                let path = dir.join("master.key");
+                let existed = path.exists();
+                nimbus_common::encryption::create_master_key(&path)?;
+                match existed {
+                    true => println!("{} exists; left as it is", path.display()),
+                    false => println!("created {} (mode 0600): copy it to every meta server", path.display()),
+                }
                 Ok(())
             }
             CaCommand::Issue { dir, name, hosts } => {

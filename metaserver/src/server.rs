@@ -6,7 +6,8 @@ use anyhow::Context;
 use nimbus_common::tls::{Security, MAX_MESSAGE_BYTES};
 use nimbus_common::token::Signer;
 use nimbus_meta::commit::{Committer, Lease, ReadBarrier};
-use nimbus_meta::data::{DataService, DataSettings};
+use nimbus_meta::data::{DataService, DataSettings, Secrets};
+use nimbus_meta::keys::Keys;
 use nimbus_meta::namespace::accounts::{self, AccountOp};
 use nimbus_meta::namespace::{Caller, Command, Op, Txn};
 use nimbus_meta::raft::lease::Acks;
@@ -35,11 +36,21 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let tls = security.is_tls();
 
+    let keys = Arc::new(Keys::load(&cfg.master_key).with_context(|| {
+        format!(
+            "loading this node's master key {} (data is encrypted at rest; --master-key)",
+            cfg.master_key.display()
+        )
+    })?);
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let db = cfg.data_dir.join("db");
     let store: Arc<dyn Store> = Arc::new(
         SledStore::open(&db).with_context(|| format!("opening {} (is another nimbus-meta using it?)", db.display()))?,
     );
+    // A node whose state holds a key ring must have its master key, before
+    // anything else runs: a wrong key would serve nothing and write nothing.
+    let ring = Txn::new(store.as_ref()).keyring().context("reading the key ring")?;
+    keys.observe(ring.as_ref())?;
 
     let raft_config = openraft::Config {
         cluster_name: "nimbus".into(),
@@ -79,7 +90,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         Arc::new(raft_config),
         Network::new(security.clone(), acks.clone()),
         log_store,
-        StateMachine::new(store.clone()),
+        StateMachine::new(store.clone(), keys.clone()),
     )
     .await
     .context("starting Raft")?;
@@ -107,7 +118,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         store.clone(),
         committer.clone(),
         barrier.clone(),
-        signer,
+        Secrets {
+            signer,
+            keys: keys.clone(),
+        },
         DataSettings {
             dead_after: Duration::from_millis(cfg.dead_after_ms),
             heartbeat_interval: Duration::from_millis(cfg.data_heartbeat_ms),
@@ -130,12 +144,16 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .server()
         .context("configuring TLS")?
         .add_service(
-            NamespaceServer::new(NamespaceService::new(
-                store.clone(),
-                committer.clone(),
-                barrier.clone(),
-                auth.clone(),
-            ))
+            NamespaceServer::new(
+                NamespaceService::new(
+                    store.clone(),
+                    committer.clone(),
+                    barrier.clone(),
+                    auth.clone(),
+                    keys.clone(),
+                )
+                .allow_clear_blocks(cfg.allow_clear_blocks),
+            )
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
@@ -145,7 +163,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             barrier,
             auth,
         )))
-        .add_service(AdminServer::new(AdminService::new(raft.clone(), store.clone(), tls)))
+        .add_service(AdminServer::new(AdminService::new(
+            raft.clone(),
+            store.clone(),
+            security.clone(),
+            keys.clone(),
+            committer.clone(),
+        )))
         .add_service(DataClusterServer::new(data))
         .add_service(
             RaftServer::new(RaftService::new(raft.clone(), cfg.id, tls))
@@ -161,6 +185,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         tls,
         "nimbus-meta serving"
     );
+    tokio::spawn(keep_keyring(
+        raft.clone(),
+        store.clone(),
+        committer.clone(),
+        keys.clone(),
+    ));
     if !cfg.initial_members.is_empty() {
         tokio::spawn(bootstrap(raft.clone(), cfg.clone()));
         if let Some(password) = cfg.admin_password.clone() {
@@ -177,6 +207,41 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     store.flush().context("final flush")?;
     result.context("gRPC server")
+}
+
+/// Gives a cluster without a key ring (a new one, or one from before
+/// encryption at rest) its key ring: whichever node leads then submits a
+/// fresh data secret wrapped under its master key; apply refuses a second.
+async fn keep_keyring(raft: Raft, store: Arc<dyn Store>, committer: Committer, keys: Arc<Keys>) {
+    loop {
+        match Txn::new(store.as_ref()).keyring() {
+            Ok(Some(_)) => return,
+            Ok(None) => {}
+            Err(e) => tracing::warn!("reading the key ring: {e}"),
+        }
+        let m = raft.metrics().borrow().clone();
+        if m.current_leader == Some(m.id) {
+            match keys.new_keyring() {
+                Ok(ring) => {
+                    let op = Op::SetKeyring { expect: None, ring };
+                    match committer
+                        .submit(Command {
+                            caller: Caller::root(),
+                            op,
+                            request: None,
+                        })
+                        .await
+                    {
+                        Ok(Ok(_)) => tracing::info!("created the cluster's key ring"),
+                        Ok(Err(e)) => tracing::debug!("creating the key ring: {e}"),
+                        Err(e) => tracing::debug!("creating the key ring: {e}"),
+                    }
+                }
+                Err(e) => tracing::error!("creating the key ring: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Initialises a new cluster from the member with the lowest id.

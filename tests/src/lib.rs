@@ -58,6 +58,8 @@ pub struct Options {
     pub dead_after_ms: u64,
     /// Data server heartbeat interval.
     pub data_heartbeat_ms: u64,
+    /// More flags for every `nimbus-meta serve`.
+    pub meta_args: Vec<String>,
 }
 
 impl Default for Options {
@@ -70,6 +72,7 @@ impl Default for Options {
             election_timeout_max_ms: 1000,
             dead_after_ms: 3000,
             data_heartbeat_ms: 300,
+            meta_args: Vec::new(),
         }
     }
 }
@@ -225,6 +228,7 @@ impl MetaCluster {
             .args(["--election-timeout-max-ms", &opts.election_timeout_max_ms.to_string()])
             .args(["--dead-after-ms", &opts.dead_after_ms.to_string()])
             .args(["--data-heartbeat-ms", &opts.data_heartbeat_ms.to_string()])
+            .args(&opts.meta_args)
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -4,6 +4,7 @@
 
 use nimbus_client::blocks::{fetch_block, send_block, WrittenBlock};
 use nimbus_client::{ClientError, MetaClient};
+use nimbus_common::encryption::Key;
 use nimbus_common::token::{self, Access, Claims, Signer};
 use nimbus_common::{BlockId, Ino};
 use nimbus_proto as pb;
@@ -20,6 +21,8 @@ const SLOT: u64 = 4 << 20;
 struct File {
     ino: Ino,
     slots: Vec<(BlockId, Vec<u8>)>,
+    /// Each slot's block key.
+    keys: Vec<Option<Key>>,
 }
 
 async fn cluster_with_data(servers: usize, capacity: Option<u64>) -> anyhow::Result<MetaCluster> {
@@ -60,6 +63,7 @@ async fn write_files(
         out.push(File {
             ino,
             slots: written.iter().map(|(_, w)| w.id).zip(datas).collect(),
+            keys: written.iter().map(|(_, w)| w.key).collect(),
         });
     }
     Ok(out)
@@ -81,7 +85,9 @@ async fn check_files(client: &MetaClient, files: &[File]) -> anyhow::Result<()> 
         assert_eq!(layout.slots.len(), f.slots.len());
         for (slot, (id, data)) in layout.slots.iter().zip(&f.slots) {
             assert_eq!(slot.block_id, id.0.to_vec());
-            let got = client.read_block(*id, 0, slot.length).await?;
+            let key = nimbus_common::encryption::Key::from_bytes(&slot.key);
+            anyhow::ensure!(key.is_some(), "block {id} has no key in the layout");
+            let got = client.read_block(*id, key.as_ref(), 0, slot.length).await?;
             assert!(got == *data, "block {id} read back different bytes");
         }
     }
@@ -157,6 +163,14 @@ async fn a_dead_server_is_read_around_and_repaired() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The plaintext of a stored block (empty if it does not open).
+fn plain(key: Option<&Key>, block: BlockId, stored: &[u8]) -> Vec<u8> {
+    match key {
+        None => stored.to_vec(),
+        Some(k) => nimbus_common::encryption::open_range(k, &block.0, 0, 0, stored).unwrap_or_default(),
+    }
+}
+
 /// The data server and node index holding replica `addr`.
 fn node_at(cluster: &MetaCluster, addr: &str) -> usize {
     cluster
@@ -179,14 +193,20 @@ fn flip_byte(path: &std::path::Path) -> anyhow::Result<()> {
 /// Waits until `block` has at least 2 replicas and every one returns `data`:
 /// the corrupt copy on `bad` is gone (a later rebalance may put a good copy
 /// back on that server, which is fine).
-async fn wait_recreated(client: &MetaClient, block: BlockId, bad: &str, data: &[u8]) -> anyhow::Result<pb::Location> {
+async fn wait_recreated(
+    client: &MetaClient,
+    block: BlockId,
+    key: Option<&Key>,
+    bad: &str,
+    data: &[u8],
+) -> anyhow::Result<pb::Location> {
     let deadline = std::time::Instant::now() + 30 * SECOND;
     loop {
         let loc = client.locate(block).await?;
         let mut all_good = loc.replicas.len() >= 2;
         for addr in &loc.replicas {
             let got = fetch_block(client.channel(addr)?, block, loc.read_token.clone(), 0, 0).await;
-            all_good &= got.is_ok_and(|g| g == data);
+            all_good &= got.is_ok_and(|g| plain(key, block, &g) == data);
         }
         if all_good {
             return Ok(loc);
@@ -227,10 +247,10 @@ async fn a_corrupt_replica_is_detected_reported_and_recreated() -> anyhow::Resul
         "corrupt bytes are never served"
     );
     assert!(
-        client.read_block(block, 0, 0).await? == data,
+        client.read_block(block, files[0].keys[0].as_ref(), 0, 0).await? == data,
         "the read falls back to a good replica"
     );
-    let loc = wait_recreated(&client, block, &bad, &data).await?;
+    let loc = wait_recreated(&client, block, files[0].keys[0].as_ref(), &bad, &data).await?;
     println!(
         "read path: corrupt replica on {bad} reported and re-created on {:?}",
         loc.replicas
@@ -247,7 +267,7 @@ async fn a_corrupt_replica_is_detected_reported_and_recreated() -> anyhow::Resul
         .find(|p| p.to_string_lossy().contains(&block2.to_string()))
         .ok_or_else(|| anyhow::anyhow!("block file of {block2} not on {bad2}"))?;
     flip_byte(&path2)?;
-    let loc2 = wait_recreated(&client, block2, &bad2, &data2).await?;
+    let loc2 = wait_recreated(&client, block2, files[0].keys[1].as_ref(), &bad2, &data2).await?;
     println!(
         "scrubber: corrupt replica on {bad2} reported and re-created on {:?}",
         loc2.replicas
@@ -324,7 +344,8 @@ async fn data_servers_refuse_requests_without_a_valid_token() -> anyhow::Result<
     }
     // The block is untouched and a valid token still works.
     let good = signer.sign(block, Access::Read, 60_000);
-    assert!(fetch_block(client.channel(&server)?, block, good, 0, 0).await? == data);
+    let stored = fetch_block(client.channel(&server)?, block, good, 0, 0).await?;
+    assert!(plain(files[0].keys[0].as_ref(), block, &stored) == data);
     Ok(())
 }
 

@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use bytes::Bytes;
 use nimbus_client::blocks::{FileCommit, WrittenBlock};
 use nimbus_client::MetaClient;
+use nimbus_common::encryption::Key;
 use nimbus_common::{BlockId, Ino};
 use nimbus_proto as pb;
 use nimbus_proto::ns_reply::Result as R;
@@ -406,6 +407,8 @@ enum Piece {
     /// zeros up to `pad` bytes.
     Block {
         block: BlockId,
+        /// The block's key; `None` for a block stored in the clear.
+        key: Option<Key>,
         from: u64,
         to: u64,
         pad: usize,
@@ -436,8 +439,17 @@ fn pieces(layout: &pb::Layout, start: u64, end: u64) -> Result<Vec<Piece>, ApiEr
             let len = s.length.min(SLOT);
             let from = in_slot.min(len);
             let to = (in_slot + n).min(len);
+            // Empty: a block written before encryption at rest.
+            let key = match s.key.len() {
+                0 => None,
+                _ => Some(
+                    Key::from_bytes(&s.key)
+                        .ok_or_else(|| ApiError::Unavailable(format!("slot {slot} has a malformed block key")))?,
+                ),
+            };
             out.push(Piece::Block {
                 block,
+                key,
                 from,
                 to,
                 pad: (n - (to - from)) as usize,
@@ -502,11 +514,17 @@ async fn fetch(client: &MetaClient, piece: Piece) -> Result<Vec<Bytes>, String> 
     match piece {
         Piece::Inline(b) => Ok(vec![b]),
         Piece::Zeros(n) => Ok(vec![Bytes::from(vec![0u8; n])]),
-        Piece::Block { block, from, to, pad } => {
+        Piece::Block {
+            block,
+            key,
+            from,
+            to,
+            pad,
+        } => {
             let mut out = Vec::with_capacity(2);
             if to > from {
                 let data = client
-                    .read_block(block, from, to - from)
+                    .read_block(block, key.as_ref(), from, to - from)
                     .await
                     .map_err(|e| e.to_string())?;
                 if data.len() as u64 != to - from {
@@ -541,6 +559,7 @@ mod tests {
                     block_id: vec![7; 16],
                     length: *length,
                     crc32c: 0,
+                    key: Vec::new(),
                 })
                 .collect(),
             inline_data: inline.to_vec(),

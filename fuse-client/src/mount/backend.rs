@@ -5,6 +5,7 @@
 
 use nimbus_client::blocks::{FileCommit, WrittenBlock};
 use nimbus_client::{ClientError, MetaClient};
+use nimbus_common::encryption::Key;
 use nimbus_common::{BlockId, Ino};
 use nimbus_proto as pb;
 use nimbus_proto::ns_reply::Result as R;
@@ -30,10 +31,12 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<WrittenBlock, ClientError>> + Send;
     /// Where a block's replicas are, with a read token.
     fn locate(&self, block: BlockId) -> impl Future<Output = Result<pb::Location, ClientError>> + Send;
-    /// Bytes of a block from a known location.
+    /// Plaintext of a block from a known location (`key` None: stored in
+    /// the clear).
     fn read_located(
         &self,
         block: BlockId,
+        key: Option<&Key>,
         loc: &pb::Location,
         offset: u64,
         len: u64,
@@ -52,12 +55,13 @@ pub trait Backend: Send + Sync + 'static {
     fn read_block(
         &self,
         block: BlockId,
+        key: Option<&Key>,
         offset: u64,
         len: u64,
     ) -> impl Future<Output = Result<Vec<u8>, ClientError>> + Send {
         async move {
             let loc = self.locate(block).await?;
-            self.read_located(block, &loc, offset, len).await
+            self.read_located(block, key, &loc, offset, len).await
         }
     }
 }
@@ -84,11 +88,12 @@ impl Backend for MetaClient {
     async fn read_located(
         &self,
         block: BlockId,
+        key: Option<&Key>,
         loc: &pb::Location,
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, ClientError> {
-        MetaClient::read_located(self, block, loc, offset, len).await
+        MetaClient::read_located(self, block, key, loc, offset, len).await
     }
 
     async fn commit(&self, caller: pb::Caller, ino: Ino, commit: FileCommit<'_>) -> Result<pb::Attr, ClientError> {

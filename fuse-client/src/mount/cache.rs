@@ -8,6 +8,7 @@
 
 use super::backend::Backend;
 use super::convert::FsResult;
+use nimbus_common::encryption::Key;
 use nimbus_common::BlockId;
 use nimbus_proto as pb;
 use std::collections::{HashMap, VecDeque};
@@ -85,6 +86,7 @@ impl BlockCache {
         &self,
         client: &C,
         block: BlockId,
+        key: Option<Key>,
         len: u64,
         (from, to): (u64, u64),
         whole: bool,
@@ -97,12 +99,12 @@ impl BlockCache {
         };
         let mut out = match cell {
             Some(cell) => {
-                let data = load(client, &cell, block, len).await?;
+                let data = load(client, &cell, block, key, len).await?;
                 let a = (from as usize).min(data.len());
                 let b = (to as usize).min(data.len());
                 data[a..b].to_vec()
             }
-            None => self.read_range(client, block, from, to - from).await?,
+            None => self.read_range(client, block, key, from, to - from).await?,
         };
         out.resize(want, 0);
         Ok(out)
@@ -110,7 +112,14 @@ impl BlockCache {
 
     /// `len` bytes of `block` at `from`, through its remembered location;
     /// a failure there asks the leader again (a replica moved or died).
-    async fn read_range<C: Backend>(&self, client: &C, block: BlockId, from: u64, len: u64) -> FsResult<Vec<u8>> {
+    async fn read_range<C: Backend>(
+        &self,
+        client: &C,
+        block: BlockId,
+        key: Option<Key>,
+        from: u64,
+        len: u64,
+    ) -> FsResult<Vec<u8>> {
         let known = {
             let locations = self.locations.lock().unwrap_or_else(|p| p.into_inner());
             locations
@@ -119,13 +128,13 @@ impl BlockCache {
                 .map(|(l, _)| l.clone())
         };
         if let Some(loc) = known {
-            match client.read_located(block, &loc, from, len).await {
+            match client.read_located(block, key.as_ref(), &loc, from, len).await {
                 Ok(data) => return Ok(data),
                 Err(e) => tracing::debug!("block {block} at its remembered location: {e}; locating again"),
             }
         }
         let loc = client.locate(block).await?;
-        let data = client.read_located(block, &loc, from, len).await?;
+        let data = client.read_located(block, key.as_ref(), &loc, from, len).await?;
         let mut locations = self.locations.lock().unwrap_or_else(|p| p.into_inner());
         if locations.len() >= CACHED_LOCATIONS {
             locations.retain(|_, (_, at)| at.elapsed() < LOCATION_TTL);
@@ -138,7 +147,7 @@ impl BlockCache {
     }
 
     /// Starts loading `block` in the background unless it is cached.
-    pub fn prefetch<C: Backend>(&self, client: &Arc<C>, block: BlockId, len: u64) {
+    pub fn prefetch<C: Backend>(&self, client: &Arc<C>, block: BlockId, key: Option<Key>, len: u64) {
         if self.find(block).is_some() {
             return;
         }
@@ -147,7 +156,7 @@ impl BlockCache {
         tokio::spawn(async move {
             // A failure leaves the cell empty: the reader fetches it again
             // and sees the error itself.
-            if let Err(e) = load(client.as_ref(), &cell, block, len).await {
+            if let Err(e) = load(client.as_ref(), &cell, block, key, len).await {
                 tracing::debug!("prefetch of block {block} failed: {}", e.0);
             }
         });
@@ -155,10 +164,16 @@ impl BlockCache {
 }
 
 /// The bytes of `cell`, fetching the block once however many wait for it.
-async fn load<C: Backend>(client: &C, cell: &Loaded, block: BlockId, len: u64) -> FsResult<Arc<Vec<u8>>> {
+async fn load<C: Backend>(
+    client: &C,
+    cell: &Loaded,
+    block: BlockId,
+    key: Option<Key>,
+    len: u64,
+) -> FsResult<Arc<Vec<u8>>> {
     let data = cell
         .get_or_try_init(|| async {
-            let data = client.read_block(block, 0, len).await?;
+            let data = client.read_block(block, key.as_ref(), 0, len).await?;
             FsResult::Ok(Arc::new(data))
         })
         .await?;

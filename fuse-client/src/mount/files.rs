@@ -19,6 +19,7 @@ use super::backend::Backend;
 use super::cache::BlockCache;
 use super::convert::{fail, FsError, FsResult};
 use nimbus_client::blocks::{FileCommit, WrittenBlock};
+use nimbus_common::encryption::Key;
 use nimbus_common::{BlockId, Errno, Ino};
 use nimbus_proto as pb;
 use std::collections::BTreeMap;
@@ -45,12 +46,15 @@ const S_ISGID: u32 = 0o2000;
 struct Committed {
     block: BlockId,
     len: u64,
+    /// None for a block stored in the clear (from before encryption at rest).
+    key: Option<Key>,
 }
 
 /// A range of a committed block that a read needs, and where it goes.
 struct Fetch {
     at: usize,
     block: BlockId,
+    key: Option<Key>,
     from: u64,
     to: u64,
     slot_len: u64,
@@ -59,6 +63,7 @@ struct Fetch {
 /// A committed block to load ahead of a sequential reader.
 struct Ahead {
     block: BlockId,
+    key: Option<Key>,
     len: u64,
 }
 
@@ -290,11 +295,22 @@ impl OpenFile {
                 tracing::error!("inode {}: slot {} has a malformed block id", self.ino, s.slot);
                 return fail(Errno::EIO);
             };
+            let key = match s.key.len() {
+                0 => None,
+                _ => match Key::from_bytes(&s.key) {
+                    Some(k) => Some(k),
+                    None => {
+                        tracing::error!("inode {}: slot {} has a malformed block key", self.ino, s.slot);
+                        return fail(Errno::EIO);
+                    }
+                },
+            };
             slots.insert(
                 s.slot,
                 Committed {
                     block,
                     len: s.length.min(SLOT),
+                    key,
                 },
             );
         }
@@ -417,6 +433,7 @@ impl OpenFile {
                         fetches.push(Fetch {
                             at,
                             block: c.block,
+                            key: c.key,
                             from: in_slot,
                             to: (in_slot + n).min(c.len),
                             slot_len: c.len,
@@ -433,6 +450,7 @@ impl OpenFile {
                 if let (Some(c), false) = (st.slots.get(&next), st.dirty.contains_key(&next)) {
                     ahead = Some(Ahead {
                         block: c.block,
+                        key: c.key,
                         len: c.len,
                     });
                 }
@@ -440,14 +458,14 @@ impl OpenFile {
             self.cache.read_to(end);
         }
         if let Some(a) = ahead {
-            self.cache.prefetch(client, a.block, a.len);
+            self.cache.prefetch(client, a.block, a.key, a.len);
         }
         // Blocks are immutable: fetching after the lock is released reads
         // exactly what the layout named, even if a commit replaces it now.
         for f in fetches {
             let bytes = self
                 .cache
-                .read(client.as_ref(), f.block, f.slot_len, (f.from, f.to), sequential)
+                .read(client.as_ref(), f.block, f.key, f.slot_len, (f.from, f.to), sequential)
                 .await?;
             out[f.at..f.at + bytes.len()].copy_from_slice(&bytes);
         }
@@ -481,7 +499,7 @@ impl OpenFile {
             for slot in batch {
                 match st.slots.get(slot).copied() {
                     Some(c) if c.len > 0 => {
-                        let mut data = client.read_block(c.block, 0, c.len).await?;
+                        let mut data = client.read_block(c.block, c.key.as_ref(), 0, c.len).await?;
                         data.resize(c.len as usize, 0);
                         st.dirty.insert(*slot, Arc::new(data));
                     }
@@ -752,6 +770,7 @@ impl OpenFile {
                 Committed {
                     block: b.id,
                     len: b.len,
+                    key: b.key,
                 },
             );
             if synced {
@@ -805,7 +824,7 @@ async fn slot_base<C: Backend>(st: &State, client: &C, slot: u64, in_slot: u64, 
     }
     if let Some(c) = st.slots.get(&slot) {
         if c.len > 0 && !(in_slot == 0 && n >= c.len) {
-            let data = client.read_block(c.block, 0, c.len).await?;
+            let data = client.read_block(c.block, c.key.as_ref(), 0, c.len).await?;
             buf.reserve_exact(SLOT as usize);
             buf.extend_from_slice(&data[..data.len().min(c.len as usize)]);
             buf.resize(c.len as usize, 0);

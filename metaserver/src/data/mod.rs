@@ -13,6 +13,7 @@ pub mod placement;
 mod repair;
 
 use crate::commit::{Committer, ReadBarrier};
+use crate::keys::Keys;
 use crate::namespace::blocks::{self, ServerRecord, ServerState, DEFAULT_REPLICATION, MAX_REPLICATION, SLOT_SIZE};
 use crate::namespace::{Caller, Command, NsError, Op, Txn};
 use crate::store::Store;
@@ -65,6 +66,8 @@ struct Copy {
 #[derive(Clone, Debug, Default)]
 struct Health {
     blocks: u64,
+    /// Blocks stored in the clear (from before encryption at rest).
+    clear: u64,
     under_replicated: u64,
     pending_deletes: u64,
     /// Blocks and bytes the state records per server.
@@ -99,6 +102,13 @@ impl Soft {
     }
 }
 
+/// What the data service signs block tokens and derives block keys with.
+pub struct Secrets {
+    /// None: no token key, so no block tokens from this node.
+    pub signer: Option<Arc<Signer>>,
+    pub keys: Arc<Keys>,
+}
+
 /// The meta leader's service for data servers and clients.
 #[derive(Clone)]
 pub struct DataService {
@@ -112,6 +122,8 @@ pub struct DataService {
     /// Clients must be signed in to get block tokens; changing servers
     /// takes an administrator.
     auth: Arc<crate::service::auth::Auth>,
+    /// A new block's key comes with its allocation.
+    keys: Arc<Keys>,
 }
 
 fn ns_status(e: NsError) -> Status {
@@ -146,12 +158,14 @@ impl DataService {
         store: Arc<dyn Store>,
         committer: Committer,
         barrier: ReadBarrier,
-        signer: Option<Arc<Signer>>,
+        secrets: Secrets,
         settings: DataSettings,
         auth: Arc<crate::service::auth::Auth>,
     ) -> DataService {
+        let Secrets { signer, keys } = secrets;
         DataService {
             auth,
+            keys,
             store,
             committer,
             barrier,
@@ -356,10 +370,10 @@ impl pb::data_cluster_server::DataCluster for DataService {
                 )))
             }
         };
-        if r.length > SLOT_SIZE {
-            return Err(Status::invalid_argument(format!(
-                "blocks are at most {SLOT_SIZE} bytes"
-            )));
+        // A sealed block is a little longer than the slot it holds.
+        let max = nimbus_common::encryption::sealed_len(SLOT_SIZE);
+        if r.length > max {
+            return Err(Status::invalid_argument(format!("blocks are at most {max} bytes")));
         }
         let exclude: Vec<ServerId> = r.exclude.iter().map(|s| ServerId(*s)).collect();
         let servers = self.servers()?;
@@ -387,7 +401,15 @@ impl pb::data_cluster_server::DataCluster for DataService {
             ))));
         }
         let id = BlockId::random();
+        // Nothing is written without a key: until the cluster's key ring is
+        // set up (a moment after a new cluster elects its first leader), or
+        // on a node that cannot unwrap it, the client waits or goes elsewhere.
+        let key = self
+            .keys
+            .block_key(&id.0)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(pb::Allocation {
+            key: key.as_bytes().to_vec(),
             block_id: id.0.to_vec(),
             replicas: picked.iter().map(|c| c.addr.clone()).collect(),
             server_ids: picked.iter().map(|c| c.id.0).collect(),
@@ -480,6 +502,7 @@ impl pb::data_cluster_server::DataCluster for DataService {
             repairs_in_flight: soft.copies.len() as u64,
             repaired_total: soft.repaired_total,
             pending_deletes: soft.health.pending_deletes,
+            clear_blocks: soft.health.clear,
         }))
     }
 

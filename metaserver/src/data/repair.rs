@@ -65,6 +65,7 @@ impl DataService {
         let txn = Txn::new(self.store.as_ref());
         let servers = blocks::servers(&txn).map_err(|e| e.to_string())?;
         let all = blocks::all_blocks(&txn).map_err(|e| e.to_string())?;
+        let sealed = blocks::sealed_blocks(&txn).map_err(|e| e.to_string())?;
         let pending_deletes = blocks::garbage_count(&txn).map_err(|e| e.to_string())?;
         let dead_after = self.settings.dead_after;
 
@@ -137,6 +138,7 @@ impl DataService {
             }
             soft.health = Health {
                 blocks: all.len() as u64,
+                clear: (all.len() as u64).saturating_sub(sealed),
                 under_replicated: under,
                 pending_deletes,
                 recorded,

@@ -8,7 +8,7 @@
 //! its replicas queued for deletion on its server.
 
 use super::perm::{self, Caller, W};
-use super::tables::{block_prefix, decode, garbage_prefix, server_prefix};
+use super::tables::{block_prefix, decode, garbage_prefix, sealed_block_prefix, server_prefix, Inline};
 // The records live with the tables that store them; named here too, where
 // the rest of the code looks for them.
 pub use super::tables::{BlockInfo, ServerRecord, ServerState};
@@ -58,6 +58,7 @@ pub(super) fn release(txn: &mut Txn, block: BlockId) -> Result<(), NsError> {
         return Ok(());
     }
     txn.put_block(block, None);
+    txn.set_block_sealed(block, false);
     for s in info.replicas {
         txn.set_garbage(s, block, true);
     }
@@ -69,10 +70,9 @@ pub(super) fn release(txn: &mut Txn, block: BlockId) -> Result<(), NsError> {
 /// zeros there, never the old bytes still in the block.
 pub(super) fn release_beyond(txn: &mut Txn, inode: &mut Inode, size: u64) -> Result<(), NsError> {
     if size < INLINE_MAX as u64 && !inode.slots.contains_key(&0) {
-        if let Some(mut data) = txn.inline_data(inode.ino)? {
-            if data.len() as u64 > size {
-                data.truncate(size as usize);
-                txn.put_inline_data(inode.ino, Some(data));
+        if let Some(data) = txn.inline_data(inode.ino)? {
+            if data.len() > size {
+                txn.put_inline_data(inode.ino, Some(data.truncated(size)));
             }
         }
     }
@@ -91,15 +91,25 @@ pub(super) fn release_beyond(txn: &mut Txn, inode: &mut Inode, size: u64) -> Res
     Ok(())
 }
 
-pub(super) fn commit_write(
-    txn: &mut Txn,
-    time: Timestamp,
-    caller: &Caller,
-    ino: Ino,
-    writes: &[SlotWrite],
-    size: u64,
-    inline: Option<&[u8]>,
-) -> Result<Reply, NsError> {
+/// What one commit writes into a file.
+pub(super) struct Written<'a> {
+    pub ino: Ino,
+    pub writes: &'a [SlotWrite],
+    pub size: u64,
+    /// Slot 0 kept in the namespace.
+    pub inline: Option<Inline>,
+    /// The blocks were sealed by their writer.
+    pub sealed: bool,
+}
+
+pub(super) fn commit_write(txn: &mut Txn, time: Timestamp, caller: &Caller, w: Written) -> Result<Reply, NsError> {
+    let Written {
+        ino,
+        writes,
+        size,
+        inline,
+        sealed,
+    } = w;
     let mut inode = txn.existing(ino)?;
     match inode.kind {
         FileKind::Regular => {}
@@ -115,15 +125,16 @@ pub(super) fn commit_write(
             return Err(Errno::EINVAL.into());
         }
     }
+    let wrote_inline = inline.is_some();
     if let Some(data) = inline {
         // Slot 0 is either a block or inline, never both.
-        if data.len() > INLINE_MAX || data.len() as u64 > size || writes.iter().any(|w| w.slot == 0) {
+        if data.len() > INLINE_MAX as u64 || data.len() > size || writes.iter().any(|w| w.slot == 0) {
             return Err(Errno::EINVAL.into());
         }
         if let Some(old) = inode.slots.remove(&0) {
             release(txn, old.block)?;
         }
-        txn.put_inline_data(ino, Some(data.to_vec()));
+        txn.put_inline_data(ino, Some(data));
     } else if writes.iter().any(|w| w.slot == 0) {
         txn.put_inline_data(ino, None);
     }
@@ -154,6 +165,9 @@ pub(super) fn commit_write(
             }
         };
         txn.put_block(w.block, Some(&info));
+        if sealed {
+            txn.set_block_sealed(w.block, true);
+        }
         let new = SlotRef {
             block: w.block,
             len: w.len,
@@ -178,7 +192,7 @@ pub(super) fn commit_write(
     // A write by anyone but the owner drops set-user-ID, and set-group-ID
     // of a group-executable file, as Linux does (FUSE_WRITE_KILL_SUIDGID):
     // a program must not keep its privileges after someone else changed it.
-    let wrote = !writes.is_empty() || inline.is_some();
+    let wrote = !writes.is_empty() || wrote_inline;
     if wrote && !caller.is_root() && !caller.owns(&inode) {
         inode.perm &= !S_ISUID;
         if inode.perm & 0o010 != 0 {
@@ -264,8 +278,10 @@ pub(super) fn garbage_done(txn: &mut Txn, server: ServerId, blocks: &[BlockId]) 
 pub struct FileLayout {
     pub size: u64,
     pub slots: Vec<(u64, SlotRef)>,
-    /// Slot 0 kept in the namespace (empty: none).
-    pub inline: Vec<u8>,
+    /// Slot 0 kept in the namespace, if it is.
+    pub inline: Option<Inline>,
+    /// Which of the slots' blocks are sealed (the others are in the clear).
+    pub sealed: std::collections::BTreeSet<BlockId>,
 }
 
 /// A file's size, slots and inline contents.
@@ -275,13 +291,20 @@ pub fn layout(txn: &Txn, ino: Ino) -> Result<FileLayout, NsError> {
         return Err(if inode.is_dir() { Errno::EISDIR } else { Errno::EINVAL }.into());
     }
     let inline = match inode.size > 0 && !inode.slots.contains_key(&0) {
-        true => txn.inline_data(ino)?.unwrap_or_default(),
-        false => Vec::new(),
+        true => txn.inline_data(ino)?,
+        false => None,
     };
+    let mut sealed = std::collections::BTreeSet::new();
+    for r in inode.slots.values() {
+        if txn.block_sealed(r.block)? {
+            sealed.insert(r.block);
+        }
+    }
     Ok(FileLayout {
         size: inode.size,
         slots: inode.slots.into_iter().collect(),
         inline,
+        sealed,
     })
 }
 
@@ -295,6 +318,14 @@ pub fn all_blocks(txn: &Txn) -> Result<Vec<(BlockId, BlockInfo)>, NsError> {
         out.push((id, decode(&k, &v)?));
     }
     Ok(out)
+}
+
+/// How many blocks are sealed.
+pub fn sealed_blocks(txn: &Txn) -> Result<u64, NsError> {
+    Ok(txn
+        .store()
+        .scan(Tree::State, &sealed_block_prefix(), &[], usize::MAX)?
+        .len() as u64)
 }
 
 /// Every data server record.

@@ -325,6 +325,17 @@ pub enum Op {
     /// descriptors, at close or fsync, in one command (new variants go last:
     /// the log keeps the old ones' numbers).
     CommitFile(Box<FileCommit>),
+    /// A [`Op::CommitFile`] under encryption at rest: the slots' blocks were
+    /// sealed by the client with their block keys, and `inline` is the
+    /// small file's contents sealed by the leader (`Keys::seal_inline`).
+    CommitSealed(Box<FileCommit>),
+    /// Sets the key ring: a new cluster's (`expect` None), or the same data
+    /// secret re-wrapped under a new master key (`expect` the fingerprint
+    /// of the ring it replaces, so that two rotations never cross).
+    SetKeyring {
+        expect: Option<[u8; 16]>,
+        ring: tables::Keyring,
+    },
 }
 
 /// What a close or fsync commits: written blocks swapped into slots, or a

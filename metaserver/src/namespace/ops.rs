@@ -4,7 +4,9 @@
 
 use super::acl::{self, Acl};
 use super::perm::{self, Caller, W, X};
+use super::tables::{Inline, Keyring, SealedInline};
 use super::*;
+use nimbus_common::encryption::CHUNK_OVERHEAD;
 
 /// Creates the root directory if the namespace is new.
 pub(super) fn ensure_root(txn: &mut Txn, time: Timestamp) -> Result<(), StoreError> {
@@ -89,14 +91,45 @@ pub(super) fn apply(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Rep
             flags,
         } => setxattr(txn, time, c, *ino, name, value, *flags),
         Op::RemoveXattr { ino, name } => removexattr(txn, time, c, *ino, name),
-        Op::CommitWrite { ino, slots, size } => blocks::commit_write(txn, time, c, *ino, slots, *size, None),
-        Op::CommitFile(f) => {
-            let written = blocks::commit_write(txn, time, c, f.ino, &f.slots, f.size, f.inline.as_deref())?;
+        Op::CommitWrite { ino, slots, size } => blocks::commit_write(
+            txn,
+            time,
+            c,
+            blocks::Written {
+                ino: *ino,
+                writes: slots,
+                size: *size,
+                inline: None,
+                sealed: false,
+            },
+        ),
+        Op::CommitFile(f) | Op::CommitSealed(f) => {
+            let sealed = matches!(cmd.op, Op::CommitSealed(_));
+            let inline = f.inline.as_ref().map(|d| match sealed {
+                false => Inline::Clear(d.clone()),
+                true => Inline::Sealed(SealedInline {
+                    len: (d.len() as u64).saturating_sub(CHUNK_OVERHEAD),
+                    sealed: d.clone(),
+                }),
+            });
+            let written = blocks::commit_write(
+                txn,
+                time,
+                c,
+                blocks::Written {
+                    ino: f.ino,
+                    writes: &f.slots,
+                    size: f.size,
+                    inline,
+                    sealed,
+                },
+            )?;
             match &f.attrs {
                 Some(changes) => setattr(txn, time, c, f.ino, changes),
                 None => Ok(written),
             }
         }
+        Op::SetKeyring { expect, ring } => set_keyring(txn, c, *expect, ring),
         Op::SetReplication { ino, replication } => blocks::set_replication(txn, c, *ino, *replication),
         // The operations below come only from the leader's own services.
         Op::RegisterServer { id, addr, zone } => blocks::register_server(txn, *id, addr, zone),
@@ -116,6 +149,18 @@ pub(super) fn apply(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Rep
         Op::Share { ino, grantee, rw } => shares::add(txn, c, *ino, *grantee, *rw),
         Op::Unshare { ino, grantee } => shares::revoke(txn, c, *ino, *grantee),
     }
+}
+
+/// Sets the key ring if the one in place is `expect` (leader's service only).
+fn set_keyring(txn: &mut Txn, c: &Caller, expect: Option<[u8; 16]>, ring: &Keyring) -> Result<Reply, NsError> {
+    if !c.is_root() {
+        return Err(Errno::EPERM.into());
+    }
+    if txn.keyring()?.map(|r| r.master) != expect {
+        return Err(Errno::EBUSY.into());
+    }
+    txn.put_keyring(ring);
+    Ok(Reply::Done)
 }
 
 /// The directory `ino`: ENOENT if missing, ENOTDIR if not a directory.

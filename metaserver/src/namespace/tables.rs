@@ -10,13 +10,17 @@
 //! | `b` block id                        | [`BlockInfo`]  |
 //! | `v` server id                       | [`ServerRecord`] |
 //! | `g` server id, block id             | () — a replica to delete |
-//! | `f` ino                             | a small file's contents (slot 0 kept inline) |
+//! | `f` ino                             | a small file's contents (slot 0 kept inline), in the clear (before encryption at rest) |
+//! | `F` ino                             | [`SealedInline`]: a small file's contents, sealed |
+//! | `e` block id                        | () — the block is sealed (encrypted by its writer) |
+//! | `y`                                 | the [`Keyring`] |
 //! | `l`, `k`, `K` ...                   | advisory locks and mount sessions ([`super::sessions`]) |
 //! | `r` ...                             | Raft's applied log id and membership |
 //!
 //! Integers are big-endian so that keys sort numerically.
 
 use super::{Dentry, FileKind, Inode, NsError, Reply, Super};
+pub use crate::keys::Keyring;
 use crate::store::{Pair, Store, StoreError, Tree, Write};
 use nimbus_common::{BlockId, Errno, Ino, ServerId, Timestamp};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -64,6 +68,57 @@ const BLOCK: u8 = b'b';
 const REQUEST: u8 = b'q';
 const REQUEST_BY_TIME: u8 = b'Q';
 const INLINE: u8 = b'f';
+const SEALED_INLINE: u8 = b'F';
+const SEALED_BLOCK: u8 = b'e';
+const KEYRING: &[u8] = b"y";
+
+/// A small file's contents kept in the namespace, sealed by the leader
+/// before the command that stores them (so the Raft log never holds them in
+/// the clear). Truncation shortens `len` without re-sealing: apply runs on
+/// every node and must not draw random nonces.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedInline {
+    /// Plaintext bytes that count (at most what was sealed).
+    pub len: u64,
+    pub sealed: Vec<u8>,
+}
+
+/// A small file's contents as the namespace keeps them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inline {
+    /// Written before encryption at rest.
+    Clear(Vec<u8>),
+    Sealed(SealedInline),
+}
+
+impl Inline {
+    /// Plaintext length.
+    pub fn len(&self) -> u64 {
+        match self {
+            Inline::Clear(d) => d.len() as u64,
+            Inline::Sealed(s) => s.len,
+        }
+    }
+
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// These contents cut to `size` bytes.
+    pub fn truncated(self, size: u64) -> Inline {
+        match self {
+            Inline::Clear(mut d) => {
+                d.truncate(size.min(d.len() as u64) as usize);
+                Inline::Clear(d)
+            }
+            Inline::Sealed(s) => Inline::Sealed(SealedInline {
+                len: s.len.min(size),
+                sealed: s.sealed,
+            }),
+        }
+    }
+}
 
 fn request_key(id: &[u8; 16]) -> Vec<u8> {
     let mut k = vec![REQUEST];
@@ -169,6 +224,23 @@ fn inline_key(ino: Ino) -> Vec<u8> {
     let mut k = vec![INLINE];
     k.extend_from_slice(&ino.0.to_be_bytes());
     k
+}
+
+fn sealed_inline_key(ino: Ino) -> Vec<u8> {
+    let mut k = vec![SEALED_INLINE];
+    k.extend_from_slice(&ino.0.to_be_bytes());
+    k
+}
+
+fn sealed_block_key(id: BlockId) -> Vec<u8> {
+    let mut k = vec![SEALED_BLOCK];
+    k.extend_from_slice(&id.0);
+    k
+}
+
+/// The prefix of every sealed-block marker.
+pub fn sealed_block_prefix() -> Vec<u8> {
+    vec![SEALED_BLOCK]
 }
 
 fn inode_key(ino: Ino) -> Vec<u8> {
@@ -339,13 +411,42 @@ impl<'a> Txn<'a> {
     }
 
     /// A small file's contents kept in the namespace (its slot 0), if any.
-    pub fn inline_data(&self, ino: Ino) -> Result<Option<Vec<u8>>, StoreError> {
-        self.raw(&inline_key(ino))
+    pub fn inline_data(&self, ino: Ino) -> Result<Option<Inline>, StoreError> {
+        if let Some(s) = self.get::<SealedInline>(&sealed_inline_key(ino))? {
+            return Ok(Some(Inline::Sealed(s)));
+        }
+        Ok(self.raw(&inline_key(ino))?.map(Inline::Clear))
     }
 
     /// Stores (or, with None or nothing, drops) a file's inline contents.
-    pub fn put_inline_data(&mut self, ino: Ino, data: Option<Vec<u8>>) {
-        self.put_raw(inline_key(ino), data.filter(|d| !d.is_empty()));
+    pub fn put_inline_data(&mut self, ino: Ino, data: Option<Inline>) {
+        let (clear, sealed) = match data.filter(|d| !d.is_empty()) {
+            None => (None, None),
+            Some(Inline::Clear(d)) => (Some(d), None),
+            Some(Inline::Sealed(s)) => (None, Some(encode(&s))),
+        };
+        self.put_raw(inline_key(ino), clear);
+        self.put_raw(sealed_inline_key(ino), sealed);
+    }
+
+    /// Whether `block` was written sealed.
+    pub fn block_sealed(&self, block: BlockId) -> Result<bool, StoreError> {
+        Ok(self.raw(&sealed_block_key(block))?.is_some())
+    }
+
+    /// Marks `block` sealed, or forgets it.
+    pub fn set_block_sealed(&mut self, block: BlockId, sealed: bool) {
+        self.put_raw(sealed_block_key(block), sealed.then(Vec::new));
+    }
+
+    /// The key ring, once the cluster has one.
+    pub fn keyring(&self) -> Result<Option<Keyring>, StoreError> {
+        self.get(KEYRING)
+    }
+
+    /// Stores the key ring.
+    pub fn put_keyring(&mut self, ring: &Keyring) {
+        self.put_raw(KEYRING.to_vec(), Some(encode(ring)));
     }
 
     /// The entry `name` in `parent`, if any.

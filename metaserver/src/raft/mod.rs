@@ -96,7 +96,10 @@ mod tests {
             let store: Arc<dyn crate::store::Store> =
                 Arc::new(SledStore::open(&dir.path().join("db")).map_err(|e| err(&e))?);
             let (log, _) = LogStore::open(&dir.path().join("raft-log")).map_err(|e| err(&e))?;
-            Ok((dir, log, StateMachine::new(store)))
+            let key = dir.path().join("master.key");
+            nimbus_common::encryption::create_master_key(&key).map_err(|e| err(&e))?;
+            let keys = Arc::new(crate::keys::Keys::load(&key).map_err(|e| err(&e))?);
+            Ok((dir, log, StateMachine::new(store, keys)))
         }
     }
 

@@ -2,8 +2,9 @@
 //! membership, kept in the State tree; snapshots of it in the Snapshot tree.
 
 use super::{blocking, storage_error, Request, Response, StorageError, TypeConfig};
+use crate::keys::Keys;
 use crate::namespace::tables::{decode, encode, RAFT_PREFIX};
-use crate::namespace::{apply_batch, Txn};
+use crate::namespace::{apply_batch, Op, Txn};
 use crate::store::{scan_all, Pair, Store, Tree};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -27,15 +28,32 @@ struct SnapshotRecord {
 /// The state machine handle openraft owns.
 pub struct StateMachine {
     store: Arc<dyn Store>,
+    /// Told whenever the key ring changes, before any client hears of it.
+    keys: Arc<Keys>,
     snapshots_built: u64,
 }
 
 impl StateMachine {
     /// A state machine over `store`'s State and Snapshot trees.
-    pub fn new(store: Arc<dyn Store>) -> StateMachine {
+    pub fn new(store: Arc<dyn Store>, keys: Arc<Keys>) -> StateMachine {
         StateMachine {
             store,
+            keys,
             snapshots_built: 0,
+        }
+    }
+
+    /// Hands the key ring as now applied to this node's keys.
+    fn observe_keyring(&self) {
+        let ring = Txn::new(self.store.as_ref()).keyring();
+        match ring
+            .map_err(|e| e.to_string())
+            .and_then(|r| self.keys.observe(r.as_ref()).map_err(|e| e.to_string()))
+        {
+            Ok(()) => {}
+            // This node cannot serve data keys; its clients are refused and
+            // go to another node. A restart with the right key mends it.
+            Err(e) => tracing::error!("the cluster's key ring: {e}"),
         }
     }
 
@@ -109,13 +127,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let err = |e| storage_error(e, ErrorSubject::StateMachine, ErrorVerb::Write);
         let mut txn = Txn::new(store);
         let mut responses = Vec::new();
+        let mut keyring_changed = false;
         for entry in entries {
             txn.put_raw(APPLIED.to_vec(), Some(encode(&entry.log_id)));
             let response = match &entry.payload {
                 EntryPayload::Blank => Response::default(),
-                EntryPayload::Normal(Request { time, commands }) => Response {
-                    results: apply_batch(&mut txn, *time, commands).map_err(err)?,
-                },
+                EntryPayload::Normal(Request { time, commands }) => {
+                    keyring_changed |= commands.iter().any(|c| matches!(c.op, Op::SetKeyring { .. }));
+                    Response {
+                        results: apply_batch(&mut txn, *time, commands).map_err(err)?,
+                    }
+                }
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(entry.log_id), m.clone());
                     txn.put_raw(MEMBERSHIP.to_vec(), Some(encode(&stored)));
@@ -126,6 +148,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             responses.push(response);
         }
         store.apply(Tree::State, txn.into_writes()).map_err(err)?;
+        if keyring_changed {
+            self.observe_keyring();
+        }
         Ok(responses)
     }
 
@@ -186,7 +211,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(err)?;
             store.flush().map_err(err)
         })
-        .await
+        .await?;
+        self.observe_keyring();
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {

@@ -1,9 +1,13 @@
 //! Cluster administration: status, membership changes, snapshots, digests.
 
 use super::require_cluster_cert;
-use crate::commit::ServeError;
+use crate::commit::{Committer, ServeError};
+use crate::keys::Keys;
+use crate::namespace::{Caller, Command, Op, Txn};
 use crate::raft::{digest, Raft};
 use crate::store::Store;
+use nimbus_common::encryption::{self, Key};
+use nimbus_common::tls::Security;
 use nimbus_proto as pb;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
@@ -16,13 +20,54 @@ use tonic::{Request, Response, Status};
 pub struct AdminService {
     raft: Raft,
     store: Arc<dyn Store>,
-    tls: bool,
+    security: Security,
+    keys: Arc<Keys>,
+    committer: Committer,
 }
 
 impl AdminService {
-    /// Administers `raft`; with `tls`, changes need a cluster certificate.
-    pub fn new(raft: Raft, store: Arc<dyn Store>, tls: bool) -> Self {
-        AdminService { raft, store, tls }
+    /// Administers `raft`; with TLS, changes need a cluster certificate.
+    /// `security` also reaches the other meta servers (key rotation).
+    pub fn new(raft: Raft, store: Arc<dyn Store>, security: Security, keys: Arc<Keys>, committer: Committer) -> Self {
+        AdminService {
+            raft,
+            store,
+            security,
+            keys,
+            committer,
+        }
+    }
+
+    fn tls(&self) -> bool {
+        self.security.is_tls()
+    }
+
+    /// Stages `key` on voter `id` at `addr` (this node directly).
+    async fn stage_on(&self, id: u64, addr: &str, key: &Key) -> Result<(), Status> {
+        if id == self.raft.metrics().borrow().id {
+            return self.keys.stage(*key).map_err(|e| Status::internal(e.to_string()));
+        }
+        let channel = self
+            .security
+            .endpoint(addr)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| Status::unavailable(format!("meta server {id} at {addr}: {e}")))?;
+        let mut request = Request::new(pb::StageKeyRequest {
+            key: key.as_bytes().to_vec(),
+        });
+        request.set_timeout(Duration::from_secs(10));
+        pb::admin_client::AdminClient::new(channel)
+            .stage_key(request)
+            .await
+            .map_err(|s| {
+                Status::unavailable(format!(
+                    "staging the new key on meta server {id} at {addr}: {}",
+                    s.message()
+                ))
+            })?;
+        Ok(())
     }
 
     fn status(&self) -> pb::NodeStatus {
@@ -57,6 +102,9 @@ impl AdminService {
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
             members,
+            master_key: self.keys.fingerprints().0.to_vec(),
+            next_master_key: self.keys.fingerprints().1.map(|f| f.to_vec()).unwrap_or_default(),
+            cluster_key: self.keys.fingerprints().2.map(|f| f.to_vec()).unwrap_or_default(),
         }
     }
 }
@@ -87,7 +135,7 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn add_member(&self, request: Request<pb::AddMemberRequest>) -> Result<Response<pb::NodeStatus>, Status> {
-        require_cluster_cert(self.tls, &request)?;
+        require_cluster_cert(self.tls(), &request)?;
         let r = request.into_inner();
         validate_addr(&r.addr)?;
         let m = self.raft.metrics().borrow().clone();
@@ -111,7 +159,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::NodeStatus>, Status> {
-        require_cluster_cert(self.tls, &request)?;
+        require_cluster_cert(self.tls(), &request)?;
         let id = request.into_inner().id;
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
@@ -149,7 +197,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::NodeStatus>, Status> {
-        require_cluster_cert(self.tls, &request)?;
+        require_cluster_cert(self.tls(), &request)?;
         let applied = self.raft.metrics().borrow().last_applied;
         self.raft
             .trigger()
@@ -162,6 +210,81 @@ impl pb::admin_server::Admin for AdminService {
             .await
             .map_err(|_| Status::deadline_exceeded("snapshot still building after 60 s"))?
             .map_err(|_| Status::unavailable("raft stopped"))?;
+        Ok(Response::new(self.status()))
+    }
+
+    async fn rotate_key(&self, request: Request<pb::RotateKeyRequest>) -> Result<Response<pb::NodeStatus>, Status> {
+        require_cluster_cert(self.tls(), &request)?;
+        if !self.tls() {
+            return Err(Status::failed_precondition(
+                "key rotation sends the new master key to every meta server: it needs TLS",
+            ));
+        }
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader != Some(m.id) {
+            let membership = m.membership_config.membership();
+            let leader = m
+                .current_leader
+                .and_then(|l| membership.get_node(&l).map(|n| (l, n.addr.clone())));
+            return Err(ServeError::NotLeader { leader }.into());
+        }
+        let current = Txn::new(self.store.as_ref())
+            .keyring()
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::unavailable("the cluster has no key ring yet; try again in a moment"))?;
+        // Every voter keeps the new key before any ring names it, so that
+        // none is left unable to read the ring after the commit.
+        let key = Key::random().map_err(|e| Status::internal(e.to_string()))?;
+        let membership = m.membership_config.membership().clone();
+        for id in membership.voter_ids() {
+            let addr = membership.get_node(&id).map(|n| n.addr.clone()).unwrap_or_default();
+            self.stage_on(id, &addr, &key).await?;
+        }
+        let ring = self
+            .keys
+            .rewrapped_for_next()
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        if ring.master != key.fingerprint() {
+            return Err(Status::aborted(
+                "another rotation staged a different key meanwhile; run it again",
+            ));
+        }
+        let op = Op::SetKeyring {
+            expect: Some(current.master),
+            ring,
+        };
+        match self
+            .committer
+            .submit(Command {
+                caller: Caller::root(),
+                op,
+                request: None,
+            })
+            .await?
+        {
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Status::aborted(format!(
+                    "the key ring changed meanwhile ({e}); run the rotation again"
+                )))
+            }
+        }
+        tracing::info!(
+            from = %encryption::hex(&current.master),
+            to = %encryption::hex(&key.fingerprint()),
+            "rotated the master key"
+        );
+        Ok(Response::new(self.status()))
+    }
+
+    async fn stage_key(&self, request: Request<pb::StageKeyRequest>) -> Result<Response<pb::NodeStatus>, Status> {
+        require_cluster_cert(self.tls(), &request)?;
+        if !self.tls() {
+            return Err(Status::failed_precondition("a master key travels only over TLS"));
+        }
+        let key = Key::from_bytes(&request.into_inner().key)
+            .ok_or_else(|| Status::invalid_argument("a master key is 32 bytes"))?;
+        self.keys.stage(key).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(self.status()))
     }
 }

@@ -3,6 +3,8 @@
 use super::auth::Auth;
 use super::convert::{attr_to_pb, caller_from_pb, changes_from_pb, kind_from_pb, kind_to_pb, perm_from_pb};
 use crate::commit::{Committer, ReadBarrier};
+use crate::keys::Keys;
+use crate::namespace::tables::Inline;
 use crate::namespace::{self as ns, AttrChanges, Caller, Command, NsError, Op, Reply, Txn};
 use crate::store::Store;
 use nimbus_common::{BlockId, Errno, Ino, ServerId};
@@ -21,18 +23,112 @@ pub struct NamespaceService {
     committer: Committer,
     barrier: ReadBarrier,
     auth: Arc<Auth>,
+    keys: Arc<Keys>,
+    /// --allow-clear-blocks.
+    allow_clear: bool,
+}
+
+/// A key this node cannot produce: logged, and EIO to the caller.
+fn key_failure(e: impl std::fmt::Display) -> NsError {
+    tracing::error!("encryption keys: {e}");
+    Errno::EIO.into()
 }
 
 impl NamespaceService {
     /// Serves reads from `store` and writes through `committer`, for the
-    /// users `auth` recognises.
-    pub fn new(store: Arc<dyn Store>, committer: Committer, barrier: ReadBarrier, auth: Arc<Auth>) -> Self {
+    /// users `auth` recognises; `keys` open and seal what files keep here.
+    pub fn new(
+        store: Arc<dyn Store>,
+        committer: Committer,
+        barrier: ReadBarrier,
+        auth: Arc<Auth>,
+        keys: Arc<Keys>,
+    ) -> Self {
         NamespaceService {
             store,
             committer,
             barrier,
             auth,
+            keys,
+            allow_clear: false,
         }
+    }
+
+    /// Accepts commits of blocks stored in the clear (benchmarks).
+    pub fn allow_clear_blocks(mut self, yes: bool) -> Self {
+        self.allow_clear = yes;
+        self
+    }
+
+    /// A layout as the client gets it: each sealed block with its key (the
+    /// caller passed the access check that led here), inline contents
+    /// opened.
+    fn layout_reply(&self, ino: Ino, attr: Option<pb::Attr>, layout: ns::blocks::FileLayout) -> Result<R, NsError> {
+        let inline_data = match layout.inline {
+            None => Vec::new(),
+            Some(Inline::Clear(d)) => d,
+            Some(Inline::Sealed(s)) => {
+                let mut plain = self.keys.open_inline(ino.0, &s.sealed).map_err(key_failure)?;
+                plain.truncate(s.len.min(plain.len() as u64) as usize);
+                plain
+            }
+        };
+        let mut slots = Vec::with_capacity(layout.slots.len());
+        for (slot, s) in layout.slots {
+            let key = match layout.sealed.contains(&s.block) {
+                true => self
+                    .keys
+                    .block_key(&s.block.0)
+                    .map_err(key_failure)?
+                    .as_bytes()
+                    .to_vec(),
+                false => Vec::new(),
+            };
+            slots.push(pb::SlotBlock {
+                slot,
+                block_id: s.block.0.to_vec(),
+                length: s.len,
+                crc32c: s.crc,
+                key,
+            });
+        }
+        Ok(R::Layout(pb::Layout {
+            attr,
+            size: layout.size,
+            slot_size: ns::blocks::SLOT_SIZE,
+            inline_data,
+            slots,
+        }))
+    }
+
+    /// A file commit as the log will hold it: inline contents sealed, and
+    /// only blocks the client sealed.
+    fn seal_commit(&self, op: Op, blocks_sealed: bool) -> Result<Op, Status> {
+        let Op::CommitFile(mut f) = op else {
+            return Ok(op);
+        };
+        if !blocks_sealed && self.allow_clear {
+            if f.inline.is_some() {
+                return Err(Status::failed_precondition(
+                    "blocks in the clear and inline contents cannot be committed together",
+                ));
+            }
+            return Ok(Op::CommitFile(f));
+        }
+        if !blocks_sealed && !f.slots.is_empty() {
+            return Err(Status::failed_precondition(
+                "this client writes blocks unencrypted, and the cluster keeps data encrypted at rest: \
+                 upgrade nimbus on this machine",
+            ));
+        }
+        if let Some(plain) = f.inline.take() {
+            let sealed = self.keys.seal_inline(f.ino.0, &plain).map_err(|e| {
+                tracing::error!("sealing inline contents: {e}");
+                Status::unavailable(format!("this meta server cannot seal file contents yet: {e}"))
+            })?;
+            f.inline = Some(sealed);
+        }
+        Ok(Op::CommitSealed(f))
     }
 
     /// The identity `request` acts as: its signed-in user, or, from an
@@ -133,24 +229,7 @@ impl NamespaceService {
                     0 => ns::readable_layout(&txn, caller, Ino(r.ino)).map(|l| (None, l)),
                     mask => ns::open_layout(&txn, caller, Ino(r.ino), mask).map(|(a, l)| (Some(a), l)),
                 };
-                opened.map(|(attr, layout)| {
-                    R::Layout(pb::Layout {
-                        attr: attr.as_ref().map(attr_to_pb),
-                        size: layout.size,
-                        slot_size: ns::blocks::SLOT_SIZE,
-                        inline_data: layout.inline,
-                        slots: layout
-                            .slots
-                            .into_iter()
-                            .map(|(slot, s)| pb::SlotBlock {
-                                slot,
-                                block_id: s.block.0.to_vec(),
-                                length: s.len,
-                                crc32c: s.crc,
-                            })
-                            .collect(),
-                    })
-                })
+                opened.and_then(|(attr, layout)| self.layout_reply(Ino(r.ino), attr.as_ref().map(attr_to_pb), layout))
             }
             _ => return Err(Status::internal("write routed as a read")),
         };
@@ -328,6 +407,8 @@ impl pb::namespace_server::Namespace for NamespaceService {
             .ok_or_else(|| Status::invalid_argument("request names no operation"))?;
         let result = match write_op(&op)? {
             Some(w) => {
+                let sealed = matches!(&op, P::CommitWrite(c) if c.sealed);
+                let w = self.seal_commit(w, sealed)?;
                 let request = match req.request_id.len() {
                     0 => None,
                     16 => req.request_id.as_slice().try_into().ok(),

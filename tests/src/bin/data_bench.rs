@@ -5,7 +5,7 @@
 use clap::Parser;
 use nimbus_client::blocks::WrittenBlock;
 use nimbus_client::MetaClient;
-use nimbus_common::{BlockId, Ino};
+use nimbus_common::Ino;
 use nimbus_tests::{MetaCluster, Options};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,13 +48,15 @@ async fn write_all(
     Ok((out, started.elapsed()))
 }
 
-async fn read_all(client: &Arc<MetaClient>, ids: &[BlockId], parallel: usize) -> anyhow::Result<Duration> {
+async fn read_all(client: &Arc<MetaClient>, written: &[WrittenBlock], parallel: usize) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    for chunk in ids.chunks(parallel) {
+    for chunk in written.chunks(parallel) {
         let mut tasks = Vec::new();
-        for id in chunk {
-            let (client, id) = (client.clone(), *id);
-            tasks.push(tokio::spawn(async move { client.read_block(id, 0, 0).await }));
+        for b in chunk {
+            let (client, id, key) = (client.clone(), b.id, b.key);
+            tasks.push(tokio::spawn(
+                async move { client.read_block(id, key.as_ref(), 0, 0).await },
+            ));
         }
         for t in tasks {
             anyhow::ensure!(t.await??.len() == BLOCK, "short read");
@@ -86,13 +88,17 @@ fn mib_s(bytes: usize, d: Duration) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let blocks = (args.mib << 20).div_ceil(BLOCK);
-    let mut cluster = MetaCluster::start(Options::default())?;
+    let mut cluster = MetaCluster::start(Options {
+        meta_args: vec!["--allow-clear-blocks".into()],
+        ..Options::default()
+    })?;
     cluster.wait_leader(Duration::from_secs(30)).await?;
     for i in 1..=3 {
         cluster.add_data(i, &format!("zone{i}"), None)?;
     }
     cluster.wait_data(3, Duration::from_secs(30)).await?;
     let client = Arc::new(cluster.client()?);
+    let clear_client = Arc::new(cluster.client()?.with_clear_blocks(true));
     let bytes = blocks * BLOCK;
     println!(
         "3 meta + 3 data servers on 127.0.0.1, TLS; {blocks} blocks of 4 MiB per run, {} in parallel",
@@ -100,16 +106,29 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("{:<28} {:>12} {:>12}", "run", "write MiB/s", "read MiB/s");
     let mut kept = Vec::new();
-    for (r, durable) in [(1, false), (2, false), (3, false), (2, true)] {
-        let (written, wt) = write_all(&client, blocks, r, durable, args.parallel).await?;
+    // Encryption on (every block sealed by the client, as always) and, for
+    // comparison in the same run, off (--allow-clear-blocks on this bench's
+    // cluster only).
+    for (r, durable, sealed) in [
+        (1, false, true),
+        (2, false, true),
+        (2, false, false),
+        (3, false, true),
+        (2, true, true),
+    ] {
+        let c = if sealed { &client } else { &clear_client };
+        let (written, wt) = write_all(c, blocks, r, durable, args.parallel).await?;
         // Only committed blocks are readable: the leader gives read tokens for
         // blocks some file references.
-        commit(&client, &format!("r{r}-{durable}"), &written).await?;
-        let ids: Vec<BlockId> = written.iter().map(|b| b.id).collect();
-        let rt = read_all(&client, &ids, args.parallel).await?;
-        let label = format!("R={r}{}", if durable { ", fsync on every replica" } else { "" });
+        commit(c, &format!("r{r}-{durable}-{sealed}"), &written).await?;
+        let rt = read_all(c, &written, args.parallel).await?;
+        let label = format!(
+            "R={r}{}{}",
+            if durable { ", fsync on every replica" } else { "" },
+            if sealed { ", encrypted" } else { ", NOT encrypted" }
+        );
         println!("{label:<28} {:>12.1} {:>12.1}", mib_s(bytes, wt), mib_s(bytes, rt));
-        if r == 2 && !durable {
+        if r == 2 && !durable && sealed {
             kept = written;
         }
     }

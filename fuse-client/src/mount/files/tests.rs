@@ -70,6 +70,7 @@ impl Backend for Fake {
                     block_id: id.0.to_vec(),
                     length: c.blocks[id].len() as u64,
                     crc32c: 0,
+                    key: key_of(*id).as_bytes().to_vec(),
                 })
                 .collect(),
             inline_data: c.inline.clone(),
@@ -88,6 +89,7 @@ impl Backend for Fake {
             WrittenBlock {
                 id,
                 len: data.len() as u64,
+                key: Some(key_of(id)),
                 crc32c: 0,
                 server_ids: vec![1, 2],
                 replicas: vec!["a".into(), "b".into()],
@@ -103,10 +105,13 @@ impl Backend for Fake {
     async fn read_located(
         &self,
         block: BlockId,
+        key: Option<&Key>,
         _: &pb::Location,
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, ClientError> {
+        // The key travels with the block from the layout or the write.
+        assert_eq!(key, Some(&key_of(block)), "block {block} read without its key");
         self.with(|c| {
             let data = c
                 .blocks
@@ -426,10 +431,18 @@ async fn a_write_after_utimens_moves_mtime_to_the_write() {
 }
 
 fn committed(len: u64) -> Committed {
+    let block = BlockId([7; 16]);
     Committed {
-        block: BlockId([7; 16]),
+        block,
         len,
+        key: Some(key_of(block)),
     }
+}
+
+/// The fake's key of a block (it stores plaintext, but checks that readers
+/// bring the key a real block would need).
+fn key_of(block: BlockId) -> Key {
+    Key::from_bytes(&[block.0.as_slice(), block.0.as_slice()].concat()).unwrap_or_else(|| unreachable!())
 }
 
 #[test]
