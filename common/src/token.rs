@@ -37,6 +37,27 @@ pub struct SessionClaims {
     pub expires_ms: u64,
 }
 
+/// What a link sent by mail lets its holder do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MailPurpose {
+    /// Verify the address of a pending sign-up.
+    Verify,
+    /// Set a new password.
+    Reset,
+}
+
+/// The signed content of a link sent by mail. What makes it single-use is
+/// the nonce the meta state records for its subject.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailClaims {
+    pub purpose: MailPurpose,
+    /// The pending sign-up's name, or the user's uid in decimal.
+    pub subject: String,
+    pub nonce: [u8; 16],
+    /// Milliseconds since the Unix epoch after which the link is void.
+    pub expires_ms: u64,
+}
+
 const SIGNATURE_LEN: usize = 64;
 
 // Every signed body starts with its kind, so that no token of one kind can
@@ -45,6 +66,29 @@ const BLOCK_DOMAIN: &[u8] = b"nimbus-block-1:";
 const SESSION_DOMAIN: &[u8] = b"nimbus-session-1:";
 /// How session tokens start in their text form.
 const SESSION_PREFIX: &str = "nimbus1.";
+const MAIL_DOMAIN: &[u8] = b"nimbus-mail-1:";
+const MAIL_PREFIX: &str = "nm1.";
+
+fn to_hex(prefix: &str, bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(prefix.len() + 2 * bytes.len());
+    out.push_str(prefix);
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+fn from_hex(prefix: &str, text: &str) -> Result<Vec<u8>, TokenError> {
+    let hex = text.trim().strip_prefix(prefix).ok_or(TokenError::Malformed)?;
+    if hex.len() % 2 != 0 || !hex.is_ascii() {
+        return Err(TokenError::Malformed);
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| TokenError::Malformed)
+}
 
 /// Why a token was refused, or keys could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -145,6 +189,11 @@ impl Signer {
         out
     }
 
+    /// A link token carrying `claims`, as text (URL-safe).
+    pub fn sign_mail(&self, claims: &MailClaims) -> String {
+        to_hex(MAIL_PREFIX, &self.sign_body(MAIL_DOMAIN, claims))
+    }
+
     fn sign_body(&self, domain: &[u8], claims: &impl Serialize) -> Vec<u8> {
         let mut out = domain.to_vec();
         // Serialising a plain struct into a Vec cannot fail.
@@ -202,6 +251,21 @@ impl Verifier {
             .map_err(|_| TokenError::Malformed)?;
         let body = self.open(&bytes, SESSION_DOMAIN)?;
         let claims: SessionClaims = postcard::from_bytes(body).map_err(|_| TokenError::Malformed)?;
+        if claims.expires_ms < now_ms() {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// The claims of a link token, if it is genuine, for `purpose` and not
+    /// expired.
+    pub fn check_mail(&self, token: &str, purpose: MailPurpose) -> Result<MailClaims, TokenError> {
+        let bytes = from_hex(MAIL_PREFIX, token)?;
+        let body = self.open(&bytes, MAIL_DOMAIN)?;
+        let claims: MailClaims = postcard::from_bytes(body).map_err(|_| TokenError::Malformed)?;
+        if claims.purpose != purpose {
+            return Err(TokenError::Malformed);
+        }
         if claims.expires_ms < now_ms() {
             return Err(TokenError::Expired);
         }

@@ -293,6 +293,10 @@ pub async fn user_list(client: &MetaClient) -> anyhow::Result<()> {
             q(a.quota_inodes, |n| n.to_string()),
         );
     }
+    // Administrators also see who waits for verification.
+    if let Err(e) = crate::signup::print_pending(client).await {
+        tracing::debug!("pending sign-ups: {e}");
+    }
     Ok(())
 }
 

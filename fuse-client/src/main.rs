@@ -7,6 +7,7 @@ mod dev;
 mod key;
 mod mount;
 mod paths;
+mod signup;
 
 use anyhow::bail;
 use clap::{Parser, Subcommand};
@@ -98,6 +99,31 @@ enum Cmd {
     Logout,
     /// Show who the profile is signed in as, with quota and usage.
     Whoami,
+    /// Create your own account (if the cluster's sign-up policy lets you):
+    /// signup NAME --email ADDRESS; a mail with a link verifies the address.
+    ///
+    /// `signup verify TOKEN` verifies with the token from the mail; `signup
+    /// resend NAME` sends a new link. Administrators: `signup policy`,
+    /// `signup list`, `signup approve NAME`, `signup remove NAME`.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Signup {
+        #[command(subcommand)]
+        command: Option<SignupCmd>,
+        /// The user name you want.
+        #[arg(required = true)]
+        name: Option<String>,
+        /// Your e-mail address, where the link goes.
+        #[arg(long, required = true)]
+        email: Option<String>,
+        #[command(flatten)]
+        password: account::PasswordSource,
+    },
+    /// Forgot your password: `password-reset request ADDRESS` mails a link;
+    /// `password-reset set TOKEN` sets a new password with it.
+    PasswordReset {
+        #[command(subcommand)]
+        command: ResetCmd,
+    },
     /// Manage user accounts (administrators; `passwd` for everyone).
     User {
         #[command(subcommand)]
@@ -218,6 +244,50 @@ enum ShareCmd {
 }
 
 #[derive(Subcommand)]
+enum SignupCmd {
+    /// Verify your address with the token from the mail.
+    Verify { token: String },
+    /// Send a new verification mail (at most one a minute, five in all).
+    Resend { name: String },
+    /// Show the sign-up policy, or change it (administrators).
+    Policy {
+        /// closed (the default), open, or domains (with --domains).
+        #[arg(long, value_parser = ["closed", "open", "domains"])]
+        mode: Option<String>,
+        /// Domains whose addresses may sign up (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        domains: Vec<String>,
+        /// Space quota of new accounts, e.g. 10G (0: no limit).
+        #[arg(long, value_parser = account::parse_size)]
+        quota_bytes: Option<u64>,
+        /// Inode quota of new accounts (0: no limit).
+        #[arg(long)]
+        quota_inodes: Option<u64>,
+        /// Remove unverified sign-ups older than this, e.g. 7d.
+        #[arg(long, value_parser = account::parse_duration)]
+        max_age: Option<u64>,
+    },
+    /// Pending sign-ups (administrators).
+    List,
+    /// Make a pending sign-up's account without its verification (administrators).
+    Approve { name: String },
+    /// Drop a pending sign-up (administrators).
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
+enum ResetCmd {
+    /// Mail a link to set a new password to the account with this address.
+    Request { email: String },
+    /// Set a new password with the token from the mail.
+    Set {
+        token: String,
+        #[command(flatten)]
+        password: account::PasswordSource,
+    },
+}
+
+#[derive(Subcommand)]
 enum KeyCmd {
     /// Show each meta server's master key, staged key and key ring (fingerprints).
     Status,
@@ -313,6 +383,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Logout => account::logout(&conn.client()?, &conn.profile).await,
         Cmd::Whoami => account::whoami(&conn.client()?).await,
+        Cmd::Signup {
+            command,
+            name,
+            email,
+            password,
+        } => match (command, name, email) {
+            (Some(SignupCmd::Verify { token }), _, _) => signup::verify(&conn.cluster()?, &token).await,
+            (Some(SignupCmd::Resend { name }), _, _) => signup::resend(&conn.cluster()?, &name).await,
+            (
+                Some(SignupCmd::Policy {
+                    mode,
+                    domains,
+                    quota_bytes,
+                    quota_inodes,
+                    max_age,
+                }),
+                _,
+                _,
+            ) => {
+                let change = signup::PolicyChange {
+                    mode,
+                    domains,
+                    quota_bytes,
+                    quota_inodes,
+                    max_age_secs: max_age,
+                };
+                signup::policy(&conn.client()?, change).await
+            }
+            (Some(SignupCmd::List), _, _) => signup::print_pending(&conn.client()?).await,
+            (Some(SignupCmd::Approve { name }), _, _) => signup::decide(&conn.client()?, &name, true).await,
+            (Some(SignupCmd::Remove { name }), _, _) => signup::decide(&conn.client()?, &name, false).await,
+            (None, Some(name), Some(email)) => signup::sign_up(&conn.cluster()?, &name, &email, password).await,
+            _ => {
+                bail!("usage: nimbus signup NAME --email ADDRESS (or signup verify|resend|policy|list|approve|remove)")
+            }
+        },
+        Cmd::PasswordReset { command } => match command {
+            ResetCmd::Request { email } => signup::request_reset(&conn.cluster()?, &email).await,
+            ResetCmd::Set { token, password } => signup::reset(&conn.cluster()?, &token, password).await,
+        },
         Cmd::User { command } => {
             let client = conn.client()?;
             match command {

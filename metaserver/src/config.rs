@@ -85,6 +85,18 @@ pub struct Settings {
     /// encryption costs). Off: every block is sealed by its writer.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub allow_clear_blocks: Option<bool>,
+    /// SMTP server for sign-up and password-reset mail:
+    /// smtp://HOST:PORT (plain, for a relay on loopback),
+    /// smtp://USER:PASS@HOST:587?tls=required (STARTTLS), smtps://USER:PASS@HOST (TLS).
+    /// [default: none, so no self-service sign-up]
+    #[arg(long)]
+    pub smtp_url: Option<String>,
+    /// Sender of that mail, e.g. "Nimbus <nimbus@example.org>".
+    #[arg(long)]
+    pub mail_from: Option<String>,
+    /// Base URL of the web gateway, for links in mail. [default: http://127.0.0.1:8080]
+    #[arg(long)]
+    pub public_url: Option<String>,
 }
 
 impl Settings {
@@ -113,7 +125,10 @@ impl Settings {
             max_copies,
             metrics_listen,
             master_key,
-            allow_clear_blocks
+            allow_clear_blocks,
+            smtp_url,
+            mail_from,
+            public_url
         )
     }
 }
@@ -143,6 +158,8 @@ pub struct Config {
     /// The master key file.
     pub master_key: PathBuf,
     pub allow_clear_blocks: bool,
+    /// (smtp url, sender, public url), when mail is configured.
+    pub mail: Option<(String, String, String)>,
 }
 
 /// Parses `ID=HOST:PORT,...`.
@@ -233,6 +250,15 @@ impl Config {
         let c = Config {
             master_key,
             allow_clear_blocks: s.allow_clear_blocks.unwrap_or(false),
+            mail: match (s.smtp_url, s.mail_from) {
+                (Some(url), Some(from)) => Some((
+                    url,
+                    from,
+                    s.public_url.unwrap_or_else(|| "http://127.0.0.1:8080".into()),
+                )),
+                (Some(_), None) => bail!("--smtp-url needs --mail-from (the sender of sign-up mail)"),
+                _ => None,
+            },
             token_dir,
             dead_after_ms: s.dead_after_ms.unwrap_or(30_000),
             data_heartbeat_ms: s.data_heartbeat_ms.unwrap_or(1000),

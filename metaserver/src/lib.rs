@@ -4,6 +4,7 @@
 pub mod commit;
 pub mod data;
 pub mod keys;
+pub mod mail;
 pub mod namespace;
 pub mod raft;
 pub mod service;

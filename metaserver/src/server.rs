@@ -95,6 +95,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     .await
     .context("starting Raft")?;
 
+    let mailer = match &cfg.mail {
+        Some((url, from, public)) => Some(Arc::new(
+            nimbus_meta::mail::Mailer::new(url, from, public).context("configuring mail (--smtp-url)")?,
+        )),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
@@ -157,12 +163,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(AccountServiceServer::new(AccountService::new(
-            store.clone(),
-            committer.clone(),
-            barrier,
-            auth,
-        )))
+        .add_service(AccountServiceServer::new(
+            AccountService::new(store.clone(), committer.clone(), barrier, auth).with_mailer(mailer),
+        ))
         .add_service(AdminServer::new(AdminService::new(
             raft.clone(),
             store.clone(),

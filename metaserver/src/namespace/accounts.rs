@@ -130,6 +130,8 @@ pub enum AccountOp {
     CheckQuota {
         fix: bool,
     },
+    /// Self-service sign-up and password reset (new variants go last).
+    Signup(super::signup::SignupOp),
 }
 
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
@@ -256,7 +258,7 @@ pub fn caller_of(txn: &Txn, user: &User) -> Result<Caller, StoreError> {
     })
 }
 
-fn put_user(txn: &mut Txn, u: &User) {
+pub(super) fn put_user(txn: &mut Txn, u: &User) {
     txn.put_raw(key(USER, &[&u.uid.0.to_be_bytes()]), Some(encode(u)));
     txn.put_raw(
         key(USER_NAME, &[u.name.as_bytes()]),
@@ -264,11 +266,11 @@ fn put_user(txn: &mut Txn, u: &User) {
     );
 }
 
-fn existing_user(txn: &Txn, uid: Uid) -> Result<User, NsError> {
+pub(super) fn existing_user(txn: &Txn, uid: Uid) -> Result<User, NsError> {
     Ok(user_by_uid(txn, uid)?.ok_or(Errno::ENOENT)?)
 }
 
-fn next_id(txn: &mut Txn) -> Result<u32, NsError> {
+pub(super) fn next_id(txn: &mut Txn) -> Result<u32, NsError> {
     let mut c: Counters = get(txn, COUNTERS)?.unwrap_or_default();
     let id = c.next_id.max(FIRST_ID);
     c.next_id = id.checked_add(1).ok_or(Errno::ENOSPC)?;
@@ -276,7 +278,7 @@ fn next_id(txn: &mut Txn) -> Result<u32, NsError> {
     Ok(id)
 }
 
-fn admin_only(caller: &Caller) -> Result<(), NsError> {
+pub(super) fn admin_only(caller: &Caller) -> Result<(), NsError> {
     if caller.is_root() {
         Ok(())
     } else {
@@ -284,7 +286,7 @@ fn admin_only(caller: &Caller) -> Result<(), NsError> {
     }
 }
 
-fn end_sign_ins_of(txn: &mut Txn, uid: Uid) -> Result<(), NsError> {
+pub(super) fn end_sign_ins_of(txn: &mut Txn, uid: Uid) -> Result<(), NsError> {
     for (k, v) in txn.scan_prefix(&[SIGN_IN])? {
         let s: SignIn = decode(&k, &v)?;
         if s.uid == uid {
@@ -314,7 +316,7 @@ fn homes_dir(txn: &mut Txn, time: Timestamp) -> Result<Ino, NsError> {
     }
 }
 
-fn create_user(txn: &mut Txn, time: Timestamp, mut user: User) -> Result<Reply, NsError> {
+pub(super) fn create_user(txn: &mut Txn, time: Timestamp, mut user: User) -> Result<Reply, NsError> {
     validate_name(&user.name)?;
     if user_by_name(txn, &user.name)?.is_some() {
         return Err(Errno::EEXIST.into());
@@ -426,6 +428,7 @@ pub(super) fn apply(txn: &mut Txn, time: Timestamp, caller: &Caller, op: &Accoun
                 set_member(txn, gid, *uid, false);
             }
             shares::forget_user(txn, *uid)?;
+            super::signup::forget_user(txn, *uid)?;
             txn.put_raw(key(USER, &[&uid.0.to_be_bytes()]), None);
             txn.put_raw(key(USER_NAME, &[user.name.as_bytes()]), None);
             // The home and its files stay, renamed out of the way, owned by
@@ -444,6 +447,7 @@ pub(super) fn apply(txn: &mut Txn, time: Timestamp, caller: &Caller, op: &Accoun
             }
             Ok(Reply::Done)
         }
+        AccountOp::Signup(op) => super::signup::apply(txn, time, caller, op),
         AccountOp::AddGroup { name } => {
             admin_only(caller)?;
             validate_name(name)?;

@@ -16,6 +16,7 @@ pub mod quota;
 mod read;
 pub mod sessions;
 pub mod shares;
+pub mod signup;
 pub mod tables;
 #[cfg(test)]
 mod tests;

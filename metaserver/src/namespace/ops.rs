@@ -143,6 +143,7 @@ pub(super) fn apply(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Rep
         Op::Forget { ino, session } => sessions::forget(txn, *ino, *session),
         Op::ExpireSessions => {
             accounts::expire_sign_ins(txn, time)?;
+            signup::expire(txn, time)?;
             sessions::expire(txn, time)
         }
         Op::Account(op) => accounts::apply(txn, time, c, op),

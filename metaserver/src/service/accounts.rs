@@ -1,5 +1,8 @@
 //! `AccountService.Call`: sign-in and sign-out, users, groups, quotas and
-//! shares. Refusals are gRPC statuses with a message meant for a person.
+//! shares, and self-service sign-up ([`signup`]). Refusals are gRPC
+//! statuses with a message meant for a person.
+
+mod signup;
 
 use super::auth::{self, Auth, Identity};
 use crate::commit::{Committer, ReadBarrier};
@@ -25,6 +28,8 @@ pub struct AccountService {
     committer: Committer,
     barrier: ReadBarrier,
     auth: Arc<Auth>,
+    /// Sends sign-up and reset mail; None: those are refused.
+    mailer: Option<Arc<crate::mail::Mailer>>,
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
@@ -57,6 +62,8 @@ fn refused(e: Errno, what: &str) -> Status {
             "{what}: invalid name (1-32 of a-z 0-9 _ - ., starting with a letter or _)"
         )),
         Errno::EDQUOT => nimbus_proto::Reason::Quota.tag(Status::resource_exhausted(format!("{what}: quota exceeded"))),
+        Errno::EAGAIN => Status::resource_exhausted(format!("{what}: too soon, try again later")),
+        Errno::ETIMEDOUT => Status::deadline_exceeded(format!("{what}: expired")),
         e => Status::internal(format!("{what}: {e}")),
     }
 }
@@ -69,7 +76,14 @@ impl AccountService {
             committer,
             barrier,
             auth,
+            mailer: None,
         }
+    }
+
+    /// Sends sign-up and password-reset mail through `mailer`.
+    pub fn with_mailer(mut self, mailer: Option<Arc<crate::mail::Mailer>>) -> Self {
+        self.mailer = mailer;
+        self
     }
 
     async fn submit(&self, caller: Caller, op: Op, what: &str) -> Result<Reply, Status> {
@@ -198,10 +212,26 @@ impl AccountService {
         if let P::Login(r) = op {
             return self.login(r).await;
         }
+        if let Some(r) = self.signup_without_session(&op).await {
+            return r;
+        }
         let id = self.auth.identify(&request).await?;
+        if let Some(r) = self.signup_admin(&id, &op).await {
+            return r;
+        }
         let me = id.caller.clone();
         match op {
             P::Login(_) => Err(Status::internal("sign-in routed wrongly")),
+            P::SignupPolicyGet(_)
+            | P::SignupPolicySet(_)
+            | P::Signup(_)
+            | P::SignupResend(_)
+            | P::SignupVerify(_)
+            | P::SignupList(_)
+            | P::SignupApprove(_)
+            | P::SignupRemove(_)
+            | P::ResetRequest(_)
+            | P::ResetPassword(_) => Err(Status::internal("sign-up request routed wrongly")),
             P::Logout(_) => {
                 let op = Op::Account(AccountOp::SignOut { id: id.sign_in });
                 self.submit(me, op, "sign-out").await?;

@@ -1,0 +1,331 @@
+//! Self-service sign-up and password reset against a real SMTP server
+//! (Python's aiosmtpd, delivering into a Maildir the test reads): sign up,
+//! follow the mailed link, sign in, find the home folder and the default
+//! quota; then every refusal the issue names, each with a clear message and
+//! nothing created; and a password reset that ends every session.
+
+use anyhow::{bail, ensure, Context};
+use nimbus_tests::{free_port, MetaCluster, Options, ADMIN_PASSWORD};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An aiosmtpd process on 127.0.0.1 delivering into a Maildir; stopped by
+/// pid when dropped.
+struct Smtp {
+    child: Child,
+    maildir: PathBuf,
+    port: u16,
+}
+
+impl Smtp {
+    fn start(dir: &Path) -> anyhow::Result<Smtp> {
+        let maildir = dir.join("maildir");
+        let port = free_port();
+        let child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting aiosmtpd (python3 -m pip install aiosmtpd)")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            ensure!(Instant::now() < deadline, "aiosmtpd did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Smtp { child, maildir, port })
+    }
+
+    /// Every message delivered so far, decoded to text (headers and body).
+    fn messages(&self) -> anyhow::Result<Vec<String>> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.maildir.join("new"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        let mut out = Vec::new();
+        for f in files {
+            let text = Command::new("python3")
+                .arg("-c")
+                .arg(
+                    "import email,sys\nm=email.message_from_binary_file(open(sys.argv[1],'rb'))\n\
+                     print('To:', m['To']); print('Subject:', m['Subject'])\n\
+                     print(m.get_payload(decode=True).decode())",
+                )
+                .arg(&f)
+                .output()?;
+            out.push(String::from_utf8_lossy(&text.stdout).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// Waits for message number `n` (from 1) and returns it.
+    fn wait_message(&self, n: usize) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let all = self.messages()?;
+            if all.len() >= n {
+                return Ok(all[n - 1].clone());
+            }
+            ensure!(Instant::now() < deadline, "no mail number {n} ({} so far)", all.len());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The token of the command line a mail gives (`nimbus ... TOKEN`).
+fn token_in(mail: &str) -> anyhow::Result<String> {
+    mail.split_whitespace()
+        .find(|w| w.starts_with("nm1."))
+        .map(str::to_owned)
+        .with_context(|| format!("no token in the mail:\n{mail}"))
+}
+
+/// Runs `nimbus` with `profile`, feeding `stdin`; (success, stdout + stderr).
+fn run(cluster: &MetaCluster, profile: &str, args: &[&str], stdin: &str) -> anyhow::Result<(bool, String)> {
+    let mut child = cluster
+        .nimbus(profile)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut s) = child.stdin.take() {
+        s.write_all(stdin.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    Ok((
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
+}
+
+fn ok(cluster: &MetaCluster, profile: &str, args: &[&str], stdin: &str) -> anyhow::Result<String> {
+    let (success, out) = run(cluster, profile, args, stdin)?;
+    ensure!(success, "nimbus {args:?} failed:\n{out}");
+    Ok(out)
+}
+
+fn refused(cluster: &MetaCluster, profile: &str, args: &[&str], stdin: &str, why: &str) -> anyhow::Result<String> {
+    let (success, out) = run(cluster, profile, args, stdin)?;
+    ensure!(!success, "nimbus {args:?} should have been refused:\n{out}");
+    ensure!(
+        out.contains(why),
+        "nimbus {args:?} refused without saying {why:?}:\n{out}"
+    );
+    Ok(out)
+}
+
+/// Whether user `name` exists (administrator's view).
+fn user_exists(cluster: &MetaCluster, name: &str) -> anyhow::Result<bool> {
+    let list = ok(cluster, "admin", &["user", "list"], "")?;
+    // Accounts come first; pending sign-ups follow their own heading.
+    Ok(list
+        .lines()
+        .take_while(|l| !l.contains("sign-ups"))
+        .any(|l| l.split_whitespace().next() == Some(name)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_sign_up_verify_by_mail_and_reset_their_password() -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let smtp = Smtp::start(scratch.path())?;
+    let cluster = MetaCluster::start(Options {
+        meta_args: vec![
+            "--smtp-url".into(),
+            format!("smtp://127.0.0.1:{}", smtp.port),
+            "--mail-from".into(),
+            "Nimbus <nimbus@cluster.test>".into(),
+            "--public-url".into(),
+            "https://files.example.test".into(),
+        ],
+        ..Options::default()
+    })?;
+    cluster.wait_leader(Duration::from_secs(20)).await?;
+    cluster.login("admin", ADMIN_PASSWORD, &[])?;
+    let pw = "correct horse battery\n";
+
+    // Closed by default: refused, nothing made, no mail.
+    refused(
+        &cluster,
+        "anon",
+        &["signup", "carla", "--email", "carla@example.org", "--password-stdin"],
+        pw,
+        "sign-up is closed",
+    )?;
+    ensure!(!user_exists(&cluster, "carla")?, "a refused sign-up made an account");
+
+    // Open to one domain, 2 GiB for new accounts.
+    ok(
+        &cluster,
+        "admin",
+        &["signup", "policy", "--domains", "example.org", "--quota-bytes", "2G"],
+        "",
+    )?;
+    refused(
+        &cluster,
+        "anon",
+        &["signup", "mallory", "--email", "m@elsewhere.net", "--password-stdin"],
+        pw,
+        "may not sign up here",
+    )?;
+    refused(
+        &cluster,
+        "anon",
+        &["signup", "carla", "--email", "carla@example.org", "--password-stdin"],
+        "short\n",
+        "password",
+    )?;
+    ensure!(smtp.messages()?.is_empty(), "refused sign-ups sent mail");
+
+    // Sign up: the account waits, unverified, and cannot sign in.
+    ok(
+        &cluster,
+        "anon",
+        &["signup", "carla", "--email", "Carla@Example.org", "--password-stdin"],
+        pw,
+    )?;
+    let mail = smtp.wait_message(1)?;
+    ensure!(mail.contains("To: carla@example.org"), "mail to the address:\n{mail}");
+    ensure!(
+        mail.contains("https://files.example.test/signup/verify?token=nm1."),
+        "link:\n{mail}"
+    );
+    let token = token_in(&mail)?;
+    ensure!(!user_exists(&cluster, "carla")?, "an unverified sign-up is an account");
+    let pending = ok(&cluster, "admin", &["signup", "list"], "")?;
+    ensure!(
+        pending.contains("carla") && pending.contains("carla@example.org"),
+        "pending list:\n{pending}"
+    );
+    let (signed_in, out) = run(&cluster, "carla", &["login", "--user", "carla", "--password-stdin"], pw)?;
+    ensure!(!signed_in, "an unverified sign-up signed in:\n{out}");
+    // The name and the address are taken meanwhile.
+    refused(
+        &cluster,
+        "anon",
+        &["signup", "carla", "--email", "c2@example.org", "--password-stdin"],
+        pw,
+        "taken",
+    )?;
+    // Too many resends: one a minute.
+    refused(&cluster, "anon", &["signup", "resend", "carla"], "", "wait a minute")?;
+    // A forged token.
+    let mut forged = token.clone();
+    let last = forged.pop().map(|c| if c == '0' { '1' } else { '0' }).unwrap_or('0');
+    forged.push(last);
+    refused(
+        &cluster,
+        "anon",
+        &["signup", "verify", &forged],
+        "",
+        "not one the cluster sent",
+    )?;
+
+    // Follow the link: account, home folder (0700) and quota, in one command.
+    ok(&cluster, "anon", &["signup", "verify", &token], "")?;
+    refused(&cluster, "anon", &["signup", "verify", &token], "", "no sign-up waits")?;
+    cluster.login("carla", "correct horse battery", &[])?;
+    let who = ok(&cluster, "carla", &["whoami"], "")?;
+    ensure!(who.contains("carla") && who.contains("2.0 GiB"), "whoami:\n{who}");
+    let home = ok(&cluster, "carla", &["stat", "/home/carla"], "")?;
+    ensure!(home.contains("700"), "home folder:\n{home}");
+
+    // An expired link: unverified sign-ups last 1 s under this policy.
+    ok(&cluster, "admin", &["signup", "policy", "--max-age", "1s"], "")?;
+    ok(
+        &cluster,
+        "anon",
+        &["signup", "dmitri", "--email", "dmitri@example.org", "--password-stdin"],
+        pw,
+    )?;
+    let late = token_in(&smtp.wait_message(2)?)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    refused(&cluster, "anon", &["signup", "verify", &late], "", "expired")?;
+    ensure!(!user_exists(&cluster, "dmitri")?, "an expired sign-up made an account");
+
+    // Administrators approve or remove pending sign-ups.
+    ok(&cluster, "admin", &["signup", "policy", "--max-age", "7d"], "")?;
+    ok(
+        &cluster,
+        "anon",
+        &["signup", "erin", "--email", "erin@example.org", "--password-stdin"],
+        pw,
+    )?;
+    ok(
+        &cluster,
+        "anon",
+        &["signup", "frank", "--email", "frank@example.org", "--password-stdin"],
+        pw,
+    )?;
+    ok(&cluster, "admin", &["signup", "approve", "erin"], "")?;
+    ok(&cluster, "admin", &["signup", "remove", "frank"], "")?;
+    ensure!(
+        user_exists(&cluster, "erin")? && !user_exists(&cluster, "frank")?,
+        "approve/remove"
+    );
+    let mails_before_reset = smtp.messages()?.len();
+
+    // Password reset: an unknown address gets the same answer and no mail.
+    let unknown = ok(
+        &cluster,
+        "anon",
+        &["password-reset", "request", "nobody@example.org"],
+        "",
+    )?;
+    let known = ok(
+        &cluster,
+        "anon",
+        &["password-reset", "request", "carla@example.org"],
+        "",
+    )?;
+    ensure!(
+        unknown.replace("nobody@example.org", "X") == known.replace("carla@example.org", "X"),
+        "the answers differ:\n{unknown}\n{known}"
+    );
+    let reset_mail = smtp.wait_message(mails_before_reset + 1)?;
+    ensure!(
+        reset_mail.contains("To: carla@example.org"),
+        "reset mail:\n{reset_mail}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    ensure!(
+        smtp.messages()?.len() == mails_before_reset + 1,
+        "the unknown address got mail"
+    );
+    let reset = token_in(&reset_mail)?;
+    ok(
+        &cluster,
+        "anon",
+        &["password-reset", "set", &reset, "--password-stdin"],
+        "a much better secret\n",
+    )?;
+    // Every session of carla ended; the old password no longer works.
+    let (still, out) = run(&cluster, "carla", &["whoami"], "")?;
+    ensure!(!still, "carla's session outlived the reset:\n{out}");
+    refused(
+        &cluster,
+        "anon",
+        &["password-reset", "set", &reset, "--password-stdin"],
+        "another secret here\n",
+        "already used",
+    )?;
+    cluster.login("carla", "a much better secret", &[])?;
+    if ok(&cluster, "carla", &["whoami"], "")?.contains("carla") {
+        return Ok(());
+    }
+    bail!("carla cannot sign in with the new password")
+}
