@@ -2,6 +2,7 @@
 //! processes on 127.0.0.1, drives them through the client library, and stops
 //! every process it started, by pid.
 
+pub mod mail;
 pub mod mount;
 
 use anyhow::{bail, Context};

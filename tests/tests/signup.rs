@@ -4,91 +4,12 @@
 //! quota; then every refusal the issue names, each with a clear message and
 //! nothing created; and a password reset that ends every session.
 
-use anyhow::{bail, ensure, Context};
-use nimbus_tests::{free_port, MetaCluster, Options, ADMIN_PASSWORD};
+use anyhow::{bail, ensure};
+use nimbus_tests::mail::{token_in, Smtp};
+use nimbus_tests::{MetaCluster, Options, ADMIN_PASSWORD};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// An aiosmtpd process on 127.0.0.1 delivering into a Maildir; stopped by
-/// pid when dropped.
-struct Smtp {
-    child: Child,
-    maildir: PathBuf,
-    port: u16,
-}
-
-impl Smtp {
-    fn start(dir: &Path) -> anyhow::Result<Smtp> {
-        let maildir = dir.join("maildir");
-        let port = free_port();
-        let child = Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(&maildir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting aiosmtpd (python3 -m pip install aiosmtpd)")?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            ensure!(Instant::now() < deadline, "aiosmtpd did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(Smtp { child, maildir, port })
-    }
-
-    /// Every message delivered so far, decoded to text (headers and body).
-    fn messages(&self) -> anyhow::Result<Vec<String>> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.maildir.join("new"))
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-        let mut out = Vec::new();
-        for f in files {
-            let text = Command::new("python3")
-                .arg("-c")
-                .arg(
-                    "import email,sys\nm=email.message_from_binary_file(open(sys.argv[1],'rb'))\n\
-                     print('To:', m['To']); print('Subject:', m['Subject'])\n\
-                     print(m.get_payload(decode=True).decode())",
-                )
-                .arg(&f)
-                .output()?;
-            out.push(String::from_utf8_lossy(&text.stdout).into_owned());
-        }
-        Ok(out)
-    }
-
-    /// Waits for message number `n` (from 1) and returns it.
-    fn wait_message(&self, n: usize) -> anyhow::Result<String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let all = self.messages()?;
-            if all.len() >= n {
-                return Ok(all[n - 1].clone());
-            }
-            ensure!(Instant::now() < deadline, "no mail number {n} ({} so far)", all.len());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The token of the command line a mail gives (`nimbus ... TOKEN`).
-fn token_in(mail: &str) -> anyhow::Result<String> {
-    mail.split_whitespace()
-        .find(|w| w.starts_with("nm1."))
-        .map(str::to_owned)
-        .with_context(|| format!("no token in the mail:\n{mail}"))
-}
+use std::process::Stdio;
+use std::time::Duration;
 
 /// Runs `nimbus` with `profile`, feeding `stdin`; (success, stdout + stderr).
 fn run(cluster: &MetaCluster, profile: &str, args: &[&str], stdin: &str) -> anyhow::Result<(bool, String)> {
@@ -144,14 +65,7 @@ async fn people_sign_up_verify_by_mail_and_reset_their_password() -> anyhow::Res
     let scratch = tempfile::tempdir()?;
     let smtp = Smtp::start(scratch.path())?;
     let cluster = MetaCluster::start(Options {
-        meta_args: vec![
-            "--smtp-url".into(),
-            format!("smtp://127.0.0.1:{}", smtp.port),
-            "--mail-from".into(),
-            "Nimbus <nimbus@cluster.test>".into(),
-            "--public-url".into(),
-            "https://files.example.test".into(),
-        ],
+        meta_args: smtp.meta_args("https://files.example.test"),
         ..Options::default()
     })?;
     cluster.wait_leader(Duration::from_secs(20)).await?;
@@ -256,6 +170,12 @@ async fn people_sign_up_verify_by_mail_and_reset_their_password() -> anyhow::Res
     std::thread::sleep(Duration::from_millis(1500));
     refused(&cluster, "anon", &["signup", "verify", &late], "", "expired")?;
     ensure!(!user_exists(&cluster, "dmitri")?, "an expired sign-up made an account");
+    // And the leader removes it (it sweeps every 30 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    while ok(&cluster, "admin", &["signup", "list"], "")?.contains("dmitri") {
+        ensure!(std::time::Instant::now() < deadline, "the expired sign-up was not removed");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // Administrators approve or remove pending sign-ups.
     ok(&cluster, "admin", &["signup", "policy", "--max-age", "7d"], "")?;

@@ -495,6 +495,41 @@ document.addEventListener("DOMContentLoaded", () => {
   drop.addEventListener("dragleave", () => drop.classList.remove("dragging"));
   drop.addEventListener("drop", onDrop);
   window.addEventListener("hashchange", () => { if (state.csrf) route(); });
+  setUpSignUp();
   // Signed in already (a reload)? Else the form.
   start().catch(showSignIn);
 });
+
+// Sign-up and "forgot your password" on the sign-in page. The sign-up link
+// shows only when the cluster's policy lets people sign up.
+function setUpSignUp() {
+  const post = async (url, body, out) => {
+    try {
+      const r = await fetch(url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+        credentials: "same-origin",
+      });
+      const answer = await r.json().catch(() => ({}));
+      $(out).textContent = r.ok ? answer.message : (answer.error || r.statusText);
+    } catch (e) {
+      $(out).textContent = e.message;
+    }
+  };
+  fetch("/api/signup/policy").then((r) => r.json()).then((p) => {
+    if (p.mode && p.mode !== "closed") $("show-signup").hidden = false;
+  }).catch(() => { /* no sign-up */ });
+  $("show-signup").addEventListener("click", (ev) => { ev.preventDefault(); $("signup-form").hidden = false; });
+  $("show-forgot").addEventListener("click", (ev) => { ev.preventDefault(); $("forgot-form").hidden = false; });
+  $("signup-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    post("/api/signup", {
+      name: $("signup-name").value, email: $("signup-email").value, password: $("signup-password").value,
+    }, "signup-message");
+  });
+  $("forgot-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    post("/api/reset/request", { email: $("forgot-email").value }, "forgot-message");
+  });
+}

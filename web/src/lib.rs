@@ -11,6 +11,7 @@ pub mod page;
 pub mod paths;
 pub mod serve;
 pub mod session;
+pub mod signup;
 pub mod store;
 pub mod zip;
 
@@ -23,6 +24,14 @@ pub fn router(app: api::AppState) -> Router {
         .route("/", get(page::index))
         .route("/app.js", get(page::script))
         .route("/app.css", get(page::style))
+        .route("/link.js", get(page::link_script))
+        .route("/signup/verify", get(page::link))
+        .route("/reset", get(page::link))
+        .route("/api/signup", post(signup::sign_up))
+        .route("/api/signup/policy", get(signup::policy))
+        .route("/api/signup/verify", post(signup::verify))
+        .route("/api/reset/request", post(signup::request_reset))
+        .route("/api/reset", post(signup::reset))
         .route("/api/login", post(api::login))
         .route("/api/logout", post(api::logout))
         .route("/api/me", get(api::me))

@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 const INDEX: &str = include_str!("../assets/index.html");
 const SCRIPT: &str = include_str!("../assets/app.js");
 const STYLE: &str = include_str!("../assets/app.css");
+const LINK: &str = include_str!("../assets/link.html");
+const LINK_SCRIPT: &str = include_str!("../assets/link.js");
 
 /// Only this origin's script and style; previews load from the API; no
 /// framing by other sites.
@@ -38,6 +40,16 @@ pub async fn script() -> Response {
 /// `GET /app.css`.
 pub async fn style() -> Response {
     asset(STYLE, "text/css; charset=utf-8")
+}
+
+/// `GET /signup/verify` and `GET /reset`: the pages links in mail open.
+pub async fn link() -> Response {
+    asset(LINK, "text/html; charset=utf-8")
+}
+
+/// `GET /link.js`.
+pub async fn link_script() -> Response {
+    asset(LINK_SCRIPT, "text/javascript; charset=utf-8")
 }
 
 /// Anything else.

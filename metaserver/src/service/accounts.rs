@@ -62,8 +62,8 @@ fn refused(e: Errno, what: &str) -> Status {
             "{what}: invalid name (1-32 of a-z 0-9 _ - ., starting with a letter or _)"
         )),
         Errno::EDQUOT => nimbus_proto::Reason::Quota.tag(Status::resource_exhausted(format!("{what}: quota exceeded"))),
-        Errno::EAGAIN => Status::resource_exhausted(format!("{what}: too soon, try again later")),
-        Errno::ETIMEDOUT => Status::deadline_exceeded(format!("{what}: expired")),
+        Errno::EAGAIN => Status::permission_denied(format!("{what}: too soon, try again later")),
+        Errno::ETIMEDOUT => Status::permission_denied(format!("{what}: expired")),
         e => Status::internal(format!("{what}: {e}")),
     }
 }

@@ -541,6 +541,59 @@ async fn a_browser_signs_in_uploads_and_shares() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sign-up through the page's form, verification by the link in the mail
+/// (a real SMTP server), then sign-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_signs_up_and_verifies_by_mail() -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let smtp = nimbus_tests::mail::Smtp::start(scratch.path())?;
+    // The links in mail point at the gateway: its port is chosen first.
+    let port = nimbus_tests::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut cluster = nimbus_tests::MetaCluster::start(nimbus_tests::Options {
+        meta_args: smtp.meta_args(&base),
+        ..nimbus_tests::Options::default()
+    })?;
+    cluster.wait_leader(std::time::Duration::from_secs(20)).await?;
+    for i in 1..=3 {
+        cluster.add_data(i, &format!("zone{i}"), None)?;
+    }
+    cluster.wait_data(3, std::time::Duration::from_secs(20)).await?;
+    cluster.login("admin", nimbus_tests::ADMIN_PASSWORD, &[])?;
+    let set = cluster
+        .nimbus("admin")
+        .args(["signup", "policy", "--mode", "open"])
+        .output()?;
+    ensure!(set.status.success(), "policy: {}", String::from_utf8_lossy(&set.stderr));
+    let g = Gateway::start_on(&cluster, &format!("127.0.0.1:{port}"))?;
+    let browser = Browser::start()?;
+
+    browser.goto(&format!("{}/", g.base))?;
+    browser.wait_for("!document.getElementById('show-signup').hidden")?;
+    browser.click("#show-signup")?;
+    browser.type_into("#signup-name", "gina")?;
+    browser.type_into("#signup-email", "gina@example.org")?;
+    browser.type_into("#signup-password", "a long enough secret")?;
+    browser.click("#signup-button")?;
+    browser.wait_for("document.getElementById('signup-message').textContent.includes('we sent a link')")?;
+    let mail = smtp.wait_message(1)?;
+    let link = mail
+        .split_whitespace()
+        .find(|w| w.starts_with(&format!("{base}/signup/verify?token=")))
+        .with_context(|| format!("no link in the mail:\n{mail}"))?
+        .to_owned();
+    browser.goto(&link)?;
+    browser.click("#verify-button")?;
+    browser.wait_for("document.getElementById('link-message').textContent.includes('verified')")?;
+    browser.goto(&format!("{}/", g.base))?;
+    browser.wait_for("!document.getElementById('signin').hidden")?;
+    browser.type_into("#signin-user", "gina")?;
+    browser.type_into("#signin-password", "a long enough secret")?;
+    browser.click("#signin-button")?;
+    browser.wait_for("!document.getElementById('app').hidden && location.hash === '#/home/gina'")?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gigabyte_round_trips_in_bounded_memory() -> anyhow::Result<()> {
     let mut c = MetaCluster::start(Options::default())?;

@@ -26,13 +26,23 @@ impl Gateway {
     /// A gateway with `extra` arguments, reached at `scheme://localhost:PORT`
     /// for https (its certificate names localhost), else 127.0.0.1.
     pub(crate) fn start_with(cluster: &MetaCluster, extra: &[&str], scheme: &str) -> anyhow::Result<Gateway> {
+        Gateway::launch(cluster, extra, scheme, &format!("127.0.0.1:{}", free_port()))
+    }
+
+    /// A plain-HTTP gateway on `addr` (a port chosen beforehand, e.g. for
+    /// links the cluster puts in mail).
+    pub(crate) fn start_on(cluster: &MetaCluster, addr: &str) -> anyhow::Result<Gateway> {
+        Gateway::launch(cluster, &[], "http", addr)
+    }
+
+    fn launch(cluster: &MetaCluster, extra: &[&str], scheme: &str, addr: &str) -> anyhow::Result<Gateway> {
+        let addr = addr.to_owned();
         let bin = bin_dir().join("nimbus-web");
         ensure!(
             bin.exists(),
             "{} not found: run `cargo build --workspace --bins` first",
             bin.display()
         );
-        let addr = format!("127.0.0.1:{}", free_port());
         let log = cluster.dir.join("web.log");
         let out = std::fs::File::create(&log)?;
         let child = Command::new(bin)

@@ -6,10 +6,10 @@
 use super::{admin_only, done, internal, refused, AccountService, R};
 use crate::namespace::accounts::{self, AccountOp};
 use crate::namespace::signup::{self, Mode, Pending, Policy, ResetRequest, SignupOp};
-use crate::namespace::{Caller, Op, Reply};
+use crate::namespace::{Caller, Command, Op, Reply};
 use crate::service::auth::{self, Identity};
 use nimbus_common::token::{now_ms, MailClaims, MailPurpose, TokenError};
-use nimbus_common::Uid;
+use nimbus_common::{Errno, Uid};
 use nimbus_proto as pb;
 use nimbus_proto::account_request::Op as P;
 use tonic::Status;
@@ -87,7 +87,7 @@ fn check_password(name: &str, password: &str) -> Result<(), Status> {
 
 fn link_refused(e: TokenError) -> Status {
     match e {
-        TokenError::Expired => Status::deadline_exceeded("this link has expired: ask for a new one"),
+        TokenError::Expired => Status::permission_denied("this link has expired: ask for a new one"),
         _ => Status::permission_denied("this link is not one the cluster sent (damaged or forged)"),
     }
 }
@@ -101,9 +101,17 @@ impl AccountService {
         })
     }
 
-    async fn submit_root(&self, op: SignupOp, what: &str) -> Result<Reply, Status> {
-        self.submit(Caller::root(), Op::Account(AccountOp::Signup(op)), what)
-            .await
+    /// Commits `op` as the superuser; the errno apply answered, if any,
+    /// for the caller to say in words.
+    async fn commit_signup(&self, op: SignupOp) -> Result<Result<Reply, Errno>, Status> {
+        Ok(self
+            .committer
+            .submit(Command {
+                caller: Caller::root(),
+                op: Op::Account(AccountOp::Signup(op)),
+                request: None,
+            })
+            .await?)
     }
 
     async fn send_verification(&self, p: &Pending) -> Result<(), Status> {
@@ -128,7 +136,13 @@ impl AccountService {
         mailer
             .send(&p.address, "Confirm your Nimbus account", body)
             .await
-            .map_err(|e| Status::unavailable(format!("the verification mail could not be sent: {e}")))
+            .map_err(|e| {
+                tracing::error!("verification mail to {}: {e}", p.address);
+                Status::failed_precondition(format!(
+                    "the verification mail could not be sent ({e}); try again later with `nimbus signup resend {}`",
+                    p.name
+                ))
+            })
     }
 
     /// The sign-up requests; None for any other.
@@ -229,14 +243,15 @@ impl AccountService {
             sent_ms: now,
             sends: 1,
         };
-        self.submit_root(SignupOp::SignUp(pending.clone()), &format!("sign-up {:?}", r.name))
-            .await
-            .map_err(|s| match s.code() {
-                tonic::Code::AlreadyExists => {
-                    Status::already_exists("that name or address is taken, or waits for verification")
-                }
-                _ => s,
-            })?;
+        match self.commit_signup(SignupOp::SignUp(pending.clone())).await? {
+            Ok(_) => {}
+            Err(Errno::EEXIST) => {
+                return Err(Status::already_exists(
+                    "that name or address is taken, or waits for verification",
+                ))
+            }
+            Err(e) => return Err(refused(e, &format!("sign-up {:?}", r.name))),
+        }
         self.send_verification(&pending).await?;
         Ok(done())
     }
@@ -250,21 +265,16 @@ impl AccountService {
             nonce: n,
             time_ms: now,
         };
-        match self
-            .submit(Caller::root(), Op::Account(AccountOp::Signup(op)), "resend")
-            .await
-        {
+        match self.commit_signup(op).await? {
             Ok(_) => {}
-            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
-                return Err(Status::resource_exhausted(format!(
+            Err(Errno::EAGAIN) => {
+                return Err(Status::permission_denied(format!(
                     "too many mails for this sign-up: wait a minute between them, at most {} in all",
                     signup::MAX_SENDS
                 )))
             }
-            Err(s) if s.code() == tonic::Code::NotFound => {
-                return Err(Status::not_found(format!("no sign-up waits under the name {name:?}")))
-            }
-            Err(s) => return Err(s),
+            Err(Errno::ENOENT) => return Err(Status::not_found(format!("no sign-up waits under the name {name:?}"))),
+            Err(e) => return Err(refused(e, "resend")),
         }
         let p = signup::pending(&self.txn(), name)
             .map_err(internal)?
@@ -284,17 +294,17 @@ impl AccountService {
             name: claims.subject.clone(),
             nonce: Some(claims.nonce),
         };
-        self.submit_root(op, "verification").await.map_err(|s| match s.code() {
-            tonic::Code::PermissionDenied => {
-                Status::permission_denied("this link was already used, or a newer one replaced it")
-            }
-            tonic::Code::NotFound => {
-                Status::not_found("no sign-up waits for this link (already verified, removed or expired)")
-            }
-            tonic::Code::DeadlineExceeded => Status::deadline_exceeded("this sign-up has expired"),
-            _ => s,
-        })?;
-        Ok(done())
+        match self.commit_signup(op).await? {
+            Ok(_) => Ok(done()),
+            Err(Errno::EACCES) => Err(Status::permission_denied(
+                "this link was already used, or a newer one replaced it",
+            )),
+            Err(Errno::ENOENT) => Err(Status::not_found(
+                "no sign-up waits for this link (already verified, removed or expired)",
+            )),
+            Err(Errno::ETIMEDOUT) => Err(Status::permission_denied("this sign-up has expired: sign up again")),
+            Err(e) => Err(refused(e, "verification")),
+        }
     }
 
     async fn request_reset(&self, email: &str) -> Result<R, Status> {
@@ -318,14 +328,15 @@ impl AccountService {
             nonce: nonce(),
             expires_ms: now + RESET_TTL_MS,
         };
-        self.submit_root(
-            SignupOp::RequestReset {
+        if let Err(e) = self
+            .commit_signup(SignupOp::RequestReset {
                 uid: user.uid,
                 request: request.clone(),
-            },
-            "reset request",
-        )
-        .await?;
+            })
+            .await?
+        {
+            return Err(refused(e, "reset request"));
+        }
         let token = self.auth.signer()?.sign_mail(&MailClaims {
             purpose: MailPurpose::Reset,
             subject: user.uid.0.to_string(),
@@ -371,15 +382,13 @@ impl AccountService {
             hash,
             time_ms: now_ms(),
         };
-        self.submit_root(op, "password reset")
-            .await
-            .map_err(|s| match s.code() {
-                tonic::Code::PermissionDenied => {
-                    Status::permission_denied("this link was already used, or a newer one replaced it")
-                }
-                tonic::Code::DeadlineExceeded => Status::deadline_exceeded("this link has expired"),
-                _ => s,
-            })?;
-        Ok(done())
+        match self.commit_signup(op).await? {
+            Ok(_) => Ok(done()),
+            Err(Errno::EACCES) => Err(Status::permission_denied(
+                "this link was already used, or a newer one replaced it",
+            )),
+            Err(Errno::ETIMEDOUT) => Err(Status::permission_denied("this link has expired: ask for a new one")),
+            Err(e) => Err(refused(e, "password reset")),
+        }
     }
 }
