@@ -44,6 +44,8 @@ pub enum MailPurpose {
     Verify,
     /// Set a new password.
     Reset,
+    /// Confirm a signed-in user's new address.
+    Address,
 }
 
 /// The signed content of a link sent by mail. What makes it single-use is

@@ -199,6 +199,9 @@ enum UserCmd {
     /// Delete an account. Their home folder and files stay, renamed to
     /// /home/NAME.removed-UID; their shares end.
     Remove { name: String },
+    /// Set your e-mail address (for password reset): a link mailed to it
+    /// confirms it; until then the earlier one stays.
+    Email { address: String },
 }
 
 #[derive(Subcommand)]
@@ -441,6 +444,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 UserCmd::Disable { name } => account::user_disable(&client, name, true).await,
                 UserCmd::Enable { name } => account::user_disable(&client, name, false).await,
                 UserCmd::Remove { name } => account::user_remove(&client, name).await,
+                UserCmd::Email { address } => signup::set_address(&client, &address).await,
             }
         }
         Cmd::Group { command } => {

@@ -177,3 +177,14 @@ pub async fn decide(client: &MetaClient, name: &str, approve: bool) -> anyhow::R
     }
     Ok(())
 }
+
+/// `nimbus user email ADDRESS`: the signed-in user's new address.
+pub async fn set_address(client: &MetaClient, address: &str) -> anyhow::Result<()> {
+    client
+        .account(Op::AddressSet(pb::AddressSet {
+            email: address.to_owned(),
+        }))
+        .await?;
+    println!("a link went to {address}: the address counts once you follow it (or run `nimbus signup verify TOKEN`)");
+    Ok(())
+}

@@ -173,7 +173,10 @@ async fn people_sign_up_verify_by_mail_and_reset_their_password() -> anyhow::Res
     // And the leader removes it (it sweeps every 30 s).
     let deadline = std::time::Instant::now() + Duration::from_secs(45);
     while ok(&cluster, "admin", &["signup", "list"], "")?.contains("dmitri") {
-        ensure!(std::time::Instant::now() < deadline, "the expired sign-up was not removed");
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the expired sign-up was not removed"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 
@@ -244,6 +247,46 @@ async fn people_sign_up_verify_by_mail_and_reset_their_password() -> anyhow::Res
         "already used",
     )?;
     cluster.login("carla", "a much better secret", &[])?;
+
+    // A new address counts once the link mailed to it is followed; resets
+    // then go there.
+    let before = smtp.messages()?.len();
+    refused(
+        &cluster,
+        "carla",
+        &["user", "email", "erin@example.org"],
+        "",
+        "another account",
+    )?;
+    ok(&cluster, "carla", &["user", "email", "carla.new@example.org"], "")?;
+    let confirm = smtp.wait_message(before + 1)?;
+    ensure!(
+        confirm.contains("To: carla.new@example.org"),
+        "confirmation:\n{confirm}"
+    );
+    ok(&cluster, "anon", &["signup", "verify", &token_in(&confirm)?], "")?;
+    ok(
+        &cluster,
+        "anon",
+        &["password-reset", "request", "carla@example.org"],
+        "",
+    )?;
+    ok(
+        &cluster,
+        "anon",
+        &["password-reset", "request", "carla.new@example.org"],
+        "",
+    )?;
+    let to_new = smtp.wait_message(before + 2)?;
+    ensure!(
+        to_new.contains("To: carla.new@example.org"),
+        "reset after the change:\n{to_new}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    ensure!(
+        smtp.messages()?.len() == before + 2,
+        "the old address still gets reset mail"
+    );
     if ok(&cluster, "carla", &["whoami"], "")?.contains("carla") {
         return Ok(());
     }

@@ -12,6 +12,7 @@
 //! | `X` address    | uid of the user with that address |
 //! | `j` uid        | the user's address |
 //! | `J` uid        | [`ResetRequest`] |
+//! | `Y` uid        | [`AddressChange`] waiting for its confirmation |
 
 use super::accounts::{self, User};
 use super::perm::Caller;
@@ -26,6 +27,7 @@ const PENDING_ADDRESS: u8 = b'x';
 const USER_ADDRESS: u8 = b'X';
 const ADDRESS_OF: u8 = b'j';
 const RESET: u8 = b'J';
+const ADDRESS_CHANGE: u8 = b'Y';
 
 /// Shortest time between two verification mails of one sign-up.
 pub const RESEND_GAP_MS: u64 = 60_000;
@@ -97,6 +99,14 @@ pub struct ResetRequest {
     pub expires_ms: u64,
 }
 
+/// A new address a user asked for, waiting for the link sent to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressChange {
+    pub address: String,
+    pub nonce: [u8; 16],
+    pub expires_ms: u64,
+}
+
 /// A sign-up or reset mutation (the service checked tokens and drew nonces).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SignupOp {
@@ -128,6 +138,17 @@ pub enum SignupOp {
         uid: Uid,
         nonce: [u8; 16],
         hash: String,
+        time_ms: u64,
+    },
+    /// A user asks for a new address (kept until the link is followed).
+    ChangeAddress {
+        uid: Uid,
+        change: AddressChange,
+    },
+    /// The link sent to the new address was followed.
+    ConfirmAddress {
+        uid: Uid,
+        nonce: [u8; 16],
         time_ms: u64,
     },
 }
@@ -187,6 +208,12 @@ pub fn reset_request(txn: &Txn, uid: Uid) -> Result<Option<ResetRequest>, NsErro
     get(txn, &key(RESET, &uid.0.to_be_bytes()))
 }
 
+/// Whether `address` belongs to someone else, or waits for a sign-up.
+pub fn address_taken(txn: &Txn, address: &str) -> Result<bool, NsError> {
+    Ok(txn.raw(&key(PENDING_ADDRESS, address.as_bytes()))?.is_some()
+        || txn.raw(&key(USER_ADDRESS, address.as_bytes()))?.is_some())
+}
+
 /// An address as kept: trimmed, lower case; EINVAL unless it looks like one.
 pub fn normalize_address(address: &str) -> Result<String, Errno> {
     let a = address.trim().to_ascii_lowercase();
@@ -218,6 +245,7 @@ pub(super) fn forget_user(txn: &mut Txn, uid: Uid) -> Result<(), NsError> {
     }
     txn.put_raw(key(ADDRESS_OF, &uid.0.to_be_bytes()), None);
     txn.put_raw(key(RESET, &uid.0.to_be_bytes()), None);
+    txn.put_raw(key(ADDRESS_CHANGE, &uid.0.to_be_bytes()), None);
     Ok(())
 }
 
@@ -332,6 +360,43 @@ pub(super) fn apply(txn: &mut Txn, time: Timestamp, caller: &Caller, op: &Signup
         SignupOp::RequestReset { uid, request } => {
             accounts::existing_user(txn, *uid)?;
             txn.put_raw(key(RESET, &uid.0.to_be_bytes()), Some(encode(request)));
+            Ok(Reply::Done)
+        }
+        SignupOp::ChangeAddress { uid, change } => {
+            if !caller.is_root() && caller.uid != *uid {
+                return Err(Errno::EPERM.into());
+            }
+            accounts::existing_user(txn, *uid)?;
+            if address_taken(txn, &change.address)? {
+                return Err(Errno::EEXIST.into());
+            }
+            txn.put_raw(key(ADDRESS_CHANGE, &uid.0.to_be_bytes()), Some(encode(change)));
+            Ok(Reply::Done)
+        }
+        SignupOp::ConfirmAddress { uid, nonce, time_ms } => {
+            let k = key(ADDRESS_CHANGE, &uid.0.to_be_bytes());
+            let change: AddressChange = get(txn, &k)?.ok_or(Errno::EACCES)?;
+            if change.nonce != *nonce {
+                return Err(Errno::EACCES.into());
+            }
+            if change.expires_ms < *time_ms {
+                return Err(Errno::ETIMEDOUT.into());
+            }
+            if address_taken(txn, &change.address)? {
+                return Err(Errno::EEXIST.into());
+            }
+            if let Some(old) = address_of(txn, *uid)? {
+                txn.put_raw(key(USER_ADDRESS, old.as_bytes()), None);
+            }
+            txn.put_raw(
+                key(USER_ADDRESS, change.address.as_bytes()),
+                Some(uid.0.to_be_bytes().to_vec()),
+            );
+            txn.put_raw(
+                key(ADDRESS_OF, &uid.0.to_be_bytes()),
+                Some(change.address.as_bytes().to_vec()),
+            );
+            txn.put_raw(k, None);
             Ok(Reply::Done)
         }
         SignupOp::Reset {

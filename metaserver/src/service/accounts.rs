@@ -231,7 +231,8 @@ impl AccountService {
             | P::SignupApprove(_)
             | P::SignupRemove(_)
             | P::ResetRequest(_)
-            | P::ResetPassword(_) => Err(Status::internal("sign-up request routed wrongly")),
+            | P::ResetPassword(_)
+            | P::AddressSet(_) => Err(Status::internal("sign-up request routed wrongly")),
             P::Logout(_) => {
                 let op = Op::Account(AccountOp::SignOut { id: id.sign_in });
                 self.submit(me, op, "sign-out").await?;

@@ -5,7 +5,7 @@
 
 use super::{admin_only, done, internal, refused, AccountService, R};
 use crate::namespace::accounts::{self, AccountOp};
-use crate::namespace::signup::{self, Mode, Pending, Policy, ResetRequest, SignupOp};
+use crate::namespace::signup::{self, AddressChange, Mode, Pending, Policy, ResetRequest, SignupOp};
 use crate::namespace::{Caller, Command, Op, Reply};
 use crate::service::auth::{self, Identity};
 use nimbus_common::token::{now_ms, MailClaims, MailPurpose, TokenError};
@@ -201,6 +201,7 @@ impl AccountService {
                 }
                 Err(e) => Err(e),
             },
+            P::AddressSet(r) => self.change_address(id, &r.email).await,
             P::SignupRemove(r) => match admin() {
                 Ok(()) => {
                     let op = Op::Account(AccountOp::Signup(SignupOp::Remove { name: r.name.clone() }));
@@ -283,13 +284,83 @@ impl AccountService {
         Ok(done())
     }
 
+    /// A new address for the signed-in user: kept aside, and a link mailed
+    /// to it; the address counts once the link is followed.
+    async fn change_address(&self, id: &Identity, email: &str) -> Result<R, Status> {
+        let mailer = self.mailer()?;
+        let address = signup::normalize_address(email)
+            .map_err(|_| Status::invalid_argument(format!("{email:?} is not an e-mail address")))?;
+        let policy = signup::policy(&self.txn()).map_err(internal)?;
+        if matches!(policy.mode, Mode::Domains(_)) && !policy.admits(&address) {
+            return Err(Status::permission_denied(format!(
+                "addresses at {} are not allowed here",
+                address.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
+            )));
+        }
+        let change = AddressChange {
+            address: address.clone(),
+            nonce: nonce(),
+            expires_ms: now_ms() + RESET_TTL_MS * 24,
+        };
+        let op = SignupOp::ChangeAddress {
+            uid: id.user.uid,
+            change: change.clone(),
+        };
+        match self.commit_signup(op).await? {
+            Ok(_) => {}
+            Err(Errno::EEXIST) => return Err(Status::already_exists("that address belongs to another account")),
+            Err(e) => return Err(refused(e, "address change")),
+        }
+        let token = self.auth.signer()?.sign_mail(&MailClaims {
+            purpose: MailPurpose::Address,
+            subject: id.user.uid.0.to_string(),
+            nonce: change.nonce,
+            expires_ms: change.expires_ms,
+        });
+        let body = format!(
+            "The Nimbus account {name} asked to use this address from now on.\n\n\
+             To confirm it, open this link:\n\n    {link}\n\n\
+             or run:\n\n    nimbus signup verify {token}\n\n\
+             Until then the account keeps its earlier address. If this was not you, ignore this mail.\n",
+            name = id.user.name,
+            link = mailer.link("signup/verify", &token),
+        );
+        mailer
+            .send(&address, "Confirm your new Nimbus address", body)
+            .await
+            .map_err(|e| Status::failed_precondition(format!("the confirmation mail could not be sent: {e}")))?;
+        Ok(done())
+    }
+
+    /// Follows an address-change link.
+    async fn confirm_address(&self, claims: MailClaims) -> Result<R, Status> {
+        let uid: u32 = claims
+            .subject
+            .parse()
+            .map_err(|_| Status::permission_denied("this link is not one the cluster sent"))?;
+        let op = SignupOp::ConfirmAddress {
+            uid: Uid(uid),
+            nonce: claims.nonce,
+            time_ms: now_ms(),
+        };
+        match self.commit_signup(op).await? {
+            Ok(_) => Ok(done()),
+            Err(Errno::EACCES) => Err(Status::permission_denied(
+                "this link was already used, or a newer one replaced it",
+            )),
+            Err(Errno::ETIMEDOUT) => Err(Status::permission_denied("this link has expired: ask again")),
+            Err(Errno::EEXIST) => Err(Status::already_exists("that address belongs to another account now")),
+            Err(e) => Err(refused(e, "address change")),
+        }
+    }
+
     async fn verify(&self, token: &str) -> Result<R, Status> {
-        let claims = self
-            .auth
-            .signer()?
-            .verifier()
-            .check_mail(token, MailPurpose::Verify)
-            .map_err(link_refused)?;
+        let verifier = self.auth.signer()?.verifier();
+        // One link page and one command for both kinds of address check.
+        if let Ok(claims) = verifier.check_mail(token, MailPurpose::Address) {
+            return self.confirm_address(claims).await;
+        }
+        let claims = verifier.check_mail(token, MailPurpose::Verify).map_err(link_refused)?;
         let op = SignupOp::Verify {
             name: claims.subject.clone(),
             nonce: Some(claims.nonce),
