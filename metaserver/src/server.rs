@@ -212,6 +212,21 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     result.context("gRPC server")
 }
 
+/// Commits a command of the server's own (as the superuser), with its
+/// refusal or failure as text for a log line.
+async fn submit_as_root(committer: &Committer, op: Op) -> Result<(), String> {
+    let command = Command {
+        caller: Caller::root(),
+        op,
+        request: None,
+    };
+    match committer.submit(command).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Gives a cluster without a key ring (a new one, or one from before
 /// encryption at rest) its key ring: whichever node leads then submits a
 /// fresh data secret wrapped under its master key; apply refuses a second.
@@ -225,21 +240,10 @@ async fn keep_keyring(raft: Raft, store: Arc<dyn Store>, committer: Committer, k
         let m = raft.metrics().borrow().clone();
         if m.current_leader == Some(m.id) {
             match keys.new_keyring() {
-                Ok(ring) => {
-                    let op = Op::SetKeyring { expect: None, ring };
-                    match committer
-                        .submit(Command {
-                            caller: Caller::root(),
-                            op,
-                            request: None,
-                        })
-                        .await
-                    {
-                        Ok(Ok(_)) => tracing::info!("created the cluster's key ring"),
-                        Ok(Err(e)) => tracing::debug!("creating the key ring: {e}"),
-                        Err(e) => tracing::debug!("creating the key ring: {e}"),
-                    }
-                }
+                Ok(ring) => match submit_as_root(&committer, Op::SetKeyring { expect: None, ring }).await {
+                    Ok(()) => tracing::info!("created the cluster's key ring"),
+                    Err(e) => tracing::debug!("creating the key ring: {e}"),
+                },
                 Err(e) => tracing::error!("creating the key ring: {e}"),
             }
         }
@@ -292,19 +296,11 @@ async fn create_first_admin(raft: Raft, store: Arc<dyn Store>, committer: Commit
                     name: "admin".into(),
                     hash: h.clone(),
                 });
-                match committer
-                    .submit(Command {
-                        caller: Caller::root(),
-                        op,
-                        request: None,
-                    })
-                    .await
-                {
-                    Ok(Ok(_)) => {
+                match submit_as_root(&committer, op).await {
+                    Ok(()) => {
                         tracing::info!("created the first administrator, `admin`");
                         return;
                     }
-                    Ok(Err(e)) => tracing::warn!("creating the first administrator: {e}"),
                     Err(e) => tracing::debug!("creating the first administrator: {e}"),
                 }
             }

@@ -431,6 +431,30 @@ impl MetaCluster {
         c
     }
 
+    /// Runs `nimbus ARGS` with `profile`, feeding `stdin`: whether it
+    /// succeeded, and its stdout and stderr together.
+    pub fn run_nimbus(&self, profile: &str, args: &[&str], stdin: &str) -> anyhow::Result<(bool, String)> {
+        let mut child = self
+            .nimbus(profile)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running nimbus")?;
+        if let Some(mut s) = child.stdin.take() {
+            use std::io::Write;
+            s.write_all(stdin.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((out.status.success(), text))
+    }
+
     /// Signs `user` in with `nimbus login` into profile `profile` (named
     /// after the user), retrying while a new cluster has yet to create the
     /// account.

@@ -7,31 +7,11 @@
 use anyhow::{bail, ensure};
 use nimbus_tests::mail::{token_in, Smtp};
 use nimbus_tests::{MetaCluster, Options, ADMIN_PASSWORD};
-use std::io::Write;
-use std::process::Stdio;
 use std::time::Duration;
 
 /// Runs `nimbus` with `profile`, feeding `stdin`; (success, stdout + stderr).
 fn run(cluster: &MetaCluster, profile: &str, args: &[&str], stdin: &str) -> anyhow::Result<(bool, String)> {
-    let mut child = cluster
-        .nimbus(profile)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(mut s) = child.stdin.take() {
-        s.write_all(stdin.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    Ok((
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    ))
+    cluster.run_nimbus(profile, args, stdin)
 }
 
 fn ok(cluster: &MetaCluster, profile: &str, args: &[&str], stdin: &str) -> anyhow::Result<String> {
