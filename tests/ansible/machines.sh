@@ -21,6 +21,7 @@ BRIDGE=nbr0
 GATEWAY=10.77.0.1
 
 die() { echo "machines.sh: $*" >&2; exit 1; }
+has_netns() { ip netns list | awk '{ print $1 }' | grep -qx -- "$1"; }
 
 build_rootfs() {
   if [ -f "$ROOTFS/.nimbus-rootfs-$ROOTFS_VERSION" ]; then
@@ -61,7 +62,7 @@ EOF
 }
 
 net_up() {
-  ip netns list | grep -qw "^$NETNS" && return 0
+  has_netns "$NETNS" && return 0
   ip netns add "$NETNS"
   ip -n "$NETNS" link set lo up
   ip -n "$NETNS" link add "$BRIDGE" type bridge
@@ -95,7 +96,7 @@ machines_up() {
     # (nspawn is not run under `ip netns exec`: that remounts /sys and hides
     # the cgroup mounts systemd needs inside.)
     local mns="$NETNS-$name" peer="v-$name"
-    ip netns list | grep -qw "^$mns" && ip netns delete "$mns"
+    has_netns "$mns" && ip netns delete "$mns"
     ip -n "$NETNS" link delete "$peer" 2>/dev/null || true
     ip netns add "$mns"
     ip -n "$NETNS" link add "$peer" type veth peer name host0 netns "$mns"
@@ -132,24 +133,27 @@ machines_up() {
 
 machines_down() {
   local state=$1 pidfile pid name
+  # nspawn turns SIGTERM into a clean poweroff request to the container's
+  # systemd; all machines shut down at once, then each is waited for.
+  for pidfile in "$state"/machines/*.pid; do
+    [ -f "$pidfile" ] || continue
+    kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
+  done
   for pidfile in "$state"/machines/*.pid; do
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
     name=$(basename "$pidfile" .pid)
-    if kill -0 "$pid" 2>/dev/null; then
-      # nspawn turns SIGTERM into a clean poweroff request to the
-      # container's systemd.
-      kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-    fi
+    for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; sleep 1; fi
     rm -f "$pidfile"
     rm -rf "${state:?}/machines/$name"
-    ip netns list | grep -qw "^$NETNS-$name" && ip netns delete "$NETNS-$name"
   done
-  if ip netns list | grep -qw "^$NETNS"; then
-    ip netns delete "$NETNS"
-  fi
+  local ns
+  for ns in $(ip netns list | awk '{ print $1 }'); do
+    case "$ns" in
+      "$NETNS"|"$NETNS"-*) ip netns delete "$ns" ;;
+    esac
+  done
 }
 
 cmd=${1:-}; shift || true
