@@ -7,6 +7,7 @@ mod dev;
 mod key;
 mod mount;
 mod paths;
+mod replication;
 
 use anyhow::bail;
 use clap::{Parser, Subcommand};
@@ -76,6 +77,11 @@ enum Cmd {
     Key {
         #[command(subcommand)]
         command: KeyCmd,
+    },
+    /// Show or set how many copies new blocks under a directory get.
+    Replication {
+        #[command(subcommand)]
+        command: ReplicationCmd,
     },
     /// Administer data servers (ids as `nimbus status` shows them).
     Server {
@@ -229,6 +235,14 @@ enum KeyCmd {
 }
 
 #[derive(Subcommand)]
+enum ReplicationCmd {
+    /// Show a file's or directory's replication.
+    Get { path: String },
+    /// Set it (1 to 5 copies) for what is made in the directory from now on.
+    Set { path: String, copies: u32 },
+}
+
+#[derive(Subcommand)]
 enum ServerCmd {
     /// Stop placing blocks on a server and move its blocks elsewhere.
     Drain { id: u64 },
@@ -298,6 +312,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Key { command } => match command {
             KeyCmd::Status => key::status(&conn.client()?).await,
             KeyCmd::Rotate => key::rotate(&conn.client()?).await,
+        },
+        Cmd::Replication { command } => match command {
+            ReplicationCmd::Get { path } => replication::get(&conn.client()?, &path).await,
+            ReplicationCmd::Set { path, copies } => replication::set(&conn.client()?, &path, copies).await,
         },
         Cmd::Server { command } => {
             let (id, state) = match command {

@@ -85,15 +85,18 @@ pub async fn ls(client: &MetaClient, path: &str) -> anyhow::Result<()> {
 
 pub async fn stat(client: &MetaClient, path: &str) -> anyhow::Result<()> {
     let a = resolve(client, path).await?;
+    // Lookups do not carry the replication setting; getattr does.
+    let a = client.getattr(Ino(a.ino)).await.with_context(|| path.to_owned())?;
     println!(
-        "  path: {path}\n inode: {}\n  mode: {} ({:04o})\n links: {}\n   uid: {}   gid: {}\n  size: {}",
+        "  path: {path}\n inode: {}\n  mode: {} ({:04o})\n links: {}\n   uid: {}   gid: {}\n  size: {}\n  replication: {}",
         a.ino,
         mode_string(&a),
         a.perm,
         a.nlink,
         a.uid,
         a.gid,
-        a.size
+        a.size,
+        crate::replication::describe(a.replication)
     );
     Ok(())
 }
