@@ -245,7 +245,12 @@ enum ReplicationCmd {
 #[derive(Subcommand)]
 enum ServerCmd {
     /// Stop placing blocks on a server and move its blocks elsewhere.
-    Drain { id: u64 },
+    Drain {
+        id: u64,
+        /// Stay until it is empty, printing how many blocks are left.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Take a drained or draining server back into service.
     Activate { id: u64 },
     /// Remove an emptied (drained) server for good; its id is never reused.
@@ -319,7 +324,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Cmd::Server { command } => {
             let (id, state) = match command {
-                ServerCmd::Drain { id } => (id, "draining"),
+                ServerCmd::Drain { id, wait: true } => {
+                    let client = conn.client()?;
+                    paths::server_state(&client, id, "draining").await?;
+                    return paths::wait_drained(&client, id).await;
+                }
+                ServerCmd::Drain { id, wait: false } => (id, "draining"),
                 ServerCmd::Activate { id } => (id, "active"),
                 ServerCmd::Remove { id } => (id, "removed"),
             };

@@ -295,3 +295,39 @@ pub async fn server_state(client: &MetaClient, id: u64, state: &str) -> anyhow::
     }
     Ok(())
 }
+
+/// Waits until draining server `id` holds no blocks and no block lacks a
+/// copy, printing the progress whenever it changes.
+pub async fn wait_drained(client: &MetaClient, id: u64) -> anyhow::Result<()> {
+    let mut shown = None;
+    loop {
+        // A leader change or a slow answer is not the end of a drain: ask again.
+        let d = match client.data_health().await {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("no answer from the meta leader ({e}); asking again");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(s) = d.servers.iter().find(|s| s.id == id) else {
+            bail!("server {id} is not known to the cluster");
+        };
+        if s.state != "draining" && s.state != "drained" {
+            bail!("server {id} is {} now, no longer draining", s.state);
+        }
+        let now = (s.recorded_blocks, d.under_replicated, d.repairs_in_flight);
+        if shown != Some(now) {
+            println!(
+                "server {id}: {} blocks left; cluster: {} under-replicated, {} copies in flight",
+                now.0, now.1, now.2
+            );
+            shown = Some(now);
+        }
+        if s.recorded_blocks == 0 && d.under_replicated == 0 {
+            println!("server {id} is drained: `nimbus server remove {id}`, then stop its process");
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
