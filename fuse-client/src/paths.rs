@@ -196,6 +196,9 @@ pub async fn status(client: &MetaClient, json: bool) -> anyhow::Result<()> {
                 "copies_done": d.repaired_total,
                 "deletes_pending": d.pending_deletes,
                 "clear_blocks": d.clear_blocks,
+                "blocks_by_replication": d.blocks_by_replication.iter()
+                    .map(|(copies, n)| (copies.to_string(), *n))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
             })),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -259,6 +262,15 @@ fn print_data(d: &pb::DataHealth) {
         "\ndata: {} blocks, {} under-replicated, {} copies in flight ({} done), {} deletions pending",
         d.blocks, d.under_replicated, d.repairs_in_flight, d.repaired_total, d.pending_deletes
     );
+    if !d.blocks_by_replication.is_empty() {
+        let mut levels: Vec<(u32, u64)> = d.blocks_by_replication.iter().map(|(c, n)| (*c, *n)).collect();
+        levels.sort();
+        let levels: Vec<String> = levels
+            .iter()
+            .map(|(copies, n)| format!("{n} with {}", crate::replication::describe(*copies)))
+            .collect();
+        println!("blocks by replication: {}", levels.join(", "));
+    }
     if d.clear_blocks > 0 {
         println!(
             "{} blocks are stored in the clear (written before encryption at rest); they stay readable. \

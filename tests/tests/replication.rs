@@ -1,7 +1,8 @@
 //! Replication per directory for operators, on real processes: `nimbus
 //! replication set` changes how many data servers hold the blocks of files
 //! made in a directory afterwards, `get` and `stat` show the setting, and
-//! settings the meta servers would refuse are refused with a clear message.
+//! settings the meta servers would refuse are refused with a clear message;
+//! `nimbus status` counts blocks by replication level.
 
 use anyhow::{ensure, Context};
 use nimbus_common::Ino;
@@ -53,7 +54,10 @@ async fn replication_set_per_directory_decides_copies_of_new_blocks() -> anyhow:
     ok(&cluster, &["mkdir", "/hot"])?;
     ok(&cluster, &["mkdir", "/cold"])?;
     let got = ok(&cluster, &["replication", "get", "/hot"])?;
-    ensure!(got.contains("cluster default"), "a new directory has the default: {got}");
+    ensure!(
+        got.contains("cluster default"),
+        "a new directory has the default: {got}"
+    );
 
     ok(&cluster, &["replication", "set", "/hot", "3"])?;
     ok(&cluster, &["replication", "set", "/cold", "1"])?;
@@ -69,7 +73,10 @@ async fn replication_set_per_directory_decides_copies_of_new_blocks() -> anyhow:
         ensure!(stderr.contains("1 to 5"), "the refusal says the range: {stderr}");
     }
     let (success, _, stderr) = nimbus(&cluster, &["replication", "set", "/missing", "2"])?;
-    ensure!(!success && stderr.contains("/missing"), "a missing path names it: {stderr}");
+    ensure!(
+        !success && stderr.contains("/missing"),
+        "a missing path names it: {stderr}"
+    );
 
     // The blocks of new files follow their directory; files made before the
     // change keep what they had, and a subdirectory inherits the setting.
@@ -77,11 +84,39 @@ async fn replication_set_per_directory_decides_copies_of_new_blocks() -> anyhow:
     let cold = Ino(client.lookup(Ino::ROOT, b"cold").await?.ino);
     ensure!(copies_of_new_file(&client, hot, "a").await? == 3, "/hot/a has 3 copies");
     ensure!(copies_of_new_file(&client, cold, "a").await? == 1, "/cold/a has 1 copy");
-    ensure!(copies_of_new_file(&client, Ino::ROOT, "a").await? == 2, "/a has the default 2 copies");
+    ensure!(
+        copies_of_new_file(&client, Ino::ROOT, "a").await? == 2,
+        "/a has the default 2 copies"
+    );
     ok(&cluster, &["mkdir", "/cold/deeper"])?;
     let got = ok(&cluster, &["replication", "get", "/cold/deeper"])?;
     ensure!(got.contains("1 copy"), "a subdirectory inherits: {got}");
     let deeper = Ino(client.lookup(cold, b"deeper").await?.ino);
-    ensure!(copies_of_new_file(&client, deeper, "b").await? == 1, "/cold/deeper/b has 1 copy");
+    ensure!(
+        copies_of_new_file(&client, deeper, "b").await? == 1,
+        "/cold/deeper/b has 1 copy"
+    );
+
+    // `nimbus status` counts blocks by replication level once the leader's
+    // next repair pass has seen them: 2 with 1 copy, 1 with 2, 1 with 3.
+    let want = serde_json::json!({ "1": 2, "2": 1, "3": 1 });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status: serde_json::Value = serde_json::from_str(&ok(&cluster, &["status", "--json"])?)?;
+        let levels = &status["data"]["blocks_by_replication"];
+        if *levels == want {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "status never counted blocks by replication as {want}: {levels}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let table = ok(&cluster, &["status"])?;
+    ensure!(
+        table.contains("blocks by replication: 2 with 1 copy, 1 with 2 copies, 1 with 3 copies"),
+        "the status table lists the levels: {table}"
+    );
     Ok(())
 }
