@@ -33,6 +33,7 @@ unmount_cluster() {
   MOUNT_PID=
 }
 trap unmount_cluster EXIT
+trap 'exit 143' TERM INT
 
 job=${1:-}; shift || true
 mount_cluster

@@ -7,6 +7,8 @@
 use anyhow::{ensure, Context};
 use nimbus_common::Ino;
 use nimbus_tests::{MetaCluster, Options, ADMIN_PASSWORD};
+use std::io::Write;
+use std::process::Stdio;
 use std::time::Duration;
 
 /// Runs `nimbus ARGS` as the signed-in admin; (success, stdout, stderr).
@@ -117,6 +119,36 @@ async fn replication_set_per_directory_decides_copies_of_new_blocks() -> anyhow:
     ensure!(
         table.contains("blocks by replication: 2 with 1 copy, 1 with 2 copies, 1 with 3 copies"),
         "the status table lists the levels: {table}"
+    );
+
+    // Only a directory's owner (or an administrator) may change it.
+    let mut child = cluster
+        .nimbus("admin")
+        .args(["user", "add", "repl", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        writeln!(stdin, "repl-password")?;
+    }
+    ensure!(child.wait()?.success(), "nimbus user add repl failed");
+    cluster.login("repl", "repl-password", &[])?;
+    let as_repl = |args: &[&str]| -> anyhow::Result<(bool, String)> {
+        let out = cluster.nimbus("repl").args(args).output()?;
+        Ok((out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned()))
+    };
+    let (success, stderr) = as_repl(&["replication", "set", "/hot", "2"])?;
+    ensure!(!success, "a user changed the replication of a directory of admin's");
+    ensure!(
+        stderr.contains("owner or an administrator"),
+        "the refusal says who may: {stderr}"
+    );
+    let (success, stderr) = as_repl(&["replication", "set", "/home/repl", "3"])?;
+    ensure!(success, "a user may set the replication of their home: {stderr}");
+    let got = ok(&cluster, &["replication", "get", "/hot"])?;
+    ensure!(
+        got.contains("3 copies"),
+        "the refused change left /hot as it was: {got}"
     );
     Ok(())
 }
