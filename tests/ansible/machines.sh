@@ -9,7 +9,10 @@
 #
 # STATE is a directory of the test (machine copies, pids, ssh key). Nothing
 # here talks to the network outside the namespace, except the Debian mirror
-# when the root file system is first built.
+# when the root file system is first built. The namespace name and the
+# 10.77.0.0/24 addresses are fixed: one run at a time per host (set
+# NIMBUS_ANSIBLE_NETNS to give a second run its own namespaces; the
+# addresses may then repeat, as they are private to each namespace).
 set -euo pipefail
 
 CACHE="${NIMBUS_ANSIBLE_CACHE:-/var/cache/nimbus-ansible-test}"
