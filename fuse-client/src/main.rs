@@ -7,6 +7,7 @@ mod dev;
 mod key;
 mod mount;
 mod paths;
+mod replication;
 mod signup;
 
 use anyhow::bail;
@@ -77,6 +78,11 @@ enum Cmd {
     Key {
         #[command(subcommand)]
         command: KeyCmd,
+    },
+    /// Show or set how many copies new blocks under a directory get.
+    Replication {
+        #[command(subcommand)]
+        command: ReplicationCmd,
     },
     /// Administer data servers (ids as `nimbus status` shows them).
     Server {
@@ -302,9 +308,22 @@ enum KeyCmd {
 }
 
 #[derive(Subcommand)]
+enum ReplicationCmd {
+    /// Show a file's or directory's replication.
+    Get { path: String },
+    /// Set it (1 to 5 copies) for what is made in the directory from now on.
+    Set { path: String, copies: u32 },
+}
+
+#[derive(Subcommand)]
 enum ServerCmd {
     /// Stop placing blocks on a server and move its blocks elsewhere.
-    Drain { id: u64 },
+    Drain {
+        id: u64,
+        /// Stay until it is empty, printing how many blocks are left.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Take a drained or draining server back into service.
     Activate { id: u64 },
     /// Remove an emptied (drained) server for good; its id is never reused.
@@ -372,9 +391,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             KeyCmd::Status => key::status(&conn.client()?).await,
             KeyCmd::Rotate => key::rotate(&conn.client()?).await,
         },
+        Cmd::Replication { command } => match command {
+            ReplicationCmd::Get { path } => replication::get(&conn.client()?, &path).await,
+            ReplicationCmd::Set { path, copies } => replication::set(&conn.client()?, &path, copies).await,
+        },
         Cmd::Server { command } => {
             let (id, state) = match command {
-                ServerCmd::Drain { id } => (id, "draining"),
+                ServerCmd::Drain { id, wait: true } => {
+                    let client = conn.client()?;
+                    paths::server_state(&client, id, "draining").await?;
+                    return paths::wait_drained(&client, id).await;
+                }
+                ServerCmd::Drain { id, wait: false } => (id, "draining"),
                 ServerCmd::Activate { id } => (id, "active"),
                 ServerCmd::Remove { id } => (id, "removed"),
             };

@@ -85,15 +85,18 @@ pub async fn ls(client: &MetaClient, path: &str) -> anyhow::Result<()> {
 
 pub async fn stat(client: &MetaClient, path: &str) -> anyhow::Result<()> {
     let a = resolve(client, path).await?;
+    // Lookups do not carry the replication setting; getattr does.
+    let a = client.getattr(Ino(a.ino)).await.with_context(|| path.to_owned())?;
     println!(
-        "  path: {path}\n inode: {}\n  mode: {} ({:04o})\n links: {}\n   uid: {}   gid: {}\n  size: {}",
+        "  path: {path}\n inode: {}\n  mode: {} ({:04o})\n links: {}\n   uid: {}   gid: {}\n  size: {}\n  replication: {}",
         a.ino,
         mode_string(&a),
         a.perm,
         a.nlink,
         a.uid,
         a.gid,
-        a.size
+        a.size,
+        crate::replication::describe(a.replication)
     );
     Ok(())
 }
@@ -193,6 +196,9 @@ pub async fn status(client: &MetaClient, json: bool) -> anyhow::Result<()> {
                 "copies_done": d.repaired_total,
                 "deletes_pending": d.pending_deletes,
                 "clear_blocks": d.clear_blocks,
+                "blocks_by_replication": d.blocks_by_replication.iter()
+                    .map(|(copies, n)| (copies.to_string(), *n))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
             })),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -256,6 +262,15 @@ fn print_data(d: &pb::DataHealth) {
         "\ndata: {} blocks, {} under-replicated, {} copies in flight ({} done), {} deletions pending",
         d.blocks, d.under_replicated, d.repairs_in_flight, d.repaired_total, d.pending_deletes
     );
+    if !d.blocks_by_replication.is_empty() {
+        let mut levels: Vec<(u32, u64)> = d.blocks_by_replication.iter().map(|(c, n)| (*c, *n)).collect();
+        levels.sort();
+        let levels: Vec<String> = levels
+            .iter()
+            .map(|(copies, n)| format!("{n} with {}", crate::replication::describe(*copies)))
+            .collect();
+        println!("blocks by replication: {}", levels.join(", "));
+    }
     if d.clear_blocks > 0 {
         println!(
             "{} blocks are stored in the clear (written before encryption at rest); they stay readable. \
@@ -291,4 +306,40 @@ pub async fn server_state(client: &MetaClient, id: u64, state: &str) -> anyhow::
         _ => println!("server {id} is {state}"),
     }
     Ok(())
+}
+
+/// Waits until draining server `id` holds no blocks and no block lacks a
+/// copy, printing the progress whenever it changes.
+pub async fn wait_drained(client: &MetaClient, id: u64) -> anyhow::Result<()> {
+    let mut shown = None;
+    loop {
+        // A leader change or a slow answer is not the end of a drain: ask again.
+        let d = match client.data_health().await {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("no answer from the meta leader ({e}); asking again");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(s) = d.servers.iter().find(|s| s.id == id) else {
+            bail!("server {id} is not known to the cluster");
+        };
+        if s.state != "draining" && s.state != "drained" {
+            bail!("server {id} is {} now, no longer draining", s.state);
+        }
+        let now = (s.recorded_blocks, d.under_replicated, d.repairs_in_flight);
+        if shown != Some(now) {
+            println!(
+                "server {id}: {} blocks left; cluster: {} under-replicated, {} copies in flight",
+                now.0, now.1, now.2
+            );
+            shown = Some(now);
+        }
+        if s.recorded_blocks == 0 && d.under_replicated == 0 {
+            println!("server {id} is drained: `nimbus server remove {id}`, then stop its process");
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }

@@ -70,6 +70,8 @@ struct Health {
     clear: u64,
     under_replicated: u64,
     pending_deletes: u64,
+    /// Blocks by the copies they should have.
+    by_replication: std::collections::BTreeMap<u32, u64>,
     /// Blocks and bytes the state records per server.
     recorded: HashMap<ServerId, (u64, u64)>,
 }
@@ -503,6 +505,7 @@ impl pb::data_cluster_server::DataCluster for DataService {
             repaired_total: soft.repaired_total,
             pending_deletes: soft.health.pending_deletes,
             clear_blocks: soft.health.clear,
+            blocks_by_replication: soft.health.by_replication.clone().into_iter().collect(),
         }))
     }
 

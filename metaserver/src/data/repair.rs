@@ -81,6 +81,7 @@ impl DataService {
 
         let mut retire = Vec::new();
         let mut under = 0;
+        let mut by_replication = std::collections::BTreeMap::new();
         {
             let mut soft = self.soft();
             // A copy from or to a server that died will never be reported:
@@ -102,6 +103,7 @@ impl DataService {
                 } else {
                     info.replication
                 });
+                *by_replication.entry(want as u32).or_insert(0) += 1;
                 let alive = |s: &ServerId| soft.alive(*s, dead_after);
                 let counting: Vec<ServerId> = info
                     .replicas
@@ -141,6 +143,7 @@ impl DataService {
                 clear: (all.len() as u64).saturating_sub(sealed),
                 under_replicated: under,
                 pending_deletes,
+                by_replication,
                 recorded,
             };
         }

@@ -24,7 +24,7 @@ mod tests;
 pub use perm::Caller;
 pub use read::{
     access, getattr, getxattr, listxattr, lookup, open_layout, readable_layout, readdir, readdir_plus, readlink,
-    statfs, DirEntry, FsStats,
+    replication, statfs, DirEntry, FsStats,
 };
 pub use tables::Txn;
 

@@ -50,6 +50,12 @@ pub fn getattr(txn: &Txn, ino: Ino) -> Result<Attr, NsError> {
     Ok(txn.existing(ino)?.attr())
 }
 
+/// How many replicas new blocks of `ino` get (0: the cluster default); a
+/// directory passes its setting to the files and directories made in it.
+pub fn replication(txn: &Txn, ino: Ino) -> Result<u8, NsError> {
+    Ok(txn.existing(ino)?.replication)
+}
+
 /// The target of the symlink `ino`.
 pub fn readlink(txn: &Txn, ino: Ino) -> Result<Vec<u8>, NsError> {
     let inode = txn.existing(ino)?;

@@ -48,6 +48,8 @@ pub fn attr_to_pb(a: &Attr) -> pb::Attr {
         mtime_ns: a.mtime.0,
         ctime_ns: a.ctime.0,
         rdev: a.rdev,
+        // Filled in by getattr alone (see the namespace service).
+        replication: 0,
     }
 }
 

@@ -181,7 +181,14 @@ impl NamespaceService {
         }
         let outcome = match op {
             P::Lookup(r) => ns::lookup(&txn, caller, Ino(r.parent), &r.name).map(|a| R::Attr(attr_to_pb(&a))),
-            P::Getattr(r) => ns::getattr(&txn, Ino(r.ino)).map(|a| R::Attr(attr_to_pb(&a))),
+            // Only getattr reports replication: it is not part of the
+            // namespace's Attr, whose encoding is recorded in request outcomes.
+            P::Getattr(r) => ns::getattr(&txn, Ino(r.ino)).and_then(|a| {
+                Ok(R::Attr(pb::Attr {
+                    replication: u32::from(ns::replication(&txn, a.ino)?),
+                    ..attr_to_pb(&a)
+                }))
+            }),
             P::Readlink(r) => ns::readlink(&txn, Ino(r.ino)).map(R::Data),
             P::Readdir(r) => {
                 let limit = r.limit.clamp(1, READDIR_PAGE_MAX) as usize;
