@@ -123,10 +123,10 @@ fn open(
     block: BlockId,
     offset: u64,
     len: u64,
-    stored: &[u8],
+    stored: Vec<u8>,
     expected: u64,
 ) -> Result<Vec<u8>, (bool, String)> {
-    let plain = encryption::open_range(key, &block.0, offset, len, stored).map_err(|e| (true, e.to_string()))?;
+    let plain = encryption::open_range_owned(key, &block.0, offset, len, stored).map_err(|e| (true, e.to_string()))?;
     if (plain.len() as u64) < expected {
         return Err((
             true,
@@ -353,7 +353,7 @@ impl MetaClient {
                 .map_err(|s| (s.code() == Code::DataLoss, s.message().to_owned()));
             let opened = fetched.and_then(|data| match key {
                 None => Ok(data),
-                Some(key) => open(key, block, offset, len, &data, expected),
+                Some(key) => open(key, block, offset, len, data, expected),
             });
             match opened {
                 Ok(data) => {

@@ -204,43 +204,65 @@ pub fn stored_range(offset: u64, len: u64) -> (u64, u64) {
 /// `[offset, offset+len)`, shorter only where the block ends (`len` 0: all
 /// of it from `offset`).
 pub fn open_range(key: &Key, block_id: &[u8], offset: u64, len: u64, stored: &[u8]) -> Result<Vec<u8>, SealError> {
+    open_range_owned(key, block_id, offset, len, stored.to_vec())
+}
+
+/// [`open_range`] of bytes the caller owns: each chunk is opened where it
+/// lies and its plaintext moved down in the same pass, so a whole block costs
+/// no second buffer and no extra copy.
+pub fn open_range_owned(
+    key: &Key,
+    block_id: &[u8],
+    offset: u64,
+    len: u64,
+    mut stored: Vec<u8>,
+) -> Result<Vec<u8>, SealError> {
     let aead = key.aead();
     let first = offset / SEAL_CHUNK;
-    // Each chunk's ciphertext is copied once, into its place in the output,
-    // and opened there.
-    let mut plain: Vec<u8> = Vec::with_capacity(stored.len());
-    for (i, chunk) in stored.chunks((SEAL_CHUNK + CHUNK_OVERHEAD) as usize).enumerate() {
-        let index = first + i as u64;
+    let step = (SEAL_CHUNK + CHUNK_OVERHEAD) as usize;
+    let mut written = 0;
+    let mut at = 0;
+    let mut index = first;
+    while at < stored.len() {
+        let end = (at + step).min(stored.len());
         let what = || format!("block {}, chunk {index}", hex(block_id));
-        if chunk.len() < CHUNK_OVERHEAD as usize {
+        if end - at < CHUNK_OVERHEAD as usize {
             return Err(SealError::Short {
                 what: what(),
-                got: chunk.len(),
+                got: end - at,
                 want: CHUNK_OVERHEAD as usize,
             });
         }
-        let (nonce, body) = chunk.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Forged(what()))?;
-        let at = plain.len();
-        plain.extend_from_slice(body);
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&stored[at..at + NONCE_LEN]);
+        let nonce = Nonce::assume_unique_for_key(nonce);
+        // The plaintext lands at `written` (never after `at`).
         let opened = aead
-            .open_in_place(nonce, Aad::from(&chunk_aad(block_id, index)), &mut plain[at..])
+            .open_within(
+                nonce,
+                Aad::from(&chunk_aad(block_id, index)),
+                &mut stored[written..end],
+                (at + NONCE_LEN - written)..,
+            )
             .map_err(|_| SealError::Forged(what()))?
             .len();
-        plain.truncate(at + opened);
+        written += opened;
+        at = end;
+        index += 1;
         if opened as u64 != SEAL_CHUNK {
             break;
         }
     }
+    stored.truncate(written);
     let skip = (offset - first * SEAL_CHUNK) as usize;
-    if skip > plain.len() {
+    if skip > stored.len() {
         return Ok(Vec::new());
     }
-    plain.drain(..skip);
+    stored.drain(..skip);
     if len > 0 {
-        plain.truncate(len as usize);
+        stored.truncate(len as usize);
     }
-    Ok(plain)
+    Ok(stored)
 }
 
 /// Seals a small value (a data secret under a KEK, an inode's inline

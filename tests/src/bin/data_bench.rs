@@ -132,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
     // The R=2 pair runs three times, alternating, so that drift of this
     // shared machine lands on both sides; medians are printed after.
     let mut pairs: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
-    for (r, durable, sealed) in [
+    for (run, r, durable, sealed) in [
         (1, false, true),
         (2, false, true),
         (2, false, false),
@@ -142,12 +142,16 @@ async fn main() -> anyhow::Result<()> {
         (2, false, false),
         (3, false, true),
         (2, true, true),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (r, d, s))| (i, r, d, s))
+    {
         let c = if sealed { &client } else { &clear_client };
         let (written, wt) = write_all(c, blocks, r, durable, args.parallel).await?;
         // Only committed blocks are readable: the leader gives read tokens for
         // blocks some file references.
-        commit(c, &format!("r{r}-{durable}-{sealed}"), &written).await?;
+        commit(c, &format!("run{run}-r{r}"), &written).await?;
         let rt = read_all(c, &written, args.parallel).await?;
         let label = format!(
             "R={r}{}{}",
