@@ -75,6 +75,19 @@ pub async fn fetch_block(
     offset: u64,
     len: u64,
 ) -> Result<Vec<u8>, tonic::Status> {
+    fetch_sized(channel, block, token, offset, len, len as usize).await
+}
+
+/// [`fetch_block`] into a buffer of `capacity` bytes (what the caller
+/// expects to receive).
+async fn fetch_sized(
+    channel: Channel,
+    block: BlockId,
+    token: Vec<u8>,
+    offset: u64,
+    len: u64,
+    capacity: usize,
+) -> Result<Vec<u8>, tonic::Status> {
     let mut request = tonic::Request::new(pb::ReadRequest {
         block_id: block.0.to_vec(),
         token,
@@ -83,7 +96,9 @@ pub async fn fetch_block(
     });
     request.set_timeout(TRANSFER_TIMEOUT);
     let mut stream = blocks_client(channel).read(request).await?.into_inner();
-    let mut out = Vec::new();
+    // Sized up front: growing by doubling would copy a whole block again
+    // (and touch twice its pages) for the last few bytes of a sealed one.
+    let mut out = Vec::with_capacity(capacity);
     while let Some(chunk) = stream.message().await? {
         out.extend_from_slice(&chunk.data);
     }
@@ -346,9 +361,15 @@ impl MetaClient {
         // What a whole replica yields: the block from `offset`, up to `len`.
         let whole = loc.length.saturating_sub(offset);
         let expected = if len == 0 { whole } else { whole.min(len) };
+        let capacity = match (want, key) {
+            (0, Some(_)) => encryption::sealed_len(loc.length).saturating_sub(at),
+            (0, None) => whole,
+            (n, _) => n,
+        }
+        .min(encryption::sealed_len(4 << 20)) as usize;
         for (addr, server) in loc.replicas.iter().zip(&loc.server_ids) {
             Counters::add(&self.counters.block_reads, 1);
-            let fetched = fetch_block(self.channel(addr)?, block, loc.read_token.clone(), at, want)
+            let fetched = fetch_sized(self.channel(addr)?, block, loc.read_token.clone(), at, want, capacity)
                 .await
                 .map_err(|s| (s.code() == Code::DataLoss, s.message().to_owned()));
             let opened = fetched.and_then(|data| match key {
