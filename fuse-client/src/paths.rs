@@ -177,6 +177,12 @@ pub async fn status(client: &MetaClient, json: bool) -> anyhow::Result<()> {
                     "master_key": st.as_ref().map(|s| crate::key::short(&s.master_key)),
                     "key_ring": st.as_ref().map(|s| crate::key::short(&s.cluster_key)),
                     "last_applied": st.as_ref().and_then(|s| s.last_applied),
+                    "store_bytes": st.as_ref().map(|s| s.store_bytes),
+                    "resident_bytes": st.as_ref().map(|s| s.resident_bytes),
+                    "cache_bytes": st.as_ref().map(|s| s.cache_bytes),
+                    "snapshot_bytes": st.as_ref().map(|s| s.snapshot_bytes),
+                    "snapshot_build_ms": st.as_ref().and_then(|s| s.snapshot_build_ms),
+                    "snapshot_install_ms": st.as_ref().and_then(|s| s.snapshot_install_ms),
                 })
             })
             .collect();
@@ -209,8 +215,8 @@ pub async fn status(client: &MetaClient, json: bool) -> anyhow::Result<()> {
         None => println!("meta leader: none (election in progress, term {})", s.term),
     }
     println!(
-        "{:>4} {:<22} {:<8} {:<10} {:>10}",
-        "ID", "ADDRESS", "VOTER", "ROLE", "APPLIED"
+        "{:>4} {:<22} {:<8} {:<10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "ID", "ADDRESS", "VOTER", "ROLE", "APPLIED", "STORE", "SNAPSHOT", "MEMORY", "CACHE"
     );
     for (m, st) in &nodes {
         let role = st.as_ref().map(|s| s.role.as_str()).unwrap_or("unreachable");
@@ -219,13 +225,18 @@ pub async fn status(client: &MetaClient, json: bool) -> anyhow::Result<()> {
             .and_then(|s| s.last_applied)
             .map(|a| a.to_string())
             .unwrap_or("-".into());
+        let size = |f: fn(&pb::NodeStatus) -> u64| st.as_ref().map(|s| human(f(s))).unwrap_or("-".into());
         println!(
-            "{:>4} {:<22} {:<8} {:<10} {:>10}",
+            "{:>4} {:<22} {:<8} {:<10} {:>10} {:>10} {:>10} {:>10} {:>10}",
             m.id,
             m.addr,
             if m.voter { "yes" } else { "learner" },
             role,
-            applied
+            applied,
+            size(|s| s.store_bytes),
+            size(|s| s.snapshot_bytes),
+            size(|s| s.resident_bytes),
+            size(|s| s.cache_bytes),
         );
     }
     println!("namespace: {inodes} inodes, {bytes} bytes in files");

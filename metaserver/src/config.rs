@@ -55,9 +55,18 @@ pub struct Settings {
     /// Longest election timeout in milliseconds; also the leader lease, so failover takes about this plus one election. [default: 1000]
     #[arg(long)]
     pub election_timeout_max_ms: Option<u64>,
-    /// Build a snapshot and compact the log after this many entries. [default: 20000]
+    /// Build a snapshot and compact the log after at least this many entries,
+    /// and once the log written since the last snapshot is at least a quarter
+    /// of that snapshot's size (so a large namespace is not rewritten for a
+    /// little log). [default: 20000]
     #[arg(long)]
     pub snapshot_every: Option<u64>,
+    /// Memory for the namespace store's cache, in MiB: with it, a meta
+    /// server's memory stays about this plus a fixed overhead whatever the
+    /// namespace's size. [default: an eighth of this machine's memory, at
+    /// least 64 and at most 8192]
+    #[arg(long)]
+    pub cache_mib: Option<u64>,
     /// Directory holding the block-token key (token.key). [default: the TLS directory]
     #[arg(long)]
     pub token_dir: Option<PathBuf>,
@@ -119,6 +128,7 @@ impl Settings {
             election_timeout_min_ms,
             election_timeout_max_ms,
             snapshot_every,
+            cache_mib,
             token_dir,
             dead_after_ms,
             data_heartbeat_ms,
@@ -149,6 +159,8 @@ pub struct Config {
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     pub snapshot_every: u64,
+    /// Bytes of the namespace store's cache.
+    pub cache_bytes: u64,
     /// None: no token key, so no block allocation on this node.
     pub token_dir: Option<PathBuf>,
     pub dead_after_ms: u64,
@@ -275,6 +287,7 @@ impl Config {
             election_timeout_min_ms: s.election_timeout_min_ms.unwrap_or(500),
             election_timeout_max_ms: s.election_timeout_max_ms.unwrap_or(1000),
             snapshot_every: s.snapshot_every.unwrap_or(20_000),
+            cache_bytes: s.cache_mib.map(|m| m.saturating_mul(1 << 20)).unwrap_or_else(default_cache_bytes),
         };
         if c.heartbeat_ms == 0 || c.election_timeout_min_ms <= c.heartbeat_ms * 2 {
             bail!("the election timeout must exceed twice the heartbeat interval");
@@ -291,8 +304,25 @@ impl Config {
         if c.snapshot_every == 0 {
             bail!("--snapshot-every must be positive");
         }
+        if c.cache_bytes < 16 << 20 || c.cache_bytes > 1 << 50 {
+            bail!("--cache-mib must be at least 16");
+        }
         Ok(c)
     }
+}
+
+/// An eighth of this machine's memory, between 64 MiB and 8 GiB.
+fn default_cache_bytes() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib << 10)
+        .unwrap_or(2 << 30);
+    (total / 8).clamp(64 << 20, 8 << 30)
 }
 
 #[cfg(test)]

@@ -11,15 +11,16 @@ use nimbus_meta::keys::Keys;
 use nimbus_meta::namespace::accounts::{self, AccountOp};
 use nimbus_meta::namespace::{Caller, Command, Op, Txn};
 use nimbus_meta::raft::lease::Acks;
-use nimbus_meta::raft::{LogStore, Network, Raft, StateMachine};
+use nimbus_meta::raft::{LogStore, Network, Raft, SnapshotStats, StateMachine};
 use nimbus_meta::service::auth::{self, Auth};
-use nimbus_meta::service::{AccountService, AdminService, NamespaceService, RaftService};
+use nimbus_meta::service::{AccountService, AdminService, NamespaceService, NodeFacts, RaftService};
 use nimbus_meta::store::{SledStore, Store};
 use nimbus_proto::account_service_server::AccountServiceServer;
 use nimbus_proto::data_cluster_server::DataClusterServer;
 use nimbus_proto::{admin_server::AdminServer, namespace_server::NamespaceServer, raft_server::RaftServer};
 use openraft::{BasicNode, SnapshotPolicy};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,7 +46,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let db = cfg.data_dir.join("db");
     let store: Arc<dyn Store> = Arc::new(
-        SledStore::open(&db).with_context(|| format!("opening {} (is another nimbus-meta using it?)", db.display()))?,
+        SledStore::open(&db, cfg.cache_bytes).with_context(|| format!("opening {} (is another nimbus-meta using it?)", db.display()))?,
     );
     // A node whose state holds a key ring must have its master key, before
     // anything else runs: a wrong key would serve nothing and write nothing.
@@ -60,7 +61,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         // A chunk of a snapshot may take a while on 2 slow cores: the default
         // 200 ms makes catch-up of a big namespace loop forever.
         install_snapshot_timeout: 10_000,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
+        // Snapshots are asked for by `keep_snapshots`, which weighs the log
+        // against the snapshot it would replace.
+        snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: cfg.snapshot_every.min(1000),
         snapshot_max_chunk_size: 4 << 20,
         max_payload_entries: 64,
@@ -83,6 +86,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .import_from(store.as_ref())
         .context("moving the Raft log out of sled")?;
     let mirror = log_store.mirror();
+    let appended = log_store.appended();
+    let snapshot_dir = cfg.data_dir.join("snapshots");
+    let state_machine = StateMachine::open(store.clone(), keys.clone(), &snapshot_dir)
+        .with_context(|| format!("opening the snapshots in {}", snapshot_dir.display()))?;
+    let snapshot_stats = state_machine.stats();
 
     let acks = Arc::new(Acks::default());
     let raft = Raft::new(
@@ -90,7 +98,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         Arc::new(raft_config),
         Network::new(security.clone(), acks.clone()),
         log_store,
-        StateMachine::new(store.clone(), keys.clone()),
+        state_machine,
     )
     .await
     .context("starting Raft")?;
@@ -172,6 +180,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             security.clone(),
             keys.clone(),
             committer.clone(),
+            NodeFacts {
+                data_dir: cfg.data_dir.clone(),
+                cache_bytes: cfg.cache_bytes,
+                snapshots: snapshot_stats.clone(),
+            },
         )))
         .add_service(DataClusterServer::new(data))
         .add_service(
@@ -188,6 +201,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         tls,
         "nimbus-meta serving"
     );
+    tokio::spawn(keep_snapshots(raft.clone(), appended, snapshot_stats, cfg.snapshot_every));
     tokio::spawn(keep_keyring(
         raft.clone(),
         store.clone(),
@@ -248,6 +262,42 @@ async fn keep_keyring(raft: Raft, store: Arc<dyn Store>, committer: Committer, k
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Asks openraft for a snapshot once at least `every` entries were applied
+/// since the last one and the log written since is at least a quarter of
+/// that snapshot's size: a snapshot rewrites the whole namespace, so with a
+/// large namespace it waits for a proportionate amount of log (which keeps
+/// the disk written per entry bounded), and with a small one it comes after
+/// `every` entries as before.
+async fn keep_snapshots(raft: Raft, appended: Arc<AtomicU64>, stats: Arc<SnapshotStats>, every: u64) {
+    let mut appended_at_last = appended.load(Ordering::Relaxed);
+    let mut metrics = raft.metrics();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let m = metrics.borrow().clone();
+        if m.state == openraft::ServerState::Shutdown {
+            return;
+        }
+        let (Some(applied), snapshot) = (m.last_applied, m.snapshot) else {
+            continue;
+        };
+        let since = applied.index - snapshot.map_or(0, |s| s.index);
+        let written = appended.load(Ordering::Relaxed) - appended_at_last;
+        if since < every || written < stats.bytes.load(Ordering::Relaxed) / 4 {
+            continue;
+        }
+        if let Err(e) = raft.trigger().snapshot().await {
+            tracing::warn!("asking for a snapshot: {e}");
+            return;
+        }
+        appended_at_last = appended.load(Ordering::Relaxed);
+        // One at a time: wait for this one (or give up on it after a while).
+        let built = metrics.wait_for(|m| m.snapshot.is_some_and(|s| s.index >= applied.index));
+        if tokio::time::timeout(Duration::from_secs(600), built).await.is_err() {
+            tracing::warn!(index = applied.index, "a snapshot asked for 10 minutes ago is not built");
+        }
     }
 }
 

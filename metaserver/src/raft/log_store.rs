@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 const VOTE_FILE: &str = "vote";
@@ -54,6 +55,9 @@ pub struct LogStore {
     /// The vote and commit index for leased reads, apart from `inner`,
     /// which an append holds through its fdatasync.
     mirror: Arc<Mirror>,
+    /// Bytes of entries appended since the process started: the snapshot
+    /// policy weighs the log written against the snapshot it would replace.
+    appended: Arc<AtomicU64>,
 }
 
 fn decode_entry(dir: &Path, index: u64, bytes: &[u8]) -> Result<Entry<TypeConfig>, LogStoreError> {
@@ -127,6 +131,7 @@ impl LogStore {
             LogStore {
                 inner: Arc::new(Mutex::new(inner)),
                 mirror,
+                appended: Arc::default(),
             },
             recovery,
         ))
@@ -135,6 +140,11 @@ impl LogStore {
     /// This node's vote and commit index as openraft last handed them over.
     pub fn mirror(&self) -> Arc<Mirror> {
         self.mirror.clone()
+    }
+
+    /// The count of bytes appended since the process started.
+    pub fn appended(&self) -> Arc<AtomicU64> {
+        self.appended.clone()
     }
 
     /// Moves a log that earlier versions kept in sled's `log` and `raft`
@@ -292,10 +302,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut encoded = Vec::new();
         let mut decoded = Vec::new();
+        let mut bytes = 0;
         for e in entries {
-            encoded.push((e.log_id.index, encode(&e)?));
+            let b = encode(&e)?;
+            bytes += b.len() as u64;
+            encoded.push((e.log_id.index, b));
             decoded.push(e);
         }
+        self.appended.fetch_add(bytes, Ordering::Relaxed);
         let file = {
             let mut inner = self.lock();
             let file = inner

@@ -9,17 +9,18 @@ pub mod lease;
 mod log_store;
 mod network;
 mod segments;
+mod snapshots;
 mod state_machine;
 
 pub use log_store::{LogStore, LogStoreError};
 pub use network::Network;
 pub use segments::{Recovery, SegmentError};
-pub use state_machine::{digest, StateMachine};
+pub use snapshots::SnapshotFileError;
+pub use state_machine::{digest, SnapshotStats, StateMachine};
 
 use crate::namespace::{Command, Reply};
 use nimbus_common::{Errno, Timestamp};
 use serde::{Deserialize, Serialize};
-use std::io::Cursor;
 use std::sync::Arc;
 
 /// One Raft entry: a batch of namespace commands committed together (group
@@ -46,7 +47,7 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = u64,
         Node = openraft::BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 /// The Raft handle of a meta server.
@@ -94,12 +95,13 @@ mod tests {
                 |e: &dyn std::fmt::Display| storage_error(e, openraft::ErrorSubject::Store, openraft::ErrorVerb::Write);
             let dir = tempfile::tempdir().map_err(|e| err(&e))?;
             let store: Arc<dyn crate::store::Store> =
-                Arc::new(SledStore::open(&dir.path().join("db")).map_err(|e| err(&e))?);
+                Arc::new(SledStore::open(&dir.path().join("db"), 16 << 20).map_err(|e| err(&e))?);
             let (log, _) = LogStore::open(&dir.path().join("raft-log")).map_err(|e| err(&e))?;
             let key = dir.path().join("master.key");
             nimbus_common::encryption::create_master_key(&key).map_err(|e| err(&e))?;
             let keys = Arc::new(crate::keys::Keys::load(&key).map_err(|e| err(&e))?);
-            Ok((dir, log, StateMachine::new(store, keys)))
+            let sm = StateMachine::open(store, keys, &dir.path().join("snapshots")).map_err(|e| err(&e))?;
+            Ok((dir, log, sm))
         }
     }
 

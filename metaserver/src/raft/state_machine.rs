@@ -1,28 +1,47 @@
 //! The replicated state machine: the namespace, its applied log id and
-//! membership, kept in the State tree; snapshots of it in the Snapshot tree.
+//! membership, kept in the State tree; snapshots of it in files
+//! ([`super::snapshots`]), built from a checkpoint of the store and installed
+//! by streaming, so that neither ever holds the namespace in memory.
 
+use super::snapshots::{Meta, SnapshotDir, SnapshotFileError, SnapshotReader};
 use super::{blocking, storage_error, Request, Response, StorageError, TypeConfig};
 use crate::keys::Keys;
 use crate::namespace::tables::{decode, encode, RAFT_PREFIX};
 use crate::namespace::{apply_batch, Op, Txn};
-use crate::store::{scan_all, Pair, Store, Tree};
+use crate::store::{Checkpoint, Pair, Store, StoreError, Tree};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, SnapshotMeta, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use std::io::Cursor;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 const APPLIED: &[u8] = b"rapplied";
 const MEMBERSHIP: &[u8] = b"rmembership";
-const CURRENT_SNAPSHOT: &[u8] = b"current";
+/// Where nodes from before snapshot files kept their last snapshot.
+const LEGACY_SNAPSHOT: &[u8] = b"current";
 
-/// A snapshot as kept on disk: its metadata and the State tree it captured.
+/// A snapshot as nodes from before snapshot files kept it in the store.
 #[derive(Serialize, Deserialize)]
-struct SnapshotRecord {
+struct LegacySnapshot {
     meta: SnapshotMeta<u64, BasicNode>,
     data: Vec<u8>,
+}
+
+/// Snapshot figures of this node, for `nimbus status` and the benchmarks.
+#[derive(Default)]
+pub struct SnapshotStats {
+    pub built: AtomicU64,
+    pub installed: AtomicU64,
+    /// Milliseconds the last build took.
+    pub build_ms: AtomicU64,
+    /// Milliseconds the last install took.
+    pub install_ms: AtomicU64,
+    /// Size of the current snapshot file.
+    pub bytes: AtomicU64,
 }
 
 /// The state machine handle openraft owns.
@@ -30,17 +49,48 @@ pub struct StateMachine {
     store: Arc<dyn Store>,
     /// Told whenever the key ring changes, before any client hears of it.
     keys: Arc<Keys>,
-    snapshots_built: u64,
+    snapshots: SnapshotDir,
+    stats: Arc<SnapshotStats>,
+}
+
+fn file_error(e: SnapshotFileError, verb: ErrorVerb) -> StorageError {
+    storage_error(e, ErrorSubject::Snapshot(None), verb)
 }
 
 impl StateMachine {
-    /// A state machine over `store`'s State and Snapshot trees.
-    pub fn new(store: Arc<dyn Store>, keys: Arc<Keys>) -> StateMachine {
-        StateMachine {
+    /// A state machine over `store`'s State tree, with snapshot files in
+    /// `snapshot_dir`. A snapshot that an older version kept in the store is
+    /// moved into a file here.
+    pub fn open(
+        store: Arc<dyn Store>,
+        keys: Arc<Keys>,
+        snapshot_dir: &Path,
+    ) -> Result<StateMachine, SnapshotFileError> {
+        let snapshots = SnapshotDir::open(snapshot_dir)?;
+        let stats = Arc::new(SnapshotStats::default());
+        if let Some(legacy) = store.get(Tree::Snapshot, LEGACY_SNAPSHOT)? {
+            let legacy: LegacySnapshot = decode(LEGACY_SNAPSHOT, &legacy)?;
+            let pairs: Vec<Pair> = decode(b"snapshot", &legacy.data)?;
+            if snapshots.open_current()?.is_none() {
+                snapshots.build(&legacy.meta, pairs.into_iter().map(Ok))?;
+            }
+            store.apply(Tree::Snapshot, vec![(LEGACY_SNAPSHOT.to_vec(), None)])?;
+            store.flush()?;
+        }
+        if let Some((_, _, bytes)) = snapshots.open_current()? {
+            stats.bytes.store(bytes, Ordering::Relaxed);
+        }
+        Ok(StateMachine {
             store,
             keys,
-            snapshots_built: 0,
-        }
+            snapshots,
+            stats,
+        })
+    }
+
+    /// This node's snapshot figures.
+    pub fn stats(&self) -> Arc<SnapshotStats> {
+        self.stats.clone()
     }
 
     /// Hands the key ring as now applied to this node's keys.
@@ -66,38 +116,52 @@ impl StateMachine {
     }
 }
 
-/// Builds a snapshot from the state captured when openraft asked for it.
+/// Builds a snapshot file from the checkpoint taken when openraft asked.
 pub struct SnapshotBuilder {
-    store: Arc<dyn Store>,
-    meta: SnapshotMeta<u64, BasicNode>,
-    /// The captured state, or why it could not be read: an unreadable state
-    /// must fail the snapshot, never produce an empty one.
-    pairs: Result<Vec<Pair>, StorageError>,
+    snapshots: SnapshotDir,
+    stats: Arc<SnapshotStats>,
+    meta: Meta,
+    /// The captured state, or why it could not be: an unreadable state must
+    /// fail the snapshot, never produce an empty one.
+    /// (A mutex only because openraft wants builders `Sync`.)
+    checkpoint: Mutex<Option<Result<Checkpoint, StorageError>>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let pairs = std::mem::replace(&mut self.pairs, Ok(Vec::new()))?;
-        let data = encode(&pairs);
-        let record = SnapshotRecord {
-            meta: self.meta.clone(),
-            data,
-        };
-        let bytes = encode(&record);
-        let store = self.store.clone();
-        // The snapshot and the state it was cut from must be durable before
-        // openraft purges the log entries it replaces.
-        blocking(move || {
-            let err = |e| storage_error(e, ErrorSubject::Snapshot(None), ErrorVerb::Write);
-            store
-                .apply(Tree::Snapshot, vec![(CURRENT_SNAPSHOT.to_vec(), Some(bytes))])
-                .map_err(err)?;
-            store.flush().map_err(err)
+        let checkpoint = self
+            .checkpoint
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(|| Err(storage_error("built twice", ErrorSubject::Snapshot(None), ErrorVerb::Read)))?;
+        let (snapshots, meta, stats) = (self.snapshots.clone(), self.meta.clone(), self.stats.clone());
+        // Written on a blocking thread while the state machine goes on
+        // applying: the checkpoint keeps the state it reads unchanged, and
+        // was flushed when taken, so the snapshot never gets ahead of the
+        // state on disk and the log it replaces can be purged.
+        let file = blocking(move || {
+            let started = Instant::now();
+            let written = snapshots
+                .build(&meta, checkpoint)
+                .map_err(|e| file_error(e, ErrorVerb::Write))?;
+            let ms = started.elapsed().as_millis() as u64;
+            stats.built.fetch_add(1, Ordering::Relaxed);
+            stats.build_ms.store(ms, Ordering::Relaxed);
+            stats.bytes.store(written.bytes, Ordering::Relaxed);
+            tracing::info!(
+                snapshot = %meta.snapshot_id,
+                pairs = written.pairs,
+                bytes = written.bytes,
+                ms,
+                "snapshot built"
+            );
+            Ok(written.file)
         })
         .await?;
         Ok(Snapshot {
-            meta: record.meta,
-            snapshot: Box::new(Cursor::new(record.data)),
+            meta: self.meta.clone(),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         })
     }
 }
@@ -155,61 +219,74 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        // Captured here, on the state machine's own task, so that no apply
-        // runs between reading the applied id and reading the data.
-        self.snapshots_built += 1;
+        // The checkpoint is taken here, on the state machine's own task, so
+        // that no apply runs between reading the applied id and taking it.
         let state = self.applied_state().await;
-        let pairs = state.as_ref().map_err(Clone::clone).and_then(|_| {
-            scan_all(self.store.as_ref(), Tree::State)
+        let checkpoint = state.as_ref().map_err(Clone::clone).and_then(|_| {
+            self.store
+                .checkpoint()
                 .map_err(|e| storage_error(e, ErrorSubject::StateMachine, ErrorVerb::Read))
         });
         let (applied, membership) = state.unwrap_or_default();
+        let built = self.stats.built.load(Ordering::Relaxed) + 1;
         let snapshot_id = match applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.snapshots_built),
-            None => format!("0-0-{}", self.snapshots_built),
+            Some(l) => format!("{}-{}-{built}", l.leader_id.term, l.index),
+            None => format!("0-0-{built}"),
         };
         SnapshotBuilder {
-            store: self.store.clone(),
+            snapshots: self.snapshots.clone(),
+            stats: self.stats.clone(),
             meta: SnapshotMeta {
                 last_log_id: applied,
                 last_membership: membership,
                 snapshot_id,
             },
-            pairs,
+            checkpoint: Mutex::new(Some(checkpoint)),
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let file = self
+            .snapshots
+            .incoming()
+            .map_err(|e| file_error(e, ErrorVerb::Write))?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta<u64, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        let err = |e| storage_error(e, ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write);
-        let mut pairs: Vec<Pair> = decode(b"snapshot", &data).map_err(err)?;
-        // The snapshot's own metadata is authoritative for Raft's keys.
-        pairs.retain(|(k, _)| k.first() != Some(&RAFT_PREFIX));
-        if let Some(applied) = meta.last_log_id {
-            pairs.push((APPLIED.to_vec(), encode(&applied)));
-        }
-        pairs.push((MEMBERSHIP.to_vec(), encode(&meta.last_membership)));
-        pairs.sort();
-        let record = encode(&SnapshotRecord {
-            meta: meta.clone(),
-            data,
-        });
-        let store = self.store.clone();
+    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<tokio::fs::File>) -> Result<(), StorageError> {
+        let file = snapshot.into_std().await;
+        let (store, snapshots, stats, meta) = (
+            self.store.clone(),
+            self.snapshots.clone(),
+            self.stats.clone(),
+            meta.clone(),
+        );
         blocking(move || {
-            let err = |e| storage_error(e, ErrorSubject::Snapshot(None), ErrorVerb::Write);
-            store.replace(Tree::State, pairs).map_err(err)?;
+            let started = Instant::now();
+            let err = |e: SnapshotFileError| file_error(e, ErrorVerb::Write);
+            let mut input = file.try_clone().map_err(|e| err(io_error(&snapshots, e)))?;
+            std::io::Seek::seek(&mut input, std::io::SeekFrom::Start(0)).map_err(|e| err(io_error(&snapshots, e)))?;
+            let reader = SnapshotReader::new(input, &snapshots.current()).map_err(err)?;
+            // The snapshot's own metadata is authoritative for Raft's keys.
+            let raft_keys = [
+                meta.last_log_id.map(|applied| (APPLIED.to_vec(), encode(&applied))),
+                Some((MEMBERSHIP.to_vec(), encode(&meta.last_membership))),
+            ];
+            let mut pairs = reader
+                .filter(|p| !matches!(p, Ok((k, _)) if k.first() == Some(&RAFT_PREFIX)))
+                .chain(raft_keys.into_iter().flatten().map(Ok));
             store
-                .apply(Tree::Snapshot, vec![(CURRENT_SNAPSHOT.to_vec(), Some(record))])
-                .map_err(err)?;
-            store.flush().map_err(err)
+                .replace_state(&mut pairs)
+                .map_err(|e| storage_error(e, ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write))?;
+            snapshots.keep_installed(&file).map_err(err)?;
+            let ms = started.elapsed().as_millis() as u64;
+            stats.installed.fetch_add(1, Ordering::Relaxed);
+            stats.install_ms.store(ms, Ordering::Relaxed);
+            if let Ok(m) = file.metadata() {
+                stats.bytes.store(m.len(), Ordering::Relaxed);
+            }
+            tracing::info!(snapshot = %meta.snapshot_id, ms, "snapshot installed");
+            Ok(())
         })
         .await?;
         self.observe_keyring();
@@ -217,31 +294,48 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(self
-            .read::<SnapshotRecord>(Tree::Snapshot, CURRENT_SNAPSHOT)?
-            .map(|r| Snapshot {
-                meta: r.meta,
-                snapshot: Box::new(Cursor::new(r.data)),
-            }))
+        let current = self
+            .snapshots
+            .open_current()
+            .map_err(|e| file_error(e, ErrorVerb::Read))?;
+        Ok(current.map(|(meta, file, _)| Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        }))
+    }
+}
+
+fn io_error(snapshots: &SnapshotDir, source: std::io::Error) -> SnapshotFileError {
+    SnapshotFileError::Io {
+        path: snapshots.current(),
+        source,
     }
 }
 
 /// A hash of the namespace (Raft's own keys excluded) and its applied index,
 /// for comparing replicas.
-pub fn digest(store: &dyn Store) -> Result<(Option<u64>, [u8; 32], u64), crate::store::StoreError> {
+pub fn digest(store: &dyn Store) -> Result<(Option<u64>, [u8; 32], u64), StoreError> {
     let mut h = blake3::Hasher::new();
     let mut inodes = 0;
-    for (k, v) in scan_all(store, Tree::State)? {
-        if k.first() == Some(&RAFT_PREFIX) {
-            continue;
+    // Page by page: a namespace need not fit in memory.
+    let mut start: Vec<u8> = Vec::new();
+    loop {
+        let page = store.scan(Tree::State, &[], &start, 4096)?;
+        let Some((last, _)) = page.last() else { break };
+        start = last.clone();
+        start.push(0);
+        for (k, v) in page {
+            if k.first() == Some(&RAFT_PREFIX) {
+                continue;
+            }
+            if k.first() == Some(&b'i') {
+                inodes += 1;
+            }
+            h.update(&(k.len() as u64).to_le_bytes());
+            h.update(&k);
+            h.update(&(v.len() as u64).to_le_bytes());
+            h.update(&v);
         }
-        if k.first() == Some(&b'i') {
-            inodes += 1;
-        }
-        h.update(&(k.len() as u64).to_le_bytes());
-        h.update(&k);
-        h.update(&(v.len() as u64).to_le_bytes());
-        h.update(&v);
     }
     let applied = match store.get(Tree::State, APPLIED)? {
         Some(b) => Some(decode::<LogId<u64>>(APPLIED, &b)?.index),

@@ -4,7 +4,7 @@ use super::require_cluster_cert;
 use crate::commit::{Committer, ServeError};
 use crate::keys::Keys;
 use crate::namespace::{Caller, Command, Op, Txn};
-use crate::raft::{digest, Raft};
+use crate::raft::{digest, Raft, SnapshotStats};
 use crate::store::Store;
 use nimbus_common::encryption::{self, Key};
 use nimbus_common::tls::Security;
@@ -12,6 +12,8 @@ use nimbus_proto as pb;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -23,18 +25,35 @@ pub struct AdminService {
     security: Security,
     keys: Arc<Keys>,
     committer: Committer,
+    node: NodeFacts,
+}
+
+/// What a node's status reports of its own resources.
+pub struct NodeFacts {
+    /// The node's data directory (log, store, snapshots).
+    pub data_dir: PathBuf,
+    pub cache_bytes: u64,
+    pub snapshots: Arc<SnapshotStats>,
 }
 
 impl AdminService {
     /// Administers `raft`; with TLS, changes need a cluster certificate.
     /// `security` also reaches the other meta servers (key rotation).
-    pub fn new(raft: Raft, store: Arc<dyn Store>, security: Security, keys: Arc<Keys>, committer: Committer) -> Self {
+    pub fn new(
+        raft: Raft,
+        store: Arc<dyn Store>,
+        security: Security,
+        keys: Arc<Keys>,
+        committer: Committer,
+        node: NodeFacts,
+    ) -> Self {
         AdminService {
             raft,
             store,
             security,
             keys,
             committer,
+            node,
         }
     }
 
@@ -105,8 +124,43 @@ impl AdminService {
             master_key: self.keys.fingerprints().0.to_vec(),
             next_master_key: self.keys.fingerprints().1.map(|f| f.to_vec()).unwrap_or_default(),
             cluster_key: self.keys.fingerprints().2.map(|f| f.to_vec()).unwrap_or_default(),
+            store_bytes: dir_bytes(&self.node.data_dir),
+            resident_bytes: resident_bytes(),
+            cache_bytes: self.node.cache_bytes,
+            snapshot_bytes: self.node.snapshots.bytes.load(Ordering::Relaxed),
+            snapshots_built: self.node.snapshots.built.load(Ordering::Relaxed),
+            snapshots_installed: self.node.snapshots.installed.load(Ordering::Relaxed),
+            snapshot_build_ms: (self.node.snapshots.built.load(Ordering::Relaxed) > 0)
+                .then(|| self.node.snapshots.build_ms.load(Ordering::Relaxed)),
+            snapshot_install_ms: (self.node.snapshots.installed.load(Ordering::Relaxed) > 0)
+                .then(|| self.node.snapshots.install_ms.load(Ordering::Relaxed)),
         }
     }
+}
+
+/// Bytes the files under `dir` take on disk (allocated blocks: sparse files
+/// count for what they hold).
+fn dir_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// This process's resident memory, from /proc.
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * 4096)
 }
 
 fn write_error(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Status {

@@ -58,6 +58,9 @@ struct Known {
     identity: Option<(u64, Identity)>,
 }
 
+/// Most user names whose failed sign-ins are remembered.
+const FAILURES_MAX: usize = 10_000;
+
 /// Most verified tokens remembered; past it the memory starts afresh.
 const VERIFIED_MAX: usize = 4096;
 
@@ -201,6 +204,16 @@ impl Auth {
     pub fn record(&self, name: &str, failed: bool) {
         let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if failed {
+            // Bounded whatever names are tried: past the bound, the oldest
+            // failure is forgotten.
+            if f.len() >= FAILURES_MAX && !f.contains_key(name) {
+                f.retain(|_, (_, at)| at.elapsed() < FAILURE_MEMORY);
+                if f.len() >= FAILURES_MAX {
+                    if let Some(oldest) = f.iter().min_by_key(|(_, (_, at))| *at).map(|(n, _)| n.clone()) {
+                        f.remove(&oldest);
+                    }
+                }
+            }
             let e = f.entry(name.to_owned()).or_insert((0, Instant::now()));
             e.0 = e.0.saturating_add(1);
             e.1 = Instant::now();

@@ -8,7 +8,7 @@ mod namespace;
 mod raft;
 
 pub use accounts::AccountService;
-pub use admin::AdminService;
+pub use admin::{AdminService, NodeFacts};
 pub use namespace::NamespaceService;
 pub use raft::RaftService;
 
