@@ -287,7 +287,10 @@ impl Config {
             election_timeout_min_ms: s.election_timeout_min_ms.unwrap_or(500),
             election_timeout_max_ms: s.election_timeout_max_ms.unwrap_or(1000),
             snapshot_every: s.snapshot_every.unwrap_or(20_000),
-            cache_bytes: s.cache_mib.map(|m| m.saturating_mul(1 << 20)).unwrap_or_else(default_cache_bytes),
+            cache_bytes: s
+                .cache_mib
+                .map(|m| m.saturating_mul(1 << 20))
+                .unwrap_or_else(default_cache_bytes),
         };
         if c.heartbeat_ms == 0 || c.election_timeout_min_ms <= c.heartbeat_ms * 2 {
             bail!("the election timeout must exceed twice the heartbeat interval");

@@ -14,7 +14,7 @@ use nimbus_meta::raft::lease::Acks;
 use nimbus_meta::raft::{LogStore, Network, Raft, SnapshotStats, StateMachine};
 use nimbus_meta::service::auth::{self, Auth};
 use nimbus_meta::service::{AccountService, AdminService, NamespaceService, NodeFacts, RaftService};
-use nimbus_meta::store::{SledStore, Store};
+use nimbus_meta::store::{DiskStore, Store};
 use nimbus_proto::account_service_server::AccountServiceServer;
 use nimbus_proto::data_cluster_server::DataClusterServer;
 use nimbus_proto::{admin_server::AdminServer, namespace_server::NamespaceServer, raft_server::RaftServer};
@@ -44,9 +44,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         )
     })?);
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let db = cfg.data_dir.join("db");
+    let db = cfg.data_dir.join("namespace.redb");
     let store: Arc<dyn Store> = Arc::new(
-        SledStore::open(&db, cfg.cache_bytes).with_context(|| format!("opening {} (is another nimbus-meta using it?)", db.display()))?,
+        DiskStore::open(&db, cfg.cache_bytes, Some(&cfg.data_dir.join("db")))
+            .with_context(|| format!("opening {} (is another nimbus-meta using it?)", db.display()))?,
     );
     // A node whose state holds a key ring must have its master key, before
     // anything else runs: a wrong key would serve nothing and write nothing.
@@ -201,7 +202,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         tls,
         "nimbus-meta serving"
     );
-    tokio::spawn(keep_snapshots(raft.clone(), appended, snapshot_stats, cfg.snapshot_every));
+    tokio::spawn(keep_snapshots(
+        raft.clone(),
+        appended,
+        snapshot_stats,
+        cfg.snapshot_every,
+    ));
     tokio::spawn(keep_keyring(
         raft.clone(),
         store.clone(),
@@ -296,7 +302,10 @@ async fn keep_snapshots(raft: Raft, appended: Arc<AtomicU64>, stats: Arc<Snapsho
         // One at a time: wait for this one (or give up on it after a while).
         let built = metrics.wait_for(|m| m.snapshot.is_some_and(|s| s.index >= applied.index));
         if tokio::time::timeout(Duration::from_secs(600), built).await.is_err() {
-            tracing::warn!(index = applied.index, "a snapshot asked for 10 minutes ago is not built");
+            tracing::warn!(
+                index = applied.index,
+                "a snapshot asked for 10 minutes ago is not built"
+            );
         }
     }
 }

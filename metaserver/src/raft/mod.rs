@@ -83,7 +83,7 @@ async fn blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::SledStore;
+    use crate::store::DiskStore;
     use openraft::testing::{StoreBuilder, Suite};
     use std::sync::Arc;
 
@@ -95,7 +95,7 @@ mod tests {
                 |e: &dyn std::fmt::Display| storage_error(e, openraft::ErrorSubject::Store, openraft::ErrorVerb::Write);
             let dir = tempfile::tempdir().map_err(|e| err(&e))?;
             let store: Arc<dyn crate::store::Store> =
-                Arc::new(SledStore::open(&dir.path().join("db"), 16 << 20).map_err(|e| err(&e))?);
+                Arc::new(DiskStore::open(&dir.path().join("ns.redb"), 16 << 20, None).map_err(|e| err(&e))?);
             let (log, _) = LogStore::open(&dir.path().join("raft-log")).map_err(|e| err(&e))?;
             let key = dir.path().join("master.key");
             nimbus_common::encryption::create_master_key(&key).map_err(|e| err(&e))?;

@@ -134,7 +134,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
             .take()
-            .unwrap_or_else(|| Err(storage_error("built twice", ErrorSubject::Snapshot(None), ErrorVerb::Read)))?;
+            .unwrap_or_else(|| {
+                Err(storage_error(
+                    "built twice",
+                    ErrorSubject::Snapshot(None),
+                    ErrorVerb::Read,
+                ))
+            })?;
         let (snapshots, meta, stats) = (self.snapshots.clone(), self.meta.clone(), self.stats.clone());
         // Written on a blocking thread while the state machine goes on
         // applying: the checkpoint keeps the state it reads unchanged, and
@@ -246,10 +252,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        let file = self
-            .snapshots
-            .incoming()
-            .map_err(|e| file_error(e, ErrorVerb::Write))?;
+        let file = self.snapshots.incoming().map_err(|e| file_error(e, ErrorVerb::Write))?;
         Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
