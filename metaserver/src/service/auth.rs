@@ -238,21 +238,38 @@ pub fn validate_password(password: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// Argon2id computations at once: each takes 19 MiB for its duration, so a
+/// storm of sign-ins (a hundred mounts restarting) would otherwise take
+/// gigabytes at once, and the allocator keeps what it once held. The cores
+/// are busy with that many anyway.
+static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Runs `f` (an Argon2id computation) on the blocking pool in one of the
+/// [`ARGON2_SLOTS`].
+async fn argon2_work<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
+    let _slot = ARGON2_SLOTS
+        .acquire()
+        .await
+        .map_err(|e| Status::internal(format!("password check: {e}")))?;
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("password check: {e}")))
+}
+
 /// The Argon2id hash (PHC string) of `password`, computed off the runtime.
 pub async fn hash_password(password: String) -> Result<String, Status> {
-    tokio::task::spawn_blocking(move || {
+    argon2_work(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
             .map(|h| h.to_string())
             .map_err(|e| Status::internal(format!("hashing the password: {e}")))
     })
-    .await
-    .map_err(|e| Status::internal(format!("hashing the password: {e}")))?
+    .await?
 }
 
 /// Whether `password` matches the stored `hash`, computed off the runtime.
 pub async fn password_matches(password: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || {
+    argon2_work(move || {
         if password.len() > MAX_PASSWORD {
             return false;
         }
