@@ -38,6 +38,36 @@ pub fn die_on_closed_pipe() {
     }
 }
 
+/// Caps glibc's malloc at two arenas, for a long-running server whose
+/// memory must stay bounded by its configuration. glibc gives every thread
+/// that allocates under contention an arena of its own (up to eight per
+/// core), each keeping what it once held: a meta server leading a 64-client
+/// create storm held 13 arenas of ~60 MiB, 350 MiB more than its followers
+/// with the same store (with the cap: the same as its followers). Call first
+/// thing in `main`, before any thread starts.
+///
+/// (Also fixing glibc's mmap threshold at 256 KiB, so that megabyte buffers
+/// always go back to the system, was tried: 6% less memory at 3 million
+/// inodes, 15% fewer creates/s. Not kept.)
+pub fn tune_malloc() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Hands memory the allocator holds but does not use back to the system:
+/// after a large, rare piece of work (a snapshot built or installed).
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim is thread-safe and has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

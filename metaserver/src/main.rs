@@ -145,6 +145,8 @@ fn main() -> std::process::ExitCode {
     // die when a peer's socket closes under it, so it keeps SIGPIPE ignored.
     if !matches!(cli.command, Command::Serve { .. }) {
         nimbus_common::process::die_on_closed_pipe();
+    } else {
+        nimbus_common::process::tune_malloc();
     }
     nimbus_common::logging::init();
     tls::install_crypto_provider();

@@ -197,6 +197,7 @@ async fn whole_cluster_restart_keeps_the_namespace() -> anyhow::Result<()> {
 async fn node_joins_through_snapshot_and_another_leaves() -> anyhow::Result<()> {
     let opts = Options {
         snapshot_every: 50,
+        meta_args: vec!["--cache-mib".into(), "64".into()],
         ..Options::default()
     };
     let mut cluster = MetaCluster::start(opts)?;
@@ -256,6 +257,15 @@ async fn node_joins_through_snapshot_and_another_leaves() -> anyhow::Result<()> 
     loop {
         let s4 = admin.node_status(&addr4).await?;
         if s4.snapshot_index.is_some() {
+            // Installed from the leader's snapshot file, streamed; the status
+            // reports what it took.
+            assert_eq!(s4.snapshots_installed, 1, "{s4:?}");
+            assert!(s4.snapshot_install_ms.is_some(), "{s4:?}");
+            assert!(s4.snapshot_bytes > 0 && s4.store_bytes > s4.snapshot_bytes, "{s4:?}");
+            assert!(s4.resident_bytes > 0, "{s4:?}");
+            assert_eq!(s4.cache_bytes, 64 << 20, "--cache-mib reaches the store: {s4:?}");
+            let snap = cluster.nodes[&4].data_dir.join("snapshots/current.snap");
+            assert_eq!(std::fs::metadata(&snap)?.len(), s4.snapshot_bytes, "{}", snap.display());
             break;
         }
         anyhow::ensure!(

@@ -162,6 +162,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 ms,
                 "snapshot built"
             );
+            nimbus_common::process::release_free_memory();
             Ok(written.file)
         })
         .await?;
@@ -289,6 +290,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 stats.bytes.store(m.len(), Ordering::Relaxed);
             }
             tracing::info!(snapshot = %meta.snapshot_id, ms, "snapshot installed");
+            nimbus_common::process::release_free_memory();
             Ok(())
         })
         .await?;

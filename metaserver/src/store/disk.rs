@@ -698,5 +698,26 @@ mod tests {
             t.elapsed(),
             rss()
         );
+        // Writes go on while a checkpoint is read, as while a snapshot is built.
+        for round in 0..3u64 {
+            let t = Instant::now();
+            let mut checkpoint = s.checkpoint().unwrap();
+            for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+                let writes = chunk
+                    .iter()
+                    .map(|i| {
+                        let k = format!("w{round}{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                        (k.into_bytes(), Some(vec![9u8; 100]))
+                    })
+                    .collect();
+                s.apply(Tree::State, writes).unwrap();
+                for _ in 0..3000 {
+                    checkpoint.next();
+                }
+            }
+            drop(checkpoint);
+            s.flush().unwrap();
+            println!("round {round}: {n} writes during a checkpoint read: {:?}, rss {} MiB", t.elapsed(), rss());
+        }
     }
 }
