@@ -7,7 +7,8 @@
 //! one command; a block no slot references any more is dropped and each of
 //! its replicas queued for deletion on its server.
 
-use super::perm::{self, Caller, W};
+use super::caller::{Caller, W};
+use super::perm;
 use super::tables::{block_prefix, decode, garbage_prefix, sealed_block_prefix, server_prefix, Inline};
 // The records live with the tables that store them; named here too, where
 // the rest of the code looks for them.
@@ -355,4 +356,23 @@ pub fn owes_deletion(txn: &Txn, server: ServerId, block: BlockId) -> Result<bool
 /// How many replicas are queued for deletion, on every server.
 pub fn garbage_count(txn: &Txn) -> Result<u64, NsError> {
     Ok(txn.store().scan(Tree::State, b"g", &[], usize::MAX)?.len() as u64)
+}
+
+/// Deletes an inode no name points to, releasing its blocks.
+pub(super) fn free_inode(txn: &mut Txn, mut inode: Inode) -> Result<(), NsError> {
+    for slot in std::mem::take(&mut inode.slots).into_values() {
+        release(txn, slot.block)?;
+    }
+    if inode.kind == FileKind::Regular && inode.size > 0 {
+        txn.put_inline_data(inode.ino, None);
+    }
+    txn.remove_inode(inode.ino);
+    super::quota::charge(txn, inode.uid, -i128::from(super::quota::bytes_of(&inode)), -1)?;
+    let mut sb = txn.superblock()?;
+    sb.inodes = sb.inodes.saturating_sub(1);
+    sb.bytes = sb
+        .bytes
+        .saturating_sub(if inode.kind == FileKind::Regular { inode.size } else { 0 });
+    txn.put_superblock(&sb);
+    Ok(())
 }

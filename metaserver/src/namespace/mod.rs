@@ -10,6 +10,8 @@
 pub mod accounts;
 pub mod acl;
 pub mod blocks;
+pub mod caller;
+mod homes;
 mod ops;
 pub mod perm;
 pub mod quota;
@@ -21,7 +23,7 @@ pub mod tables;
 #[cfg(test)]
 mod tests;
 
-pub use perm::Caller;
+pub use caller::Caller;
 pub use read::{
     access, getattr, getxattr, listxattr, lookup, open_layout, readable_layout, readdir, readdir_plus, readlink,
     replication, statfs, DirEntry, FsStats,
@@ -29,9 +31,11 @@ pub use read::{
 pub use tables::Txn;
 
 use crate::store::StoreError;
+use nimbus_common::encryption::CHUNK_OVERHEAD;
 use nimbus_common::{Errno, Gid, Ino, Timestamp, Uid};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use tables::{encode, Inline, SealedInline};
 
 /// Longest name of a directory entry, in bytes.
 pub const NAME_MAX: usize = 255;
@@ -200,16 +204,7 @@ pub const XATTR_REPLACE: u32 = 2;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     /// create, mknod, mkdir and symlink.
-    MakeNode {
-        parent: Ino,
-        name: Vec<u8>,
-        kind: FileKind,
-        perm: u16,
-        rdev: u32,
-        target: Vec<u8>,
-        /// The creator's umask, applied unless a default ACL decides.
-        umask: Option<u16>,
-    },
+    MakeNode(MakeNode),
     Unlink {
         parent: Ino,
         name: Vec<u8>,
@@ -221,15 +216,7 @@ pub enum Op {
         parent: Ino,
         name: Vec<u8>,
     },
-    Rename {
-        parent: Ino,
-        name: Vec<u8>,
-        new_parent: Ino,
-        new_name: Vec<u8>,
-        flags: u32,
-        /// As for Unlink, for a target the rename replaces.
-        keep_for: Option<u64>,
-    },
+    Rename(Rename),
     Link {
         ino: Ino,
         new_parent: Ino,
@@ -239,12 +226,7 @@ pub enum Op {
         ino: Ino,
         changes: AttrChanges,
     },
-    SetXattr {
-        ino: Ino,
-        name: Vec<u8>,
-        value: Vec<u8>,
-        flags: u32,
-    },
+    SetXattr(SetXattr),
     RemoveXattr {
         ino: Ino,
         name: Vec<u8>,
@@ -337,6 +319,95 @@ pub enum Op {
         expect: Option<[u8; 16]>,
         ring: tables::Keyring,
     },
+}
+
+/// `Op::MakeNode`: create, mknod, mkdir and symlink.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MakeNode {
+    pub parent: Ino,
+    pub name: Vec<u8>,
+    pub kind: FileKind,
+    pub perm: u16,
+    pub rdev: u32,
+    pub target: Vec<u8>,
+    /// The creator's umask, applied unless a default ACL decides.
+    pub umask: Option<u16>,
+}
+
+/// `Op::Rename`: rename and renameat2 (`flags`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rename {
+    pub parent: Ino,
+    pub name: Vec<u8>,
+    pub new_parent: Ino,
+    pub new_name: Vec<u8>,
+    pub flags: u32,
+    /// As for Unlink, for a target the rename replaces.
+    pub keep_for: Option<u64>,
+}
+
+/// `Op::SetXattr`: an extended attribute set, with setxattr's flags.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetXattr {
+    pub ino: Ino,
+    pub name: Vec<u8>,
+    pub value: Vec<u8>,
+    pub flags: u32,
+}
+
+/// Account mutations (`Op::Account`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccountOp {
+    /// The first administrator, uid 0, whose home is the root, when a
+    /// cluster starts; nothing if any user exists.
+    InitAdmin {
+        name: String,
+        hash: String,
+    },
+    AddUser {
+        name: String,
+        hash: String,
+        admin: bool,
+        quota_bytes: u64,
+        quota_inodes: u64,
+    },
+    SetPassword {
+        uid: Uid,
+        hash: String,
+    },
+    SetDisabled {
+        uid: Uid,
+        disabled: bool,
+    },
+    RemoveUser {
+        uid: Uid,
+    },
+    AddGroup {
+        name: String,
+    },
+    SetMember {
+        gid: Gid,
+        uid: Uid,
+        add: bool,
+    },
+    SetQuota {
+        uid: Uid,
+        bytes: Option<u64>,
+        inodes: Option<u64>,
+    },
+    SignIn {
+        id: [u8; 16],
+        uid: Uid,
+        expires_ms: u64,
+    },
+    SignOut {
+        id: [u8; 16],
+    },
+    CheckQuota {
+        fix: bool,
+    },
+    /// Self-service sign-up and password reset (new variants go last).
+    Signup(signup::SignupOp),
 }
 
 /// What a close or fsync commits: written blocks swapped into slots, or a
@@ -439,7 +510,7 @@ pub fn apply_batch(
                 continue;
             }
         }
-        let outcome = match ops::apply(txn, time, c) {
+        let outcome = match apply_command(txn, time, c) {
             Ok(r) => {
                 txn.commit_command();
                 Ok(r)
@@ -457,4 +528,238 @@ pub fn apply_batch(
         out.push(outcome);
     }
     Ok(out)
+}
+
+/// Applies one command: the dispatcher, above every module it calls.
+fn apply_command(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Reply, NsError> {
+    use ops::*;
+    let c = &cmd.caller;
+    match &cmd.op {
+        Op::MakeNode(m) => make_node(txn, time, c, m),
+        Op::Unlink { parent, name, keep_for } => unlink(txn, time, c, *parent, name, *keep_for),
+        Op::Rmdir { parent, name } => rmdir(txn, time, c, *parent, name),
+        Op::Rename(r) => rename(txn, time, c, r),
+        Op::Link {
+            ino,
+            new_parent,
+            new_name,
+        } => link(txn, time, c, *ino, *new_parent, new_name),
+        Op::SetAttr { ino, changes } => setattr(txn, time, c, *ino, changes),
+        Op::SetXattr(x) => setxattr(txn, time, c, x),
+        Op::RemoveXattr { ino, name } => removexattr(txn, time, c, *ino, name),
+        Op::CommitWrite { ino, slots, size } => blocks::commit_write(
+            txn,
+            time,
+            c,
+            blocks::Written {
+                ino: *ino,
+                writes: slots,
+                size: *size,
+                inline: None,
+                sealed: false,
+            },
+        ),
+        Op::CommitFile(f) | Op::CommitSealed(f) => {
+            let sealed = matches!(cmd.op, Op::CommitSealed(_));
+            let inline = f.inline.as_ref().map(|d| match sealed {
+                false => Inline::Clear(d.clone()),
+                true => Inline::Sealed(SealedInline {
+                    len: (d.len() as u64).saturating_sub(CHUNK_OVERHEAD),
+                    sealed: d.clone(),
+                }),
+            });
+            let written = blocks::commit_write(
+                txn,
+                time,
+                c,
+                blocks::Written {
+                    ino: f.ino,
+                    writes: &f.slots,
+                    size: f.size,
+                    inline,
+                    sealed,
+                },
+            )?;
+            match &f.attrs {
+                Some(changes) => setattr(txn, time, c, f.ino, changes),
+                None => Ok(written),
+            }
+        }
+        Op::SetKeyring { expect, ring } => set_keyring(txn, c, *expect, ring),
+        Op::SetReplication { ino, replication } => blocks::set_replication(txn, c, *ino, *replication),
+        // The operations below come only from the leader's own services.
+        Op::RegisterServer { id, addr, zone } => blocks::register_server(txn, *id, addr, zone),
+        Op::SetServerState { id, state } => blocks::set_server_state(txn, *id, *state),
+        Op::AddReplica { block, server } => blocks::add_replica(txn, *block, *server),
+        Op::RemoveReplica { block, server, delete } => blocks::remove_replica(txn, *block, *server, *delete),
+        Op::GarbageDone { server, blocks } => blocks::garbage_done(txn, *server, blocks),
+        Op::Lock { ino, request } => sessions::lock(txn, time, *ino, request),
+        Op::RenewSession { session } => sessions::renew(txn, time, *session),
+        Op::EndSession { session } => sessions::end_session(txn, *session),
+        Op::Forget { ino, session } => sessions::forget(txn, *ino, *session),
+        Op::ExpireSessions => {
+            accounts::expire_sign_ins(txn, time)?;
+            signup::expire(txn, time)?;
+            sessions::expire(txn, time)
+        }
+        Op::Account(op) => apply_account(txn, time, c, op),
+        Op::Share { ino, grantee, rw } => shares::add(txn, c, *ino, *grantee, *rw),
+        Op::Unshare { ino, grantee } => shares::revoke(txn, c, *ino, *grantee),
+    }
+}
+
+/// Applies one account mutation.
+fn apply_account(txn: &mut Txn, time: Timestamp, caller: &Caller, op: &AccountOp) -> Result<Reply, NsError> {
+    use accounts::*;
+    // A new sign-in changes nobody's identity and a check changes nothing;
+    // anything else may (a refused command discards the bump with the rest).
+    if !matches!(op, AccountOp::SignIn { .. } | AccountOp::CheckQuota { .. }) {
+        let next = generation(txn)?.wrapping_add(1);
+        txn.put_raw(GENERATION.to_vec(), Some(next.to_be_bytes().to_vec()));
+    }
+    match op {
+        AccountOp::InitAdmin { name, hash } => {
+            if !txn.scan_prefix(&[USER])?.is_empty() {
+                return Ok(Reply::Done);
+            }
+            admin_only(caller)?;
+            validate_name(name)?;
+            // The superuser's home is the root: a new file system holds
+            // nothing until someone puts something there.
+            let user = User {
+                name: name.clone(),
+                uid: Uid::ROOT,
+                hash: hash.clone(),
+                admin: true,
+                disabled: false,
+                quota_bytes: 0,
+                quota_inodes: 0,
+                home: Ino::ROOT,
+            };
+            put_user(txn, &user);
+            Ok(Reply::Id(0))
+        }
+        AccountOp::AddUser {
+            name,
+            hash,
+            admin,
+            quota_bytes,
+            quota_inodes,
+        } => {
+            admin_only(caller)?;
+            validate_name(name)?;
+            let uid = Uid(next_id(txn)?);
+            let user = User {
+                name: name.clone(),
+                uid,
+                hash: hash.clone(),
+                admin: *admin,
+                disabled: false,
+                quota_bytes: *quota_bytes,
+                quota_inodes: *quota_inodes,
+                home: Ino::ROOT,
+            };
+            homes::create_user(txn, time, user)
+        }
+        AccountOp::SetPassword { uid, hash } => {
+            if !caller.is_root() && caller.uid != *uid {
+                return Err(Errno::EPERM.into());
+            }
+            let mut user = existing_user(txn, *uid)?;
+            user.hash = hash.clone();
+            put_user(txn, &user);
+            Ok(Reply::Done)
+        }
+        AccountOp::SetDisabled { uid, disabled } => {
+            admin_only(caller)?;
+            let mut user = existing_user(txn, *uid)?;
+            user.disabled = *disabled;
+            put_user(txn, &user);
+            if *disabled {
+                end_sign_ins_of(txn, *uid)?;
+            }
+            Ok(Reply::Done)
+        }
+        AccountOp::RemoveUser { uid } => {
+            admin_only(caller)?;
+            if *uid == Uid::ROOT {
+                // The first administrator owns the root; someone must.
+                return Err(Errno::EPERM.into());
+            }
+            let user = existing_user(txn, *uid)?;
+            end_sign_ins_of(txn, *uid)?;
+            for gid in groups_of(txn, *uid)? {
+                set_member(txn, gid, *uid, false);
+            }
+            shares::forget_user(txn, *uid)?;
+            signup::forget_user(txn, *uid)?;
+            txn.put_raw(key(USER, &[&uid.0.to_be_bytes()]), None);
+            txn.put_raw(key(USER_NAME, &[user.name.as_bytes()]), None);
+            // The home and its files stay.
+            homes::set_aside(txn, time, &user)?;
+            Ok(Reply::Done)
+        }
+        AccountOp::Signup(op) => signup::apply(txn, time, caller, op),
+        AccountOp::AddGroup { name } => {
+            admin_only(caller)?;
+            validate_name(name)?;
+            if group_by_name(txn, name)?.is_some() {
+                return Err(Errno::EEXIST.into());
+            }
+            let gid = Gid(next_id(txn)?);
+            let g = Group {
+                name: name.clone(),
+                gid,
+            };
+            txn.put_raw(key(GROUP, &[&gid.0.to_be_bytes()]), Some(encode(&g)));
+            txn.put_raw(key(GROUP_NAME, &[name.as_bytes()]), Some(gid.0.to_be_bytes().to_vec()));
+            Ok(Reply::Id(gid.0))
+        }
+        AccountOp::SetMember { gid, uid, add } => {
+            admin_only(caller)?;
+            existing_user(txn, *uid)?;
+            group_by_gid(txn, *gid)?.ok_or(Errno::ENOENT)?;
+            set_member(txn, *gid, *uid, *add);
+            Ok(Reply::Done)
+        }
+        AccountOp::SetQuota { uid, bytes, inodes } => {
+            admin_only(caller)?;
+            let mut user = existing_user(txn, *uid)?;
+            if let Some(b) = bytes {
+                user.quota_bytes = *b;
+            }
+            if let Some(i) = inodes {
+                user.quota_inodes = *i;
+            }
+            put_user(txn, &user);
+            Ok(Reply::Done)
+        }
+        AccountOp::SignIn { id, uid, expires_ms } => {
+            let user = existing_user(txn, *uid)?;
+            if user.disabled {
+                return Err(Errno::EACCES.into());
+            }
+            let s = SignIn {
+                uid: *uid,
+                expires_ms: *expires_ms,
+            };
+            txn.put_raw(key(SIGN_IN, &[id]), Some(encode(&s)));
+            Ok(Reply::Done)
+        }
+        AccountOp::SignOut { id } => {
+            let k = key(SIGN_IN, &[id]);
+            match get::<SignIn>(txn, &k)? {
+                Some(s) if s.uid == caller.uid || caller.is_root() => {
+                    txn.put_raw(k, None);
+                    Ok(Reply::Done)
+                }
+                Some(_) => Err(Errno::EPERM.into()),
+                None => Ok(Reply::Done),
+            }
+        }
+        AccountOp::CheckQuota { fix } => {
+            admin_only(caller)?;
+            Ok(Reply::Usage(quota::check(txn, *fix)?))
+        }
+    }
 }

@@ -3,10 +3,10 @@
 //! that a directory that is both source and target is updated once, correctly.
 
 use super::acl::{self, Acl};
-use super::perm::{self, Caller, W, X};
-use super::tables::{Inline, Keyring, SealedInline};
+use super::caller::{Caller, R, W, X};
+use super::perm;
+use super::tables::Keyring;
 use super::*;
-use nimbus_common::encryption::CHUNK_OVERHEAD;
 
 /// Creates the root directory if the namespace is new.
 pub(super) fn ensure_root(txn: &mut Txn, time: Timestamp) -> Result<(), StoreError> {
@@ -55,105 +55,13 @@ fn new_inode(ino: Ino, kind: FileKind, perm: u16, uid: Uid, gid: Gid, time: Time
     }
 }
 
-/// Applies one command.
-pub(super) fn apply(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Reply, NsError> {
-    let c = &cmd.caller;
-    match &cmd.op {
-        Op::MakeNode {
-            parent,
-            name,
-            kind,
-            perm,
-            rdev,
-            target,
-            umask,
-        } => make_node(txn, time, c, *parent, name, *kind, *perm, *rdev, target, *umask),
-        Op::Unlink { parent, name, keep_for } => unlink(txn, time, c, *parent, name, *keep_for),
-        Op::Rmdir { parent, name } => rmdir(txn, time, c, *parent, name),
-        Op::Rename {
-            parent,
-            name,
-            new_parent,
-            new_name,
-            flags,
-            keep_for,
-        } => rename(txn, time, c, *parent, name, *new_parent, new_name, *flags, *keep_for),
-        Op::Link {
-            ino,
-            new_parent,
-            new_name,
-        } => link(txn, time, c, *ino, *new_parent, new_name),
-        Op::SetAttr { ino, changes } => setattr(txn, time, c, *ino, changes),
-        Op::SetXattr {
-            ino,
-            name,
-            value,
-            flags,
-        } => setxattr(txn, time, c, *ino, name, value, *flags),
-        Op::RemoveXattr { ino, name } => removexattr(txn, time, c, *ino, name),
-        Op::CommitWrite { ino, slots, size } => blocks::commit_write(
-            txn,
-            time,
-            c,
-            blocks::Written {
-                ino: *ino,
-                writes: slots,
-                size: *size,
-                inline: None,
-                sealed: false,
-            },
-        ),
-        Op::CommitFile(f) | Op::CommitSealed(f) => {
-            let sealed = matches!(cmd.op, Op::CommitSealed(_));
-            let inline = f.inline.as_ref().map(|d| match sealed {
-                false => Inline::Clear(d.clone()),
-                true => Inline::Sealed(SealedInline {
-                    len: (d.len() as u64).saturating_sub(CHUNK_OVERHEAD),
-                    sealed: d.clone(),
-                }),
-            });
-            let written = blocks::commit_write(
-                txn,
-                time,
-                c,
-                blocks::Written {
-                    ino: f.ino,
-                    writes: &f.slots,
-                    size: f.size,
-                    inline,
-                    sealed,
-                },
-            )?;
-            match &f.attrs {
-                Some(changes) => setattr(txn, time, c, f.ino, changes),
-                None => Ok(written),
-            }
-        }
-        Op::SetKeyring { expect, ring } => set_keyring(txn, c, *expect, ring),
-        Op::SetReplication { ino, replication } => blocks::set_replication(txn, c, *ino, *replication),
-        // The operations below come only from the leader's own services.
-        Op::RegisterServer { id, addr, zone } => blocks::register_server(txn, *id, addr, zone),
-        Op::SetServerState { id, state } => blocks::set_server_state(txn, *id, *state),
-        Op::AddReplica { block, server } => blocks::add_replica(txn, *block, *server),
-        Op::RemoveReplica { block, server, delete } => blocks::remove_replica(txn, *block, *server, *delete),
-        Op::GarbageDone { server, blocks } => blocks::garbage_done(txn, *server, blocks),
-        Op::Lock { ino, request } => sessions::lock(txn, time, *ino, request),
-        Op::RenewSession { session } => sessions::renew(txn, time, *session),
-        Op::EndSession { session } => sessions::end_session(txn, *session),
-        Op::Forget { ino, session } => sessions::forget(txn, *ino, *session),
-        Op::ExpireSessions => {
-            accounts::expire_sign_ins(txn, time)?;
-            signup::expire(txn, time)?;
-            sessions::expire(txn, time)
-        }
-        Op::Account(op) => accounts::apply(txn, time, c, op),
-        Op::Share { ino, grantee, rw } => shares::add(txn, c, *ino, *grantee, *rw),
-        Op::Unshare { ino, grantee } => shares::revoke(txn, c, *ino, *grantee),
-    }
-}
-
 /// Sets the key ring if the one in place is `expect` (leader's service only).
-fn set_keyring(txn: &mut Txn, c: &Caller, expect: Option<[u8; 16]>, ring: &Keyring) -> Result<Reply, NsError> {
+pub(super) fn set_keyring(
+    txn: &mut Txn,
+    c: &Caller,
+    expect: Option<[u8; 16]>,
+    ring: &Keyring,
+) -> Result<Reply, NsError> {
     if !c.is_root() {
         return Err(Errno::EPERM.into());
     }
@@ -242,43 +150,21 @@ fn drop_link(txn: &mut Txn, time: Timestamp, from: Ino, ino: Ino, keep_for: Opti
             txn.put_inode(&inode);
             sessions::keep_orphan(txn, time, session, ino);
         }
-        _ => free_inode(txn, inode)?,
+        _ => blocks::free_inode(txn, inode)?,
     }
     Ok(())
 }
 
-/// Deletes an inode no name points to, releasing its blocks.
-pub(super) fn free_inode(txn: &mut Txn, mut inode: Inode) -> Result<(), NsError> {
-    for slot in std::mem::take(&mut inode.slots).into_values() {
-        blocks::release(txn, slot.block)?;
-    }
-    if inode.kind == FileKind::Regular && inode.size > 0 {
-        txn.put_inline_data(inode.ino, None);
-    }
-    txn.remove_inode(inode.ino);
-    quota::charge(txn, inode.uid, -i128::from(quota::bytes_of(&inode)), -1)?;
-    let mut sb = txn.superblock()?;
-    sb.inodes = sb.inodes.saturating_sub(1);
-    sb.bytes = sb
-        .bytes
-        .saturating_sub(if inode.kind == FileKind::Regular { inode.size } else { 0 });
-    txn.put_superblock(&sb);
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn make_node(
-    txn: &mut Txn,
-    time: Timestamp,
-    caller: &Caller,
-    parent: Ino,
-    name: &[u8],
-    kind: FileKind,
-    perm: u16,
-    rdev: u32,
-    target: &[u8],
-    umask: Option<u16>,
-) -> Result<Reply, NsError> {
+pub(super) fn make_node(txn: &mut Txn, time: Timestamp, caller: &Caller, m: &MakeNode) -> Result<Reply, NsError> {
+    let MakeNode {
+        parent,
+        ref name,
+        kind,
+        perm,
+        rdev,
+        ref target,
+        umask,
+    } = *m;
     validate_entry_name(name)?;
     if kind == FileKind::Symlink {
         if target.is_empty() {
@@ -352,7 +238,7 @@ fn make_node(
     Ok(Reply::Attr(inode.attr()))
 }
 
-fn unlink(
+pub(super) fn unlink(
     txn: &mut Txn,
     time: Timestamp,
     caller: &Caller,
@@ -377,7 +263,13 @@ fn unlink(
     Ok(Reply::Done)
 }
 
-fn rmdir(txn: &mut Txn, time: Timestamp, caller: &Caller, parent: Ino, name: &[u8]) -> Result<Reply, NsError> {
+pub(super) fn rmdir(
+    txn: &mut Txn,
+    time: Timestamp,
+    caller: &Caller,
+    parent: Ino,
+    name: &[u8],
+) -> Result<Reply, NsError> {
     validate_name(name)?;
     if name == b"." {
         return Err(Errno::EINVAL.into());
@@ -418,18 +310,15 @@ fn is_ancestor(txn: &Txn, ancestor: Ino, mut ino: Ino) -> Result<bool, NsError> 
     Err(Errno::ELOOP.into())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn rename(
-    txn: &mut Txn,
-    time: Timestamp,
-    caller: &Caller,
-    parent: Ino,
-    name: &[u8],
-    new_parent: Ino,
-    new_name: &[u8],
-    flags: u32,
-    keep_for: Option<u64>,
-) -> Result<Reply, NsError> {
+pub(super) fn rename(txn: &mut Txn, time: Timestamp, caller: &Caller, r: &Rename) -> Result<Reply, NsError> {
+    let Rename {
+        parent,
+        ref name,
+        new_parent,
+        ref new_name,
+        flags,
+        keep_for,
+    } = *r;
     if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 || flags == RENAME_NOREPLACE | RENAME_EXCHANGE {
         return Err(Errno::EINVAL.into());
     }
@@ -474,7 +363,7 @@ fn rename(
         if dst.kind == FileKind::Directory && parent != new_parent {
             perm::access(txn, &txn.existing(dst.ino)?, caller, W)?;
         }
-        return exchange(txn, time, parent, name, &src, new_parent, new_name, &dst);
+        return exchange(txn, time, (parent, name, &src), (new_parent, new_name, &dst));
     }
 
     if let Some(dst) = &dst {
@@ -507,7 +396,15 @@ pub(super) fn rename_as_root(
     new_name: &[u8],
     flags: u32,
 ) -> Result<Reply, NsError> {
-    rename(txn, time, &Caller::root(), parent, name, parent, new_name, flags, None)
+    let r = Rename {
+        parent,
+        name: name.to_vec(),
+        new_parent: parent,
+        new_name: new_name.to_vec(),
+        flags,
+        keep_for: None,
+    };
+    rename(txn, time, &Caller::root(), &r)
 }
 
 /// Makes directory `name` in `parent` for `uid`, without permission checks
@@ -544,17 +441,11 @@ fn allocate_ino(txn: &mut Txn) -> Result<Ino, NsError> {
 }
 
 /// RENAME_EXCHANGE: both entries keep their cookies, their inodes swap.
-#[allow(clippy::too_many_arguments)]
-fn exchange(
-    txn: &mut Txn,
-    time: Timestamp,
-    parent: Ino,
-    name: &[u8],
-    src: &Dentry,
-    new_parent: Ino,
-    new_name: &[u8],
-    dst: &Dentry,
-) -> Result<Reply, NsError> {
+/// One side of an exchange: a directory, a name in it and its entry.
+type Side<'a> = (Ino, &'a [u8], &'a Dentry);
+
+fn exchange(txn: &mut Txn, time: Timestamp, from: Side, to: Side) -> Result<Reply, NsError> {
+    let ((parent, name, src), (new_parent, new_name, dst)) = (from, to);
     txn.put_dentry(
         parent,
         name,
@@ -601,7 +492,7 @@ fn exchange(
     Ok(Reply::Done)
 }
 
-fn link(
+pub(super) fn link(
     txn: &mut Txn,
     time: Timestamp,
     caller: &Caller,
@@ -633,7 +524,13 @@ fn link(
     Ok(Reply::Attr(inode.attr()))
 }
 
-fn setattr(txn: &mut Txn, time: Timestamp, caller: &Caller, ino: Ino, ch: &AttrChanges) -> Result<Reply, NsError> {
+pub(super) fn setattr(
+    txn: &mut Txn,
+    time: Timestamp,
+    caller: &Caller,
+    ino: Ino,
+    ch: &AttrChanges,
+) -> Result<Reply, NsError> {
     let mut inode = txn.existing(ino)?;
     let old_size = inode.size;
 
@@ -752,7 +649,7 @@ pub(super) fn xattr_access(txn: &Txn, inode: &Inode, caller: &Caller, name: &[u8
         if !matches!(inode.kind, FileKind::Regular | FileKind::Directory) {
             return Err(if write { Errno::EPERM } else { Errno::ENODATA }.into());
         }
-        perm::access(txn, inode, caller, if write { perm::W } else { perm::R })
+        perm::access(txn, inode, caller, if write { W } else { R })
     } else if name.starts_with(b"trusted.") {
         if caller.is_root() {
             Ok(())
@@ -796,16 +693,13 @@ fn set_acl(inode: &mut Inode, name: &[u8], value: &[u8]) -> Result<(), NsError> 
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn setxattr(
-    txn: &mut Txn,
-    time: Timestamp,
-    caller: &Caller,
-    ino: Ino,
-    name: &[u8],
-    value: &[u8],
-    flags: u32,
-) -> Result<Reply, NsError> {
+pub(super) fn setxattr(txn: &mut Txn, time: Timestamp, caller: &Caller, x: &SetXattr) -> Result<Reply, NsError> {
+    let SetXattr {
+        ino,
+        ref name,
+        ref value,
+        flags,
+    } = *x;
     if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 || flags == XATTR_CREATE | XATTR_REPLACE {
         return Err(Errno::EINVAL.into());
     }
@@ -835,7 +729,13 @@ fn setxattr(
     Ok(Reply::Done)
 }
 
-fn removexattr(txn: &mut Txn, time: Timestamp, caller: &Caller, ino: Ino, name: &[u8]) -> Result<Reply, NsError> {
+pub(super) fn removexattr(
+    txn: &mut Txn,
+    time: Timestamp,
+    caller: &Caller,
+    ino: Ino,
+    name: &[u8],
+) -> Result<Reply, NsError> {
     let mut inode = txn.existing(ino)?;
     xattr_access(txn, &inode, caller, name, true)?;
     if inode.xattrs.remove(name).is_none() {

@@ -1,7 +1,8 @@
 //! The reads: served from the applied state after a linearizability check.
 
+use super::caller::{Caller, R, W, X};
 use super::ops::{directory, xattr_access};
-use super::perm::{self, Caller, R, X};
+use super::perm;
 use super::tables::{cookie_key, cookie_of, cookie_prefix, decode, IndexEntry};
 use super::*;
 use crate::store::Tree;
@@ -155,8 +156,8 @@ pub fn access(txn: &Txn, caller: &Caller, ino: Ino, mask: u16) -> Result<Attr, N
 #[allow(clippy::type_complexity)]
 pub fn readable_layout(txn: &Txn, caller: &Caller, ino: Ino) -> Result<super::blocks::FileLayout, NsError> {
     let inode = txn.existing(ino)?;
-    if perm::access(txn, &inode, caller, perm::R).is_err() {
-        perm::access(txn, &inode, caller, perm::W)?;
+    if perm::access(txn, &inode, caller, R).is_err() {
+        perm::access(txn, &inode, caller, W)?;
     }
     super::blocks::layout(txn, ino)
 }

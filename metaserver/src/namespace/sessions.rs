@@ -249,7 +249,7 @@ pub(super) fn forget(txn: &mut Txn, ino: Ino, session: u64) -> Result<Reply, NsE
 fn free_if_unnamed(txn: &mut Txn, ino: Ino) -> Result<(), NsError> {
     if let Some(inode) = txn.inode(ino)? {
         if inode.nlink == 0 {
-            super::ops::free_inode(txn, inode)?;
+            super::blocks::free_inode(txn, inode)?;
         }
     }
     Ok(())

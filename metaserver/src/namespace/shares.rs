@@ -15,7 +15,7 @@
 //! | `h` ino grantee     | [`Share`] |
 //! | `H` grantee ino     | ()        |
 
-use super::perm::{Caller, R, W, X};
+use super::caller::{Caller, R, W, X};
 use super::tables::{decode, encode, Txn};
 use super::{accounts, FileKind, Inode, NsError, Reply};
 use crate::store::StoreError;

@@ -15,7 +15,7 @@
 //! | `Y` uid        | [`AddressChange`] waiting for its confirmation |
 
 use super::accounts::{self, User};
-use super::perm::Caller;
+use super::caller::Caller;
 use super::tables::{decode, encode};
 use super::{NsError, Reply, Txn};
 use nimbus_common::{Errno, Ino, Timestamp, Uid};
@@ -282,7 +282,7 @@ fn make_account(txn: &mut Txn, time: Timestamp, p: &Pending) -> Result<Reply, Ns
         quota_inodes: policy.quota_inodes,
         home: Ino::ROOT,
     };
-    let made = accounts::create_user(txn, time, user)?;
+    let made = super::homes::create_user(txn, time, user)?;
     drop_pending(txn, p);
     txn.put_raw(
         key(USER_ADDRESS, p.address.as_bytes()),

@@ -251,8 +251,10 @@ impl NamespaceService {
         // Names are checked again in apply; checking here spares Raft the
         // obviously hopeless requests.
         let name_ok = match &op {
-            Op::MakeNode { name, .. } | Op::Unlink { name, .. } | Op::Rmdir { name, .. } => ns::validate_name(name),
-            Op::Rename { name, new_name, .. } => ns::validate_name(name).and(ns::validate_name(new_name)),
+            Op::MakeNode(ns::MakeNode { name, .. }) | Op::Unlink { name, .. } | Op::Rmdir { name, .. } => {
+                ns::validate_name(name)
+            }
+            Op::Rename(ns::Rename { name, new_name, .. }) => ns::validate_name(name).and(ns::validate_name(new_name)),
             Op::Link { new_name, .. } => ns::validate_name(new_name),
             _ => Ok(()),
         };
@@ -296,7 +298,7 @@ fn write_op(op: &P) -> Result<Option<Op>, Status> {
             ino: Ino(r.ino),
             changes: changes_from_pb(r)?,
         },
-        P::MakeNode(r) => Op::MakeNode {
+        P::MakeNode(r) => Op::MakeNode(ns::MakeNode {
             parent: Ino(r.parent),
             name: r.name.clone(),
             kind: kind_from_pb(r.kind)?,
@@ -304,7 +306,7 @@ fn write_op(op: &P) -> Result<Option<Op>, Status> {
             rdev: r.rdev,
             target: r.symlink_target.clone(),
             umask: r.umask.map(|m| (m & 0o777) as u16),
-        },
+        }),
         P::Unlink(r) => Op::Unlink {
             parent: Ino(r.parent),
             name: r.name.clone(),
@@ -314,25 +316,25 @@ fn write_op(op: &P) -> Result<Option<Op>, Status> {
             parent: Ino(r.parent),
             name: r.name.clone(),
         },
-        P::Rename(r) => Op::Rename {
+        P::Rename(r) => Op::Rename(ns::Rename {
             parent: Ino(r.parent),
             name: r.name.clone(),
             new_parent: Ino(r.new_parent),
             new_name: r.new_name.clone(),
             flags: r.flags,
             keep_for: r.keep_for_session,
-        },
+        }),
         P::Link(r) => Op::Link {
             ino: Ino(r.ino),
             new_parent: Ino(r.new_parent),
             new_name: r.new_name.clone(),
         },
-        P::Setxattr(r) => Op::SetXattr {
+        P::Setxattr(r) => Op::SetXattr(ns::SetXattr {
             ino: Ino(r.ino),
             name: r.name.clone(),
             value: r.value.clone(),
             flags: r.flags,
-        },
+        }),
         P::Removexattr(r) => Op::RemoveXattr {
             ino: Ino(r.ino),
             name: r.name.clone(),

@@ -717,7 +717,11 @@ mod tests {
             }
             drop(checkpoint);
             s.flush().unwrap();
-            println!("round {round}: {n} writes during a checkpoint read: {:?}, rss {} MiB", t.elapsed(), rss());
+            println!(
+                "round {round}: {n} writes during a checkpoint read: {:?}, rss {} MiB",
+                t.elapsed(),
+                rss()
+            );
         }
     }
 }

@@ -105,7 +105,7 @@ pub(super) fn commit(ino: Ino, slots: Vec<SlotWrite>, size: u64) -> Op {
 /// MakeNode with the creator's umask.
 pub(super) fn masked(parent: Ino, name: &str, kind: FileKind, perm: u16, mask: u16) -> Op {
     let mut op = node(parent, name, kind, perm);
-    if let Op::MakeNode { umask, .. } = &mut op {
+    if let Op::MakeNode(MakeNode { umask, .. }) = &mut op {
         *umask = Some(mask);
     }
     op

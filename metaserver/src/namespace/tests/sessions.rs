@@ -160,7 +160,7 @@ fn a_replaced_rename_target_can_be_kept_too() {
     let mut fs = Fs::new();
     let (_, old) = (fs.create(R, "new"), fs.create(R, "old"));
     let mut op = mv(R, "new", R, "old");
-    if let Op::Rename { keep_for, .. } = &mut op {
+    if let Op::Rename(Rename { keep_for, .. }) = &mut op {
         *keep_for = Some(3);
     }
     fs.ok(op);

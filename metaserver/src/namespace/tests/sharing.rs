@@ -4,7 +4,7 @@
 use super::accounts::*;
 use super::*;
 use crate::namespace::acl::{Acl, Tag, ACCESS_XATTR, DEFAULT_XATTR};
-use crate::namespace::perm::{R as RD, W as WR, X as EX};
+use crate::namespace::caller::{R as RD, W as WR, X as EX};
 use crate::namespace::shares::Grantee;
 
 // ---- shares ----
