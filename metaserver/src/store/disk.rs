@@ -26,6 +26,8 @@ use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
+/// A key or value read from a table.
+type Guard<'a> = redb::AccessGuard<'a, &'static [u8]>;
 
 const LOG: Table = TableDefinition::new("log");
 const RAFT: Table = TableDefinition::new("raft");
@@ -198,7 +200,7 @@ impl DiskStore {
         let txn = self.db.begin_read().map_err(engine)?;
         let t = txn.open_table(table(tree)).map_err(engine)?;
         let range = t.range::<&[u8]>((from, to)).map_err(engine)?;
-        let owned = |r: Result<(redb::AccessGuard<'_, &[u8]>, redb::AccessGuard<'_, &[u8]>), redb::StorageError>| {
+        let owned = |r: Result<(Guard<'_>, Guard<'_>), redb::StorageError>| {
             r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())).map_err(engine)
         };
         if rev {
@@ -662,12 +664,11 @@ mod tests {
     #[ignore]
     fn install_figures() {
         let rss = || {
-            std::fs::read_to_string("/proc/self/statm")
+            let pages = std::fs::read_to_string("/proc/self/statm")
                 .ok()
                 .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
-                .unwrap_or(0)
-                * 4096
-                >> 20
+                .unwrap_or(0);
+            (pages * 4096) >> 20
         };
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let s = DiskStore::open(&dir.path().join("ns.redb"), 256 << 20, None).unwrap();
