@@ -171,20 +171,7 @@ impl DiskStore {
         let writes = std::mem::take(&mut pending.writes);
         pending.bytes = 0;
         pending.since = None;
-        self.write(durability, |txn| {
-            let mut t = txn.open_table(STATE).map_err(engine)?;
-            for (k, v) in &writes {
-                match v {
-                    Some(v) => {
-                        t.insert(k.as_slice(), v.as_slice()).map_err(engine)?;
-                    }
-                    None => {
-                        t.remove(k.as_slice()).map_err(engine)?;
-                    }
-                }
-            }
-            Ok(())
-        })
+        self.write(durability, |txn| write_all(txn, STATE, &writes))
     }
 
     /// Up to `limit` pairs of `tree` from redb in `[from, to)`, in order, or
@@ -209,6 +196,23 @@ impl DiskStore {
             range.take(limit).map(owned).collect()
         }
     }
+}
+
+/// Puts (or, for None, deletes) every pair of `writes` into table `t`.
+fn write_all<'a>(
+    txn: &redb::WriteTransaction,
+    t: Table,
+    writes: impl IntoIterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)>,
+) -> Result<(), StoreError> {
+    let mut t = txn.open_table(t).map_err(engine)?;
+    for (k, v) in writes {
+        match v {
+            Some(v) => t.insert(k.as_slice(), v.as_slice()).map(|_| ()),
+            None => t.remove(k.as_slice()).map(|_| ()),
+        }
+        .map_err(engine)?;
+    }
+    Ok(())
 }
 
 /// `db` → `db.sled-before-redb` (numbered if taken).
@@ -348,18 +352,7 @@ impl Store for DiskStore {
         // it was made.
         self.drain(&mut pending, Durability::None)?;
         self.write(Durability::Immediate, |txn| {
-            let mut t = txn.open_table(table(tree)).map_err(engine)?;
-            for (k, v) in &writes {
-                match v {
-                    Some(v) => {
-                        t.insert(k.as_slice(), v.as_slice()).map_err(engine)?;
-                    }
-                    None => {
-                        t.remove(k.as_slice()).map_err(engine)?;
-                    }
-                }
-            }
-            Ok(())
+            write_all(txn, table(tree), writes.iter().map(|(k, v)| (k, v)))
         })
     }
 
