@@ -16,6 +16,7 @@
 //! share one check.
 
 use crate::namespace::{Command, Reply};
+use crate::raft::durable::Synced;
 use crate::raft::lease::{Acks, Mirror};
 use crate::raft::{Raft, Request};
 use nimbus_common::{Errno, Timestamp};
@@ -65,10 +66,11 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the batching task for `raft`.
-    pub fn start(raft: Raft) -> Committer {
+    /// Starts the batching task for `raft`, whose log is on disk as far as
+    /// `synced` says.
+    pub fn start(raft: Raft, synced: Synced) -> Committer {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run_committer(raft, rx));
+        tokio::spawn(run_committer(raft, synced, rx));
         Committer { tx }
     }
 
@@ -97,7 +99,7 @@ impl Committer {
     }
 }
 
-async fn run_committer(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
+async fn run_committer(raft: Raft, synced: Synced, mut rx: mpsc::Receiver<Pending>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
@@ -111,15 +113,19 @@ async fn run_committer(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
+        let (raft, synced) = (raft.clone(), synced.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            commit_batch(&raft, batch).await;
+            commit_batch(&raft, &synced, batch).await;
         });
     }
 }
 
-async fn commit_batch(raft: &Raft, mut batch: Vec<Pending>) {
+/// How long an answer may wait for the leader's own log to reach its disk
+/// after the entry was committed; only a failing disk takes that long.
+const SYNC_WAIT: Duration = Duration::from_secs(10);
+
+async fn commit_batch(raft: &Raft, synced: &Synced, mut batch: Vec<Pending>) {
     // Moved, not copied, into the entry; `has_command` remembers which
     // waiters get a result of their own.
     let mut commands = Vec::with_capacity(batch.len());
@@ -133,7 +139,18 @@ async fn commit_batch(raft: &Raft, mut batch: Vec<Pending>) {
         time: Timestamp::now(),
         commands: Arc::new(commands),
     };
-    match raft.client_write(request).await {
+    let written = match raft.client_write(request).await {
+        // Committed on a majority of two or more voters means on the
+        // leader's disk too (the transport waits for it); a single voter
+        // commits its own entries before the flusher is done.
+        Ok(response) => match synced.wait_through(response.log_id.index, SYNC_WAIT).await {
+            Ok(()) => Ok(response),
+            Err(e) => Err(ServeError::Unavailable(e.to_string())),
+        },
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(f.leader_id, f.leader_node)),
+        Err(other) => Err(ServeError::Unavailable(other.to_string())),
+    };
+    match written {
         Ok(response) => {
             let mut results = response.data.results.into_iter();
             for p in batch {
@@ -148,11 +165,7 @@ async fn commit_batch(raft: &Raft, mut batch: Vec<Pending>) {
                 let _ = p.reply.send(outcome);
             }
         }
-        Err(e) => {
-            let err = match e {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(f.leader_id, f.leader_node),
-                other => ServeError::Unavailable(other.to_string()),
-            };
+        Err(err) => {
             for p in batch {
                 let _ = p.reply.send(Err(err.clone()));
             }

@@ -94,6 +94,10 @@ pub struct Settings {
     /// encryption costs). Off: every block is sealed by its writer.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub allow_clear_blocks: Option<bool>,
+    /// Fault injection for tests: the leader's log fdatasyncs (run while
+    /// its entries replicate) are held back this many milliseconds.
+    #[arg(long, hide = true)]
+    pub test_log_sync_delay_ms: Option<u64>,
     /// SMTP server for sign-up and password-reset mail:
     /// smtp://HOST:PORT (plain, for a relay on loopback),
     /// smtp://USER:PASS@HOST:587?tls=required (STARTTLS), smtps://USER:PASS@HOST (TLS).
@@ -136,6 +140,7 @@ impl Settings {
             metrics_listen,
             master_key,
             allow_clear_blocks,
+            test_log_sync_delay_ms,
             smtp_url,
             mail_from,
             public_url
@@ -170,6 +175,8 @@ pub struct Config {
     /// The master key file.
     pub master_key: PathBuf,
     pub allow_clear_blocks: bool,
+    /// Fault injection: see `Settings::test_log_sync_delay_ms`.
+    pub log_sync_delay_ms: u64,
     /// (smtp url, sender, public url), when mail is configured.
     pub mail: Option<(String, String, String)>,
 }
@@ -262,6 +269,7 @@ impl Config {
         let c = Config {
             master_key,
             allow_clear_blocks: s.allow_clear_blocks.unwrap_or(false),
+            log_sync_delay_ms: s.test_log_sync_delay_ms.unwrap_or(0),
             mail: match (s.smtp_url, s.mail_from) {
                 (Some(url), Some(from)) => Some((
                     url,

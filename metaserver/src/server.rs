@@ -10,6 +10,7 @@ use nimbus_meta::data::{DataService, DataSettings, Secrets};
 use nimbus_meta::keys::Keys;
 use nimbus_meta::namespace::accounts::{self, AccountOp};
 use nimbus_meta::namespace::{Caller, Command, Op, Txn};
+use nimbus_meta::raft::durable::EarlyAck;
 use nimbus_meta::raft::lease::Acks;
 use nimbus_meta::raft::{LogStore, Network, Raft, SnapshotStats, StateMachine};
 use nimbus_meta::service::auth::{self, Auth};
@@ -88,6 +89,15 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .context("moving the Raft log out of sled")?;
     let mirror = log_store.mirror();
     let appended = log_store.appended();
+    let synced = log_store.synced();
+    if cfg.log_sync_delay_ms > 0 {
+        tracing::warn!(
+            ms = cfg.log_sync_delay_ms,
+            "test setting: the leader's log fdatasyncs are delayed"
+        );
+        log_store.delay_background_syncs(Duration::from_millis(cfg.log_sync_delay_ms));
+    }
+    let early_ack = log_store.early_ack();
     let snapshot_dir = cfg.data_dir.join("snapshots");
     let state_machine = StateMachine::open(store.clone(), keys.clone(), &snapshot_dir)
         .with_context(|| format!("opening the snapshots in {}", snapshot_dir.display()))?;
@@ -97,7 +107,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let raft = Raft::new(
         cfg.id,
         Arc::new(raft_config),
-        Network::new(security.clone(), acks.clone()),
+        Network::new(security.clone(), acks.clone(), synced.clone()),
         log_store,
         state_machine,
     )
@@ -113,7 +123,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
-    let committer = Committer::start(raft.clone());
+    let committer = Committer::start(raft.clone(), synced.clone());
+    tokio::spawn(follow_voters(raft.clone(), cfg.id, early_ack));
     let lease = Lease::new(cfg.id, acks, mirror, Duration::from_millis(cfg.election_timeout_min_ms));
     let barrier = ReadBarrier::start(raft.clone(), lease);
     let signer = match &cfg.token_dir {
@@ -268,6 +279,26 @@ async fn keep_keyring(raft: Raft, store: Arc<dyn Store>, committer: Committer, k
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Keeps the log store told how many voters the cluster has: with one, the
+/// leader's appends are fsynced before openraft hears of them (see
+/// `nimbus_meta::raft::durable`); with more, after.
+async fn follow_voters(raft: Raft, id: u64, early_ack: Arc<EarlyAck>) {
+    let mut metrics = raft.metrics();
+    loop {
+        let voters = {
+            let m = metrics.borrow_and_update();
+            if m.state == openraft::ServerState::Shutdown {
+                return;
+            }
+            m.membership_config.membership().voter_ids().count()
+        };
+        early_ack.set(id, voters);
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -53,9 +53,20 @@ async fn concurrent_creates_replicate_to_every_node() -> anyhow::Result<()> {
 /// within 3 s, no acknowledged create is lost, none is applied twice (retries
 /// carry request ids), and every unacknowledged one is wholly there or wholly
 /// absent.
+///
+/// A follower campaigns only after openraft's leader lease (the longest
+/// election timeout) plus an election timeout without a heartbeat, and a
+/// first candidate with the shorter log is refused, which costs another
+/// round: with the defaults (500-1000 ms) that is 1.7-2.1 s, and about one
+/// run in ten 3.1 s. Election timeouts of 300-600 ms keep the same sequence
+/// well inside the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_killed_mid_stream_loses_no_acknowledged_create() -> anyhow::Result<()> {
-    let mut cluster = MetaCluster::start(Options::default())?;
+    let mut cluster = MetaCluster::start(Options {
+        election_timeout_min_ms: 300,
+        election_timeout_max_ms: 600,
+        ..Options::default()
+    })?;
     let leader = cluster.wait_leader(20 * SECOND).await?;
     let dir = Ino(cluster.client()?.mkdir(Ino::ROOT, b"stream", 0o755).await?.ino);
 

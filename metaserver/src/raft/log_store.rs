@@ -4,7 +4,13 @@
 //! append batch); the vote and the purge point are small files replaced
 //! atomically. Nothing here goes through sled: a sled flush writes out the
 //! whole database, which made every commit pay for the state machine's pages.
+//!
+//! A follower's append is fsynced before openraft hears back. The leader's
+//! own appends are answered once written, and fsynced by a flusher thread
+//! while openraft replicates them: [`super::durable`] says why that keeps
+//! every commit on a majority's disks.
 
+use super::durable::{EarlyAck, Synced};
 use super::lease::Mirror;
 use super::segments::{read_small_file, write_small_file, Recovery, SegmentError, Segments};
 use super::{storage_error, StorageError, TypeConfig};
@@ -16,7 +22,8 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 const VOTE_FILE: &str = "vote";
 const PURGED_FILE: &str = "purged";
@@ -46,6 +53,11 @@ struct Inner {
     cache: VecDeque<(Entry<TypeConfig>, usize)>,
     cache_first: u64,
     cache_bytes: usize,
+    /// Bumped by every truncation: a flush that began before one must not
+    /// vouch for the entries written after it.
+    generation: u64,
+    /// Set when a background fdatasync failed: nothing more is appended.
+    failed: Option<String>,
 }
 
 /// The log store; clones share the same log (they are the log readers).
@@ -58,6 +70,80 @@ pub struct LogStore {
     /// Bytes of entries appended since the process started: the snapshot
     /// policy weighs the log written against the snapshot it would replace.
     appended: Arc<AtomicU64>,
+    /// How far the log is on disk.
+    synced: Synced,
+    early: Arc<EarlyAck>,
+    /// The flusher thread's wake-up, started by the first early answer.
+    flusher: Arc<OnceLock<Arc<FlushRequests>>>,
+}
+
+/// Wakes the flusher thread.
+#[derive(Default)]
+struct FlushRequests {
+    pending: Mutex<bool>,
+    ready: Condvar,
+    /// Fault injection for tests: milliseconds to wait before each fdatasync.
+    delay_ms: AtomicU64,
+}
+
+impl FlushRequests {
+    fn injected_delay(&self) {
+        let delay = self.delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
+    }
+
+    fn request(&self) {
+        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.ready.notify_one();
+    }
+}
+
+/// fdatasyncs whatever the leader appended since the last round, then moves
+/// [`Synced`] on; stops once the log store is gone.
+fn run_flusher(inner: Weak<Mutex<Inner>>, requests: Arc<FlushRequests>, synced: Synced) {
+    let lock = |i: &Arc<Mutex<Inner>>| -> Option<(Arc<std::fs::File>, u64, u64)> {
+        let i = i.lock().unwrap_or_else(|p| p.into_inner());
+        i.failed
+            .is_none()
+            .then(|| (i.segments.active_file(), i.segments.next_index(), i.generation))
+    };
+    loop {
+        {
+            let mut pending = requests.pending.lock().unwrap_or_else(|p| p.into_inner());
+            while !*pending {
+                if inner.strong_count() == 0 {
+                    return;
+                }
+                pending = match requests.ready.wait_timeout(pending, Duration::from_secs(1)) {
+                    Ok((p, _)) => p,
+                    Err(p) => p.into_inner().0,
+                };
+            }
+            *pending = false;
+        }
+        let Some(store) = inner.upgrade() else { return };
+        let Some((file, next, generation)) = lock(&store) else {
+            continue;
+        };
+        drop(store);
+        requests.injected_delay();
+        let result = file.sync_data();
+        let Some(store) = inner.upgrade() else { return };
+        let mut i = store.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(()) if i.generation == generation => synced.advance(next),
+            Ok(()) => {}
+            Err(e) => {
+                // The entries were answered as written: from now on this node
+                // appends nothing and acknowledges no follower's copy of them,
+                // so they never count towards a commit.
+                tracing::error!(error = %e, dir = %i.dir.display(), "fdatasync of the Raft log failed");
+                i.failed = Some(e.to_string());
+            }
+        }
+    }
 }
 
 fn decode_entry(dir: &Path, index: u64, bytes: &[u8]) -> Result<Entry<TypeConfig>, LogStoreError> {
@@ -106,6 +192,9 @@ impl LogStore {
         let vote = read_record(dir, VOTE_FILE)?;
         let purged: Option<LogId<u64>> = read_record(dir, PURGED_FILE)?;
         let (segments, recovery) = Segments::open(dir, purged.map(|p| p.index))?;
+        // What the log holds may be only in the page cache (a process killed
+        // between write and fdatasync): on disk before anyone relies on it.
+        segments.sync()?;
         let next = segments.next_index();
         let last = match next.checked_sub(1) {
             Some(i) if i >= segments.first_index() && purged.is_none_or(|p| p.index < i) => {
@@ -122,6 +211,8 @@ impl LogStore {
             cache: VecDeque::new(),
             cache_first: next,
             cache_bytes: 0,
+            generation: 0,
+            failed: None,
         };
         let mirror = Arc::new(Mirror::default());
         if let Some(v) = vote {
@@ -132,6 +223,9 @@ impl LogStore {
                 inner: Arc::new(Mutex::new(inner)),
                 mirror,
                 appended: Arc::default(),
+                synced: Synced::new(next),
+                early: Arc::default(),
+                flusher: Arc::default(),
             },
             recovery,
         ))
@@ -140,6 +234,50 @@ impl LogStore {
     /// This node's vote and commit index as openraft last handed them over.
     pub fn mirror(&self) -> Arc<Mirror> {
         self.mirror.clone()
+    }
+
+    /// How far the log is on disk.
+    pub fn synced(&self) -> Synced {
+        self.synced.clone()
+    }
+
+    /// When this node's own appends may be answered before their fdatasync.
+    pub fn early_ack(&self) -> Arc<EarlyAck> {
+        self.early.clone()
+    }
+
+    /// Fault injection for tests: holds back every fdatasync of this node's
+    /// own entries as leader by `delay` (commits must wait for it).
+    pub fn delay_background_syncs(&self, delay: Duration) {
+        self.flush_requests()
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn injected_delay(&self) {
+        if let Some(requests) = self.flusher.get() {
+            requests.injected_delay();
+        }
+    }
+
+    fn request_flush(&self) {
+        self.flush_requests().request();
+    }
+
+    fn flush_requests(&self) -> &Arc<FlushRequests> {
+        self.flusher.get_or_init(|| {
+            let requests = Arc::new(FlushRequests::default());
+            let (inner, r, synced) = (Arc::downgrade(&self.inner), requests.clone(), self.synced.clone());
+            if let Err(e) = std::thread::Builder::new()
+                .name("raft-log-flush".into())
+                .spawn(move || run_flusher(inner, r, synced))
+            {
+                // Without the thread nothing moves `synced` on: commits stall
+                // (and say so) rather than count unsynced entries.
+                tracing::error!(error = %e, "cannot start the Raft log's flusher thread");
+            }
+            requests
+        })
     }
 
     /// The count of bytes appended since the process started.
@@ -185,6 +323,7 @@ impl LogStore {
         }
         inner.segments.sync()?;
         inner.cache_first = inner.segments.next_index();
+        self.synced.advance(inner.segments.next_index());
         if let Some(v) = old_vote {
             let vote: Vote<u64> = decode("vote", &v)?;
             write_small_file(&inner.dir.join(VOTE_FILE), &v)?;
@@ -310,8 +449,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             decoded.push(e);
         }
         self.appended.fetch_add(bytes, Ordering::Relaxed);
-        let file = {
+        let (file, next, early, own) = {
             let mut inner = self.lock();
+            if let Some(e) = &inner.failed {
+                return Err(write_err(format!("an earlier fdatasync of the Raft log failed: {e}")));
+            }
+            let early = self.early.allows(inner.vote.as_ref(), &decoded);
+            let own = self.early.leads(inner.vote.as_ref());
             let file = inner
                 .segments
                 .append(encoded.iter().map(|(i, b)| (*i, b.as_slice())))
@@ -327,16 +471,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 inner.cache.push_back((e, b.len()));
             }
             inner.evict();
-            file
+            (file, inner.segments.next_index(), early, own)
         };
-        // The fsync runs here, on the Raft core's task, without the lock:
-        // readers go on meanwhile, and openraft 0.9 waits for the callback
-        // before it does anything else anyway, so a hand-off to another
-        // thread would only add two wake-ups. The entries count as persisted
-        // only when the callback fires: after the fsync, never before.
+        if early {
+            // The leader's own entries: openraft may replicate them now; the
+            // transport holds back followers' acknowledgements until the
+            // flusher has them on disk here (see `durable`).
+            callback.log_io_completed(Ok(()));
+            self.request_flush();
+            return Ok(());
+        }
+        // A follower's entries count as persisted only when the callback
+        // fires: after the fsync, never before. It runs here, on the Raft
+        // core's task, without the lock: readers go on meanwhile, and
+        // openraft 0.9 waits for the callback before it does anything else.
+        // (A single voter's own entries come this way too.)
+        if own {
+            self.injected_delay();
+        }
         let result = file.sync_data();
         let report = match &result {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.synced.advance(next);
+                Ok(())
+            }
             Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
         };
         callback.log_io_completed(report);
@@ -345,6 +503,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
         let mut inner = self.lock();
+        inner.generation += 1;
+        self.synced.lower(log_id.index);
         inner.segments.truncate_from(log_id.index).map_err(write_err)?;
         while inner.cache_first + inner.cache.len() as u64 > log_id.index {
             match inner.cache.pop_back() {

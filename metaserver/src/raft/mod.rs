@@ -5,6 +5,7 @@
 // here would only add conversions at every trait boundary.
 #![allow(clippy::result_large_err)]
 
+pub mod durable;
 pub mod lease;
 mod log_store;
 mod network;

@@ -1,6 +1,7 @@
 //! The Raft transport between meta servers: openraft messages, postcard-
 //! encoded, over the `Raft` gRPC service and the cluster's TLS.
 
+use super::durable::Synced;
 use super::lease::Acks;
 use super::TypeConfig;
 use nimbus_common::tls::Security;
@@ -25,16 +26,20 @@ pub struct Network {
     security: Security,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     acks: Arc<Acks>,
+    synced: Synced,
 }
 
 impl Network {
-    /// A transport that connects with `security` and records in `acks`
-    /// which peers accepted this node as leader, and when.
-    pub fn new(security: Security, acks: Arc<Acks>) -> Network {
+    /// A transport that connects with `security`, records in `acks` which
+    /// peers accepted this node as leader, and when, and reports a peer's
+    /// copy of entries only once `synced` says they are on this node's
+    /// disk too.
+    pub fn new(security: Security, acks: Arc<Acks>, synced: Synced) -> Network {
         Network {
             security,
             channels: Arc::default(),
             acks,
+            synced,
         }
     }
 
@@ -54,6 +59,7 @@ pub struct Peer {
     target: u64,
     client: Result<RaftClient<Channel>, String>,
     acks: Arc<Acks>,
+    synced: Synced,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -69,6 +75,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             client,
             acks: self.acks.clone(),
+            synced: self.synced.clone(),
         }
     }
 }
@@ -141,6 +148,21 @@ impl RaftNetwork<TypeConfig> for Peer {
                 | AppendEntriesResponse::Conflict,
             ) => self.acks.record(self.target, rpc.vote, sent),
             Ok(AppendEntriesResponse::HigherVote(_)) | Err(_) => {}
+        }
+        // The peer has the entries on its disk. openraft counts the leader's
+        // own copy before it is fsynced (see `durable`), so the peer's may
+        // only count once the leader's is on disk too: then any majority
+        // that commits an entry holds two copies on disk.
+        let through = match &reply {
+            Ok(AppendEntriesResponse::Success) => rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id),
+            Ok(AppendEntriesResponse::PartialSuccess(matching)) => *matching,
+            _ => None,
+        };
+        if let Some(log_id) = through {
+            let left = option.hard_ttl().saturating_sub(sent.elapsed());
+            if let Err(e) = self.synced.wait_through(log_id.index, left).await {
+                return Err(RPCError::Network(NetworkError::new(&e)));
+            }
         }
         reply
     }

@@ -13,14 +13,21 @@
 //! payload). An append is one `pwrite` of every record of the batch and one
 //! `fdatasync`.
 //!
+//! A new segment is preallocated (`fallocate`) to its full size: an
+//! `fdatasync` after a write that grows a file must also write the file's
+//! size through the journal, one after a write into allocated space only the
+//! data (on this machine's ext4, p50 ~140 us against ~100 us). Zeros after
+//! the last record are therefore the normal end of a segment.
+//!
 //! Recovery reads every segment. Only the last append can have been cut short
 //! by a crash, so a bad record in the last segment with no valid record after
-//! it is a torn tail and is cut off; a bad record anywhere else, or followed
+//! it is a torn tail and is zeroed; a bad record anywhere else, or followed
 //! by a valid one, is corruption of data that was acknowledged, and opening
 //! fails with the segment and offset instead of silently dropping entries.
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -155,6 +162,21 @@ fn valid_record_after(data: &[u8], from: usize) -> bool {
         .any(|at| parse_record(data, at).is_ok())
 }
 
+/// Reserves `len` bytes of `file` on disk (reads as zeros), so that
+/// appends within them do not change the file's size. Only a speed-up: a
+/// file system without `fallocate` gets a file that grows as it is written.
+fn preallocate(file: &File, len: u64) {
+    let Ok(len) = libc::off_t::try_from(len) else {
+        return;
+    };
+    // SAFETY: fallocate only reads its integer arguments; the descriptor
+    // is open for writing and owned by `file` for the whole call.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "no preallocation for a Raft log segment");
+    }
+}
+
 /// fsyncs a directory, so that files created, renamed or removed in it stay so.
 pub fn sync_dir(dir: &Path) -> Result<(), SegmentError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
@@ -271,15 +293,20 @@ impl Segments {
                     offsets.push(at as u64);
                     at = end;
                 }
+                // The preallocated, never written rest of the segment.
+                Err(_) if data[at..].iter().all(|&b| b == 0) => break,
                 Err(detail) if last && !valid_record_after(&data, at) => {
+                    // Zeroed rather than cut off, so that the segment keeps
+                    // its preallocated space.
+                    let torn = data.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1 - at);
                     tracing::warn!(
                         path = %path.display(),
                         offset = at,
-                        bytes = data.len() - at,
-                        "cutting off a torn final write of the Raft log ({detail})"
+                        bytes = torn,
+                        "zeroing a torn final write of the Raft log ({detail})"
                     );
-                    recovery.torn_bytes += (data.len() - at) as u64;
-                    file.set_len(at as u64).map_err(io(&path))?;
+                    recovery.torn_bytes += torn as u64;
+                    file.write_all_at(&vec![0u8; torn], at as u64).map_err(io(&path))?;
                     file.sync_data().map_err(io(&path))?;
                     break;
                 }
@@ -310,6 +337,7 @@ impl Segments {
             .truncate(true)
             .open(&path)
             .map_err(io(&path))?;
+        preallocate(&file, SEGMENT_BYTES);
         sync_dir(&self.dir)?;
         self.segs.push(Segment {
             first,
@@ -354,7 +382,10 @@ impl Segments {
             }
             self.start_segment(first)?;
         } else if self.active().end >= SEGMENT_BYTES {
-            // The active segment was synced by the append that filled it.
+            // A sync covers the active segment only: the full one is made
+            // durable before appends move on.
+            let full = self.active();
+            full.file.sync_data().map_err(io(&full.path))?;
             let next = self.next_index();
             self.start_segment(next)?;
         }
@@ -379,6 +410,12 @@ impl Segments {
         seg.end += buf.len() as u64;
         seg.offsets.extend(offsets);
         Ok(seg.file.clone())
+    }
+
+    /// The file the next sync must cover (earlier segments were synced
+    /// when they filled).
+    pub fn active_file(&self) -> Arc<File> {
+        self.active().file.clone()
     }
 
     /// Makes every append so far durable.
@@ -442,6 +479,7 @@ impl Segments {
             seg.end = seg.offsets[keep];
             seg.offsets.truncate(keep);
             seg.file.set_len(seg.end).map_err(io(&seg.path))?;
+            preallocate(&seg.file, SEGMENT_BYTES);
             seg.file.sync_data().map_err(io(&seg.path))?;
         }
         Ok(())
@@ -484,6 +522,12 @@ mod tests {
         log.sync().unwrap();
     }
 
+    /// Where the records of the last segment end (its file is longer).
+    fn records_end(dir: &Path) -> u64 {
+        let (log, _) = Segments::open(dir, None).unwrap();
+        log.active().end
+    }
+
     fn seg_files(dir: &Path) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
             .unwrap()
@@ -520,7 +564,7 @@ mod tests {
             append(&mut log, 0..10);
         }
         let path = seg_files(dir.path()).pop().unwrap();
-        let good_len = std::fs::metadata(&path).unwrap().len();
+        let good_len = records_end(dir.path());
         // A final append cut short: a whole record and half of another ...
         let mut tail = Vec::new();
         encode_record(&mut tail, 10, &payload(10));
@@ -534,12 +578,30 @@ mod tests {
         // ... and the log appends after it again.
         append(&mut log, 11..12);
         drop(log);
-        // A file extended with zeros that never got their data.
+        // Zeros after the last record (preallocated space, or a file
+        // extended with zeros that never got their data) are its end.
+        f.set_len(records_end(dir.path())).unwrap();
         let len = std::fs::metadata(&path).unwrap().len();
         f.write_all_at(&[0u8; 4096], len).unwrap();
         let (log, r) = Segments::open(dir.path(), None).unwrap();
-        assert_eq!((log.next_index(), r.torn_bytes), (12, 4096));
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+        assert_eq!((log.next_index(), r.torn_bytes), (12, 0));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len + 4096);
+        drop(log);
+        // Within preallocated space, a torn write is zeroed and the space kept.
+        let (mut log, _) = Segments::open(dir.path(), None).unwrap();
+        preallocate(&log.active().file, SEGMENT_BYTES);
+        append(&mut log, 12..13);
+        let end = log.active().end;
+        drop(log);
+        let mut tail = Vec::new();
+        encode_record(&mut tail, 13, &payload(13));
+        f.write_all_at(&tail[..tail.len() - 1], end).unwrap();
+        let (log, r) = Segments::open(dir.path(), None).unwrap();
+        assert_eq!((log.next_index(), r.torn_bytes), (13, tail.len() as u64 - 1));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), SEGMENT_BYTES);
+        drop(log);
+        let (_, r) = Segments::open(dir.path(), None).unwrap();
+        assert_eq!(r.torn_bytes, 0, "zeroed once, a clean end afterwards");
     }
 
     #[test]
@@ -574,7 +636,9 @@ mod tests {
             append(&mut log, 5..10);
         }
         let first = seg_files(dir.path()).remove(0);
-        let len = std::fs::metadata(&first).unwrap().len();
+        let (log, _) = Segments::open(dir.path(), None).unwrap();
+        let len = log.segs[0].end;
+        drop(log);
         OpenOptions::new()
             .write(true)
             .open(&first)

@@ -163,6 +163,34 @@ fn resident_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// How long one `add_member` call waits for a learner to catch up: under the
+/// client's per-call timeout, which then asks again.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
+/// A learner this close to the leader's log may become a voter.
+const CAUGHT_UP_ENTRIES: u64 = 64;
+
+/// Waits up to `limit` until `id`'s log is within a few entries of
+/// this leader's; otherwise says how far behind it is.
+async fn wait_caught_up(raft: &Raft, id: u64, limit: Duration) -> Result<(), String> {
+    let mut metrics = raft.metrics();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let behind = {
+            let m = metrics.borrow_and_update();
+            let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten());
+            match (matched, m.last_log_index) {
+                (Some(matched), Some(last)) if last.saturating_sub(matched.index) <= CAUGHT_UP_ENTRIES => return Ok(()),
+                (Some(matched), Some(last)) => format!("{} entries behind", last - matched.index),
+                _ if m.replication.is_none() => return Err("this node stopped leading".into()),
+                _ => "nothing replicated to it yet".into(),
+            }
+        };
+        if tokio::time::timeout_at(deadline, metrics.changed()).await.is_err() {
+            return Err(behind);
+        }
+    }
+}
+
 fn write_error(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Status {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ServeError::NotLeader {
@@ -196,12 +224,24 @@ impl pb::admin_server::Admin for AdminService {
         if m.membership_config.membership().voter_ids().any(|v| v == r.id) {
             return Ok(Response::new(self.status()));
         }
-        // Learner first, caught up (add_learner blocks until then), then voter:
-        // a voter that lags would weaken the quorum it joins.
-        self.raft
-            .add_learner(r.id, BasicNode { addr: r.addr }, true)
-            .await
-            .map_err(write_error)?;
+        // Learner first, caught up, then voter: a voter that lags would
+        // weaken the quorum it joins. (openraft's blocking add_learner gives
+        // up waiting after half a second and returns as if it had caught up.)
+        if m.membership_config.membership().get_node(&r.id).is_none() {
+            self.raft
+                .add_learner(r.id, BasicNode { addr: r.addr }, false)
+                .await
+                .map_err(write_error)?;
+        }
+        if let Err(behind) = wait_caught_up(&self.raft, r.id, CATCH_UP_WAIT).await {
+            // The client asks again (it retries on Aborted) until its own
+            // deadline; the learner keeps catching up meanwhile.
+            return Err(Status::aborted(format!(
+                "node {} joined as a learner and is catching up ({behind}); it becomes a voter once it has: \
+                 run the same command again if this one gave up",
+                r.id
+            )));
+        }
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([r.id])), false)
             .await
