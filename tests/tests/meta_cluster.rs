@@ -489,3 +489,43 @@ async fn reads_through_a_follower_see_every_acknowledged_write() -> anyhow::Resu
     assert_eq!(writer.readdir_all(d).await?.len(), 101);
     Ok(())
 }
+
+/// A chmod, chown or chgrp that would leave the inode as it is (what `tar -x`
+/// and `cp -a` send for every directory) is answered by the leader without
+/// a Raft entry; one that changes anything is committed as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setattr_that_changes_nothing_appends_no_entry() -> anyhow::Result<()> {
+    let cluster = MetaCluster::start(Options::default())?;
+    let leader = cluster.wait_leader(20 * SECOND).await?;
+    let client = cluster.client()?;
+    let d = client.mkdir(Ino::ROOT, b"d", 0o755).await?;
+    let log_index = || async {
+        let s = client.node_status(&cluster.nodes[&leader].addr).await?;
+        s.last_log_index
+            .ok_or_else(|| anyhow::anyhow!("the leader reports no log index: {s:?}"))
+    };
+    let setattr = |perm: u32| {
+        Op::Setattr(pb::SetAttr {
+            ino: d.ino,
+            perm: Some(perm),
+            uid: Some(d.uid),
+            gid: Some(d.gid),
+            ..Default::default()
+        })
+    };
+    let before = log_index().await?;
+    for _ in 0..20 {
+        match client.call(setattr(0o755)).await? {
+            pb::ns_reply::Result::Attr(a) => assert_eq!((a.perm, a.uid, a.gid), (0o755, d.uid, d.gid)),
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(log_index().await?, before, "20 setattrs that change nothing");
+    client.call(setattr(0o700)).await?;
+    assert!(
+        log_index().await? > before,
+        "a chmod that changes the mode is committed"
+    );
+    assert_eq!(client.getattr(Ino(d.ino)).await?.perm, 0o700);
+    Ok(())
+}

@@ -1,6 +1,7 @@
-//! The fuser `Filesystem`: each callback copies its arguments, spawns the
-//! work (ops.rs) on the tokio runtime and replies from the task, so that no
-//! kernel thread waits on a slow RPC. Callbacks not implemented here keep
+//! The fuser `Filesystem`: each callback copies its arguments and runs the
+//! work (ops.rs): what finishes at once is answered on the request's thread,
+//! the rest moves to the tokio runtime and is answered from there, so that
+//! no kernel thread waits on a slow RPC. Callbacks not implemented here keep
 //! fuser's default, ENOSYS.
 
 use super::convert::{fail, mknod_kind, perm, FsError, FsResult};
@@ -18,6 +19,7 @@ use std::future::Future;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 use tokio::runtime::Handle;
 
@@ -49,8 +51,15 @@ impl NimbusFs {
         NimbusFs { trusted, inner, rt }
     }
 
-    /// Runs `work` on the runtime; replies with `done` on success, else with
-    /// the errno.
+    /// Runs `work`, and replies with `done` on success, else with the errno.
+    ///
+    /// `work` is polled once here, on the kernel request's own thread: what
+    /// needs nothing remote (a buffered write, an answer from a cache)
+    /// finishes in that poll and is answered at once, without waking a
+    /// runtime thread, which cost a buffered 10 KiB write ~200 us of its
+    /// ~250. Work that must wait (an RPC, a lock held elsewhere) moves to the
+    /// runtime as it is; its first poll only registered a waker that goes
+    /// nowhere, so the runtime polls it again straight away.
     fn serve<T, P, F, D>(&self, reply: P, work: F, done: D)
     where
         T: Send + 'static,
@@ -58,12 +67,22 @@ impl NimbusFs {
         F: Future<Output = FsResult<T>> + Send + 'static,
         D: FnOnce(P, T) + Send + 'static,
     {
-        self.rt.spawn(async move {
-            match work.await {
-                Ok(v) => done(reply, v),
-                Err(e) => reply.fail(e),
+        let finish = move |reply: P, r: FsResult<T>| match r {
+            Ok(v) => done(reply, v),
+            Err(e) => reply.fail(e),
+        };
+        let mut work = Box::pin(work);
+        let first = {
+            // Spawns, timers and sockets inside `work` find the runtime.
+            let _runtime = self.rt.enter();
+            work.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        };
+        match first {
+            Poll::Ready(r) => finish(reply, r),
+            Poll::Pending => {
+                self.rt.spawn(async move { finish(reply, work.await) });
             }
-        });
+        }
     }
 
     /// `serve` for replies with no payload.

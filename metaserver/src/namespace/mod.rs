@@ -530,6 +530,36 @@ pub fn apply_batch(
     Ok(out)
 }
 
+/// The attributes of `ino` if `changes` (a chown, chgrp or chmod) would
+/// leave it exactly as it is, ctime aside: `chown root:root` of a root-owned
+/// directory, `chmod 755` of a 0755 one, which `tar -x` and `cp -a` send
+/// for every directory. The leader answers those from its state without a
+/// commit. It runs the same checks as the commit would: None when the
+/// change would fail or change anything, and the commit path decides.
+pub fn setattr_changes_nothing(
+    store: &dyn crate::store::Store,
+    caller: &Caller,
+    ino: Ino,
+    changes: &AttrChanges,
+) -> Result<Option<Attr>, StoreError> {
+    if changes.size.is_some() || changes.atime.is_some() || changes.mtime.is_some() {
+        return Ok(None);
+    }
+    let mut txn = Txn::new(store);
+    let Some(before) = txn.inode(ino)? else {
+        return Ok(None);
+    };
+    let stored = txn.raw_inode(ino)?;
+    // At the inode's own ctime: unchanged, the write is the stored bytes.
+    if ops::setattr(&mut txn, before.ctime, caller, ino, changes).is_err() {
+        return Ok(None);
+    }
+    Ok(match txn.into_writes().as_slice() {
+        [(_, written)] if *written == stored => Some(before.attr()),
+        _ => None,
+    })
+}
+
 /// Applies one command: the dispatcher, above every module it calls.
 fn apply_command(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Reply, NsError> {
     use ops::*;

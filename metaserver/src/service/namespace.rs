@@ -247,6 +247,18 @@ impl NamespaceService {
         }
     }
 
+    /// The attributes of `ino` if `changes` would leave it as it is (see
+    /// [`ns::setattr_changes_nothing`]), decided on state that holds every
+    /// write acknowledged before this request (the read barrier): answered
+    /// like a commit that changed nothing. None when that is not certain
+    /// (a follower, a failing store): then the commit path decides.
+    async fn unchanged_by(&self, caller: &Caller, ino: Ino, changes: &AttrChanges) -> Option<ns::Attr> {
+        self.barrier.wait().await.ok()?;
+        ns::setattr_changes_nothing(self.store.as_ref(), caller, ino, changes)
+            .ok()
+            .flatten()
+    }
+
     async fn write(&self, caller: Caller, op: Op, request: Option<ns::RequestId>) -> Result<R, Status> {
         // Names are checked again in apply; checking here spares Raft the
         // obviously hopeless requests.
@@ -260,6 +272,11 @@ impl NamespaceService {
         };
         if let Err(e) = name_ok {
             return Ok(failure(e));
+        }
+        if let Op::SetAttr { ino, changes } = &op {
+            if let Some(attr) = self.unchanged_by(&caller, *ino, changes).await {
+                return Ok(R::Attr(attr_to_pb(&attr)));
+            }
         }
         Ok(match self.committer.submit(Command { caller, op, request }).await? {
             Ok(Reply::Attr(a)) => R::Attr(attr_to_pb(&a)),

@@ -109,3 +109,37 @@ fn errno_precedence_and_set_id_bits_follow_linux() {
     fs.ok_as(&user(), chmod(mine, 0o2775));
     assert_eq!(fs.attr(mine).perm & S_ISGID, 0);
 }
+
+/// A chown, chgrp or chmod that would leave the inode as it is needs no
+/// commit; one that changes anything, or would be refused, does.
+#[test]
+fn setattr_that_changes_nothing_is_recognised() {
+    let mut fs = Fs::new();
+    let (u, o) = (user(), other());
+    let open = fs.dir_with("open", 0o777);
+    let f = fs.make(&u, node(open, "f", REG, 0o644)).ino;
+    let d = fs.make(&u, node(open, "d", DIR, 0o755)).ino;
+    let unchanged = |fs: &Fs, c: &Caller, op: Op| -> Option<Attr> {
+        let Op::SetAttr { ino, changes } = op else {
+            panic!("not a setattr")
+        };
+        setattr_changes_nothing(&fs.store, c, ino, &changes).unwrap()
+    };
+    let before = fs.attr(d);
+    assert_eq!(unchanged(&fs, &u, chmod(d, 0o755)), Some(before.clone()));
+    assert_eq!(unchanged(&fs, &u, chown(d, 1000)), Some(before.clone()));
+    assert_eq!(unchanged(&fs, &root(), chgrp(d, before.gid.0)), Some(before.clone()));
+    let both = setattr(d, |c| (c.uid, c.gid) = (Some(before.uid), Some(before.gid)));
+    assert_eq!(unchanged(&fs, &root(), both), Some(before.clone()));
+    // A change, a refusal (the same mode, but not the owner), a time.
+    assert_eq!(unchanged(&fs, &u, chmod(d, 0o700)), None);
+    assert_eq!(unchanged(&fs, &o, chmod(d, 0o755)), None);
+    assert_eq!(unchanged(&fs, &o, chown(d, 1000)), None);
+    assert_eq!(unchanged(&fs, &u, utimens(d, at(5), None)), None);
+    assert_eq!(unchanged(&fs, &u, truncate(f, 0)), None);
+    assert_eq!(unchanged(&fs, &u, chmod(Ino(999), 0o644)), None);
+    // A chown of a set-id file drops its set-id bits: a change.
+    fs.ok_as(&u, chmod(f, 0o4755));
+    assert_eq!(unchanged(&fs, &root(), chown(f, 1000)), None);
+    assert_eq!(unchanged(&fs, &u, chmod(f, 0o4755)), Some(fs.attr(f)));
+}
