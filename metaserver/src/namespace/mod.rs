@@ -25,8 +25,8 @@ mod tests;
 
 pub use caller::Caller;
 pub use read::{
-    access, getattr, getxattr, listxattr, lookup, open_layout, readable_layout, readdir, readdir_plus, readlink,
-    replication, statfs, DirEntry, FsStats,
+    access, getattr, getattr_with_replication, getxattr, listxattr, lookup, open_layout, readable_layout, readdir,
+    readdir_plus, readlink, replication, statfs, DirEntry, FsStats,
 };
 pub use tables::Txn;
 

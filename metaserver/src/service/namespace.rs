@@ -11,6 +11,7 @@ use nimbus_common::{BlockId, Errno, Ino, ServerId};
 use nimbus_proto as pb;
 use nimbus_proto::ns_reply::Result as R;
 use nimbus_proto::ns_request::Op as P;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -26,6 +27,8 @@ pub struct NamespaceService {
     keys: Arc<Keys>,
     /// --allow-clear-blocks.
     allow_clear: bool,
+    /// The namespace's root exists (the first commit of a cluster makes it).
+    rooted: AtomicBool,
 }
 
 /// A key this node cannot produce: logged, and EIO to the caller.
@@ -51,6 +54,7 @@ impl NamespaceService {
             auth,
             keys,
             allow_clear: false,
+            rooted: AtomicBool::new(false),
         }
     }
 
@@ -154,9 +158,13 @@ impl NamespaceService {
     /// have used cached names), handing out data also checks the path.
     async fn read(&self, caller: &Caller, op: P, walk: bool) -> Result<R, Status> {
         self.barrier.wait().await?;
-        if Txn::new(self.store.as_ref()).superblock().map_err(internal)?.next_ino == 0 {
-            // A new cluster: the first committed batch creates the root.
-            self.committer.sync().await?;
+        // A new cluster: the first committed batch creates the root. Once
+        // there it stays, so the check is skipped from then on.
+        if !self.rooted.load(Ordering::Relaxed) {
+            if Txn::new(self.store.as_ref()).superblock().map_err(internal)?.next_ino == 0 {
+                self.committer.sync().await?;
+            }
+            self.rooted.store(true, Ordering::Relaxed);
         }
         let txn = Txn::new(self.store.as_ref());
         if walk {
@@ -183,11 +191,11 @@ impl NamespaceService {
             P::Lookup(r) => ns::lookup(&txn, caller, Ino(r.parent), &r.name).map(|a| R::Attr(attr_to_pb(&a))),
             // Only getattr reports replication: it is not part of the
             // namespace's Attr, whose encoding is recorded in request outcomes.
-            P::Getattr(r) => ns::getattr(&txn, Ino(r.ino)).and_then(|a| {
-                Ok(R::Attr(pb::Attr {
-                    replication: u32::from(ns::replication(&txn, a.ino)?),
+            P::Getattr(r) => ns::getattr_with_replication(&txn, Ino(r.ino)).map(|(a, replication)| {
+                R::Attr(pb::Attr {
+                    replication: u32::from(replication),
                     ..attr_to_pb(&a)
-                }))
+                })
             }),
             P::Readlink(r) => ns::readlink(&txn, Ino(r.ino)).map(R::Data),
             P::Readdir(r) => {
