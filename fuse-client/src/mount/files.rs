@@ -134,6 +134,9 @@ pub struct OpenFile {
     /// The file has no `security.capability` (known since it was created
     /// here, or asked once): the kernel asks before every write.
     no_capability: std::sync::atomic::AtomicBool,
+    /// The uid and primary gid of `State::writer`, readable without the
+    /// state's lock: a write by the same user needs no fresh caller.
+    writer_id: AtomicU64,
     budget: Arc<WriteBudget>,
     /// Slots of `budget` this file's buffers hold.
     counted: AtomicUsize,
@@ -187,7 +190,7 @@ impl OpenFile {
                 dirty: BTreeMap::new(),
                 early: BTreeMap::new(),
                 undurable: BTreeMap::new(),
-                writer: opener,
+                writer: opener.clone(),
                 inline: None,
                 pending: None,
             }),
@@ -198,6 +201,7 @@ impl OpenFile {
             folded: std::sync::Mutex::new(None),
             known: std::sync::Mutex::new(None),
             no_capability: std::sync::atomic::AtomicBool::new(false),
+            writer_id: AtomicU64::new(writer_id(&opener)),
             budget,
             counted: AtomicUsize::new(0),
         }
@@ -239,6 +243,12 @@ impl OpenFile {
     /// Records whether the file is known to have no `security.capability`.
     pub fn set_no_capability(&self, known: bool) {
         self.no_capability.store(known, Ordering::Release);
+    }
+
+    /// Whether a write by `uid` (primary group `gid`) may commit as the
+    /// writer recorded, whose supplementary groups this mount already has.
+    pub fn writes_as(&self, uid: u32, gid: u32) -> bool {
+        uid == u32::MAX || self.writer_id.load(Ordering::Acquire) == (u64::from(uid) << 32 | u64::from(gid))
     }
 
     /// One more (or, with false, one fewer) handle open for writing.
@@ -327,10 +337,12 @@ impl OpenFile {
 
     /// Buffers `data` at `offset`, uploading and committing first when too
     /// many slots are dirty.
+    /// `writer` is who writes, None for the writer recorded (see
+    /// [`OpenFile::writes_as`]).
     pub async fn write<C: Backend>(
         &self,
         client: &Arc<C>,
-        writer: pb::Caller,
+        writer: Option<pb::Caller>,
         offset: u64,
         data: &[u8],
     ) -> FsResult<()> {
@@ -348,7 +360,8 @@ impl OpenFile {
         }
         // Writes of mmap'ed pages come from the kernel's writeback, with no
         // process behind them (uid -1): they commit as the last real writer.
-        if writer.uid != u32::MAX {
+        if let Some(writer) = writer.filter(|w| w.uid != u32::MAX) {
+            self.writer_id.store(writer_id(&writer), Ordering::Release);
             st.writer = writer;
         }
         let mut pos = offset;
@@ -814,6 +827,11 @@ pub struct Who {
 /// What a slot holds before a write of `n` bytes at `in_slot` into it: empty
 /// if nothing is committed there or the write covers all of it, else its
 /// committed bytes, so that the upload is the slot's whole new content.
+/// A caller's uid and primary gid in one word.
+fn writer_id(c: &pb::Caller) -> u64 {
+    u64::from(c.uid) << 32 | u64::from(c.gids.first().copied().unwrap_or(u32::MAX))
+}
+
 async fn slot_base<C: Backend>(st: &State, client: &C, slot: u64, in_slot: u64, n: u64) -> FsResult<Vec<u8>> {
     let mut buf = Vec::new();
     if let (0, Some(data)) = (slot, st.inline.as_ref()) {

@@ -489,7 +489,13 @@ impl Inner {
         file.read(&self.client, offset, size).await
     }
 
-    pub async fn write(&self, caller: pb::Caller, fh: u64, offset: u64, data: Vec<u8>) -> FsResult<()> {
+    /// Whether a write through `fh` by `uid`/`gid` commits as the writer the
+    /// file has recorded, so that the caller's groups need not be read.
+    pub fn writes_as(&self, fh: u64, uid: u32, gid: u32) -> bool {
+        self.handle(fh).is_ok_and(|(file, _)| file.writes_as(uid, gid))
+    }
+
+    pub async fn write(&self, caller: Option<pb::Caller>, fh: u64, offset: u64, data: Vec<u8>) -> FsResult<()> {
         let (file, sync) = self.handle(fh)?;
         file.write(&self.client, caller, offset, &data).await?;
         if sync {

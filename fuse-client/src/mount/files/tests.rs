@@ -10,6 +10,8 @@ use std::sync::Mutex;
 /// One commit as the fake cluster received it.
 #[derive(Clone, Debug)]
 struct Seen {
+    /// Who committed.
+    by: pb::Caller,
     slots: Vec<u64>,
     size: u64,
     inline: Option<Vec<u8>>,
@@ -127,12 +129,13 @@ impl Backend for Fake {
         })
     }
 
-    async fn commit(&self, _: pb::Caller, _: Ino, commit: FileCommit<'_>) -> Result<pb::Attr, ClientError> {
+    async fn commit(&self, by: pb::Caller, _: Ino, commit: FileCommit<'_>) -> Result<pb::Attr, ClientError> {
         self.with(|c| {
             if c.refuse_attrs && commit.attrs.is_some() {
                 return Err(ClientError::Errno(Errno::EPERM));
             }
             c.commits.push(Seen {
+                by,
                 slots: commit.slots.iter().map(|(s, _)| *s).collect(),
                 size: commit.size,
                 inline: commit.inline.clone(),
@@ -214,7 +217,7 @@ async fn unreachable_set() -> FsResult<pb::Attr> {
 async fn tar_writes_a_small_file_with_one_commit_and_no_block() {
     let (fake, file) = created();
     let data = bytes(3000, 1);
-    file.write(&fake, caller(1000), 0, &data).await.unwrap();
+    file.write(&fake, Some(caller(1000)), 0, &data).await.unwrap();
     // What tar does before close: utimens, fchown to itself, fchmod.
     let changes = [
         pb::SetAttr {
@@ -263,7 +266,7 @@ async fn tar_writes_a_small_file_with_one_commit_and_no_block() {
 #[tokio::test]
 async fn changes_the_cluster_might_refuse_are_not_folded() {
     let (fake, file) = created();
-    file.write(&fake, caller(1000), 0, b"x").await.unwrap();
+    file.write(&fake, Some(caller(1000)), 0, b"x").await.unwrap();
     let applied = pb::Attr {
         perm: 0o755,
         ..pb::Attr::default()
@@ -314,7 +317,7 @@ async fn changes_the_cluster_might_refuse_are_not_folded() {
 async fn refused_attributes_leave_the_data_committed_and_the_error_at_close() {
     let (fake, file) = created();
     fake.with(|c| c.refuse_attrs = true);
-    file.write(&fake, caller(1000), 0, b"keep me").await.unwrap();
+    file.write(&fake, Some(caller(1000)), 0, b"keep me").await.unwrap();
     let change = pb::SetAttr {
         ino: 7,
         perm: Some(0o640),
@@ -334,7 +337,9 @@ async fn full_slots_go_early_and_are_sent_once() {
     let (fake, file) = created();
     let data = bytes((2 * SLOT + 12345) as usize, 2);
     for (i, chunk) in data.chunks(1 << 20).enumerate() {
-        file.write(&fake, caller(1000), (i as u64) << 20, chunk).await.unwrap();
+        file.write(&fake, Some(caller(1000)), (i as u64) << 20, chunk)
+            .await
+            .unwrap();
     }
     // Slots 0 and 1 filled up: on their way before any close.
     for _ in 0..10 {
@@ -356,8 +361,8 @@ async fn full_slots_go_early_and_are_sent_once() {
 async fn a_slot_changed_after_it_was_sent_is_sent_again() {
     let (fake, file) = created();
     let mut data = bytes(SLOT as usize, 3);
-    file.write(&fake, caller(1000), 0, &data).await.unwrap();
-    file.write(&fake, caller(1000), 100, b"changed").await.unwrap();
+    file.write(&fake, Some(caller(1000)), 0, &data).await.unwrap();
+    file.write(&fake, Some(caller(1000)), 100, b"changed").await.unwrap();
     data[100..107].copy_from_slice(b"changed");
     file.flush(&fake).await.unwrap();
     assert_eq!(fake.contents(), data);
@@ -367,11 +372,13 @@ async fn a_slot_changed_after_it_was_sent_is_sent_again() {
 async fn a_small_file_grows_out_of_the_namespace_and_back() {
     let (fake, file) = created();
     let small = bytes(INLINE_MAX, 4);
-    file.write(&fake, caller(1000), 0, &small).await.unwrap();
+    file.write(&fake, Some(caller(1000)), 0, &small).await.unwrap();
     file.flush(&fake).await.unwrap();
     assert_eq!(fake.with(|c| (c.inline.len(), c.slots.len())), (INLINE_MAX, 0));
     // One byte more: slot 0 becomes a block holding the old bytes too.
-    file.write(&fake, caller(1000), INLINE_MAX as u64, b"!").await.unwrap();
+    file.write(&fake, Some(caller(1000)), INLINE_MAX as u64, b"!")
+        .await
+        .unwrap();
     file.flush(&fake).await.unwrap();
     assert_eq!(fake.with(|c| (c.inline.len(), c.slots.len())), (0, 1));
     let mut want = small.clone();
@@ -391,7 +398,7 @@ async fn a_small_file_grows_out_of_the_namespace_and_back() {
         .await
         .unwrap();
     fake.with(|c| c.size = 10);
-    file.write(&fake, caller(1000), 0, b"0123456789").await.unwrap();
+    file.write(&fake, Some(caller(1000)), 0, b"0123456789").await.unwrap();
     file.flush(&fake).await.unwrap();
     assert_eq!(
         fake.with(|c| (c.inline.clone(), c.slots.len())),
@@ -403,7 +410,7 @@ async fn a_small_file_grows_out_of_the_namespace_and_back() {
 async fn fsync_syncs_earlier_blocks_instead_of_sending_them_again() {
     let (fake, file) = created();
     let data = bytes((2 * SLOT) as usize, 5);
-    file.write(&fake, caller(1000), 0, &data).await.unwrap();
+    file.write(&fake, Some(caller(1000)), 0, &data).await.unwrap();
     file.flush(&fake).await.unwrap();
     assert_eq!(fake.with(|c| c.writes), 2);
     file.fsync(&fake).await.unwrap();
@@ -422,7 +429,7 @@ async fn a_write_after_utimens_moves_mtime_to_the_write() {
         ..Default::default()
     };
     file.set_attr(&fake, &future, owner(), unreachable_set()).await.unwrap();
-    file.write(&fake, caller(1000), 0, b"later").await.unwrap();
+    file.write(&fake, Some(caller(1000)), 0, b"later").await.unwrap();
     assert_ne!(file.written_at(), 0);
     file.flush(&fake).await.unwrap();
     // The commit stamps its own time: no explicit mtime went with it.
@@ -467,16 +474,16 @@ async fn the_mount_wide_write_budget_makes_a_writer_commit_early() {
         OpenFile::new(2, caller(1000), budget.clone()),
     );
     // File a holds two slots: the mount's whole budget.
-    a.write(&fake, caller(1000), 0, &bytes(SLOT as usize + 10, 6))
+    a.write(&fake, Some(caller(1000)), 0, &bytes(SLOT as usize + 10, 6))
         .await
         .unwrap();
     assert!(budget.exhausted());
     assert!(fake.with(|c| c.commits.is_empty()));
     // File b may take one slot (it holds none), but not a second one
     // without committing its first.
-    b.write(&fake, caller(1000), 0, b"b0").await.unwrap();
+    b.write(&fake, Some(caller(1000)), 0, b"b0").await.unwrap();
     assert!(fake.with(|c| c.commits.is_empty()));
-    b.write(&fake, caller(1000), SLOT, b"b1").await.unwrap();
+    b.write(&fake, Some(caller(1000)), SLOT, b"b1").await.unwrap();
     assert_eq!(fake.with(|c| c.commits.len()), 1);
     // Committing gives the room back.
     a.flush(&fake).await.unwrap();
@@ -484,4 +491,28 @@ async fn the_mount_wide_write_budget_makes_a_writer_commit_early() {
     assert_eq!(budget.used.load(Ordering::Acquire), 0);
     drop((a, b));
     assert_eq!(budget.used.load(Ordering::Acquire), 0);
+}
+
+/// A write by the user the file commits as keeps the recorded caller (and
+/// its supplementary groups, read once); another user's write replaces it;
+/// the kernel's writeback (uid -1) never does.
+#[tokio::test]
+async fn writes_commit_as_the_recorded_writer() {
+    let fake = Arc::new(Fake::default());
+    let mut opener = caller(1000);
+    opener.gids.push(77);
+    let file = OpenFile::new(1, opener.clone(), WriteBudget::new(1 << 30));
+    file.writer(true);
+    assert!(file.writes_as(1000, opener.gids[0]));
+    assert!(file.writes_as(u32::MAX, 0), "writeback of mapped pages");
+    assert!(!file.writes_as(2000, opener.gids[0]));
+    file.write(&fake, None, 0, b"by the opener").await.unwrap();
+    file.flush(&fake).await.unwrap();
+    let other = caller(2000);
+    assert!(!file.writes_as(2000, other.gids[0]));
+    file.write(&fake, Some(other.clone()), 0, b"by another").await.unwrap();
+    assert!(file.writes_as(2000, other.gids[0]));
+    file.flush(&fake).await.unwrap();
+    let committers = fake.with(|c| c.commits.iter().map(|s| s.by.clone()).collect::<Vec<_>>());
+    assert_eq!(committers, vec![opener, other]);
 }
