@@ -418,7 +418,7 @@ impl OpenFile {
     pub async fn read<C: Backend>(&self, client: &Arc<C>, offset: u64, len: u32) -> FsResult<Vec<u8>> {
         let sequential = self.cache.sequential(offset);
         let mut fetches = Vec::new();
-        let mut ahead = None;
+        let mut ahead = Vec::new();
         let mut out;
         {
             let st = self.state.lock().await;
@@ -455,22 +455,26 @@ impl OpenFile {
                 }
                 pos += n;
             }
-            // Halfway through a slot, a sequential reader will want the
-            // next one soon.
+            // A sequential reader will want the next slot soon, and past
+            // the middle of this one the slot after: two fetches in flight
+            // keep a data server busy while the reader decrypts and copies.
             let last = end - 1;
-            if sequential && last % SLOT >= SLOT / 2 {
-                let next = last / SLOT + 1;
-                if let (Some(c), false) = (st.slots.get(&next), st.dirty.contains_key(&next)) {
-                    ahead = Some(Ahead {
-                        block: c.block,
-                        key: c.key,
-                        len: c.len,
-                    });
+            if sequential {
+                let cur = last / SLOT;
+                let depth = if last % SLOT >= SLOT / 2 { 2 } else { 1 };
+                for next in cur + 1..=cur + depth {
+                    if let (Some(c), false) = (st.slots.get(&next), st.dirty.contains_key(&next)) {
+                        ahead.push(Ahead {
+                            block: c.block,
+                            key: c.key,
+                            len: c.len,
+                        });
+                    }
                 }
             }
             self.cache.read_to(end);
         }
-        if let Some(a) = ahead {
+        for a in ahead {
             self.cache.prefetch(client, a.block, a.key, a.len);
         }
         // Blocks are immutable: fetching after the lock is released reads
