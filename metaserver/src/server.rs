@@ -284,9 +284,11 @@ async fn keep_keyring(raft: Raft, store: Arc<dyn Store>, committer: Committer, k
 
 /// Keeps the log store told how many voters the cluster has: with one, the
 /// leader's appends are fsynced before openraft hears of them (see
-/// `nimbus_meta::raft::durable`); with more, after.
+/// `nimbus_meta::raft::durable`); with more, after. Follows openraft's server
+/// metrics, which change with the vote, role and membership only, not with
+/// every commit.
 async fn follow_voters(raft: Raft, id: u64, early_ack: Arc<EarlyAck>) {
-    let mut metrics = raft.metrics();
+    let mut metrics = raft.server_metrics();
     loop {
         let voters = {
             let m = metrics.borrow_and_update();

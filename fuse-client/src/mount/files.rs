@@ -248,7 +248,7 @@ impl OpenFile {
     /// Whether a write by `uid` (primary group `gid`) may commit as the
     /// writer recorded, whose supplementary groups this mount already has.
     pub fn writes_as(&self, uid: u32, gid: u32) -> bool {
-        uid == u32::MAX || self.writer_id.load(Ordering::Acquire) == (u64::from(uid) << 32 | u64::from(gid))
+        uid == u32::MAX || self.writer_id.load(Ordering::Acquire) == ids(uid, gid)
     }
 
     /// One more (or, with false, one fewer) handle open for writing.
@@ -831,9 +831,14 @@ pub struct Who {
 /// What a slot holds before a write of `n` bytes at `in_slot` into it: empty
 /// if nothing is committed there or the write covers all of it, else its
 /// committed bytes, so that the upload is the slot's whole new content.
+/// A uid and a primary gid in one word.
+fn ids(uid: u32, gid: u32) -> u64 {
+    u64::from(uid) << 32 | u64::from(gid)
+}
+
 /// A caller's uid and primary gid in one word.
 fn writer_id(c: &pb::Caller) -> u64 {
-    u64::from(c.uid) << 32 | u64::from(c.gids.first().copied().unwrap_or(u32::MAX))
+    ids(c.uid, c.gids.first().copied().unwrap_or(u32::MAX))
 }
 
 async fn slot_base<C: Backend>(st: &State, client: &C, slot: u64, in_slot: u64, n: u64) -> FsResult<Vec<u8>> {

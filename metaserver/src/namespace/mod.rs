@@ -26,7 +26,7 @@ mod tests;
 pub use caller::Caller;
 pub use read::{
     access, getattr, getattr_with_replication, getxattr, listxattr, lookup, open_layout, readable_layout, readdir,
-    readdir_plus, readlink, replication, statfs, DirEntry, FsStats,
+    readdir_plus, readlink, statfs, DirEntry, FsStats,
 };
 pub use tables::Txn;
 
@@ -189,6 +189,13 @@ pub struct AttrChanges {
     /// Through a descriptor opened for writing (ftruncate, fallocate): write
     /// permission was checked at open, as POSIX wants, not again now.
     pub through_writer: bool,
+}
+
+impl AttrChanges {
+    /// Only a chown, chgrp or chmod: no size, no times.
+    pub fn owner_or_mode_only(&self) -> bool {
+        self.size.is_none() && self.atime.is_none() && self.mtime.is_none()
+    }
 }
 
 /// renameat2 flag: fail with EEXIST rather than replace.
@@ -542,20 +549,19 @@ pub fn setattr_changes_nothing(
     ino: Ino,
     changes: &AttrChanges,
 ) -> Result<Option<Attr>, StoreError> {
-    if changes.size.is_some() || changes.atime.is_some() || changes.mtime.is_some() {
+    if !changes.owner_or_mode_only() {
         return Ok(None);
     }
     let mut txn = Txn::new(store);
     let Some(before) = txn.inode(ino)? else {
         return Ok(None);
     };
-    let stored = txn.raw_inode(ino)?;
-    // At the inode's own ctime: unchanged, the write is the stored bytes.
+    // At the inode's own ctime: unchanged, the one write is the inode as it was.
     if ops::setattr(&mut txn, before.ctime, caller, ino, changes).is_err() {
         return Ok(None);
     }
     Ok(match txn.into_writes().as_slice() {
-        [(_, written)] if *written == stored => Some(before.attr()),
+        [(_, Some(written))] if *written == encode(&before) => Some(before.attr()),
         _ => None,
     })
 }

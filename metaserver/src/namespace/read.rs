@@ -51,16 +51,11 @@ pub fn getattr(txn: &Txn, ino: Ino) -> Result<Attr, NsError> {
     Ok(txn.existing(ino)?.attr())
 }
 
-/// The attributes of `ino` and its replication setting, from one read.
+/// The attributes of `ino` and how many replicas its new blocks get (0: the
+/// cluster default; a directory passes its setting to what is made in it).
 pub fn getattr_with_replication(txn: &Txn, ino: Ino) -> Result<(Attr, u8), NsError> {
     let inode = txn.existing(ino)?;
     Ok((inode.attr(), inode.replication))
-}
-
-/// How many replicas new blocks of `ino` get (0: the cluster default); a
-/// directory passes its setting to the files and directories made in it.
-pub fn replication(txn: &Txn, ino: Ino) -> Result<u8, NsError> {
-    Ok(txn.existing(ino)?.replication)
 }
 
 /// The target of the symlink `ino`.

@@ -395,11 +395,6 @@ impl<'a> Txn<'a> {
         self.get(&inode_key(ino))
     }
 
-    /// The inode's record as stored (or staged).
-    pub fn raw_inode(&self, ino: Ino) -> Result<Option<Vec<u8>>, StoreError> {
-        self.raw(&inode_key(ino))
-    }
-
     /// The inode, or ENOENT.
     pub fn existing(&self, ino: Ino) -> Result<Inode, NsError> {
         self.inode(ino)?.ok_or(NsError::Errno(nimbus_common::Errno::ENOENT))

@@ -75,6 +75,17 @@ pub struct LogStore {
     early: Arc<EarlyAck>,
     /// The flusher thread's wake-up, started by the first early answer.
     flusher: Arc<OnceLock<Arc<FlushRequests>>>,
+    /// Fault injection for tests: milliseconds to hold back each fdatasync
+    /// of this node's own entries as leader.
+    sync_delay_ms: Arc<AtomicU64>,
+}
+
+/// Sleeps for the injected delay, if any (tests only set one).
+fn injected_delay(delay_ms: &AtomicU64) {
+    let delay = delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        std::thread::sleep(Duration::from_millis(delay));
+    }
 }
 
 /// Wakes the flusher thread.
@@ -82,18 +93,9 @@ pub struct LogStore {
 struct FlushRequests {
     pending: Mutex<bool>,
     ready: Condvar,
-    /// Fault injection for tests: milliseconds to wait before each fdatasync.
-    delay_ms: AtomicU64,
 }
 
 impl FlushRequests {
-    fn injected_delay(&self) {
-        let delay = self.delay_ms.load(Ordering::Relaxed);
-        if delay > 0 {
-            std::thread::sleep(Duration::from_millis(delay));
-        }
-    }
-
     fn request(&self) {
         *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.ready.notify_one();
@@ -102,7 +104,7 @@ impl FlushRequests {
 
 /// fdatasyncs whatever the leader appended since the last round, then moves
 /// [`Synced`] on; stops once the log store is gone.
-fn run_flusher(inner: Weak<Mutex<Inner>>, requests: Arc<FlushRequests>, synced: Synced) {
+fn run_flusher(inner: Weak<Mutex<Inner>>, requests: Arc<FlushRequests>, synced: Synced, delay_ms: Arc<AtomicU64>) {
     let lock = |i: &Arc<Mutex<Inner>>| -> Option<(Arc<std::fs::File>, u64, u64)> {
         let i = i.lock().unwrap_or_else(|p| p.into_inner());
         i.failed
@@ -128,7 +130,7 @@ fn run_flusher(inner: Weak<Mutex<Inner>>, requests: Arc<FlushRequests>, synced: 
             continue;
         };
         drop(store);
-        requests.injected_delay();
+        injected_delay(&delay_ms);
         let result = file.sync_data();
         let Some(store) = inner.upgrade() else { return };
         let mut i = store.lock().unwrap_or_else(|p| p.into_inner());
@@ -226,6 +228,7 @@ impl LogStore {
                 synced: Synced::new(next),
                 early: Arc::default(),
                 flusher: Arc::default(),
+                sync_delay_ms: Arc::default(),
             },
             recovery,
         ))
@@ -249,35 +252,26 @@ impl LogStore {
     /// Fault injection for tests: holds back every fdatasync of this node's
     /// own entries as leader by `delay` (commits must wait for it).
     pub fn delay_background_syncs(&self, delay: Duration) {
-        self.flush_requests()
-            .delay_ms
-            .store(delay.as_millis() as u64, Ordering::Relaxed);
-    }
-
-    fn injected_delay(&self) {
-        if let Some(requests) = self.flusher.get() {
-            requests.injected_delay();
-        }
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.sync_delay_ms.store(ms, Ordering::Relaxed);
     }
 
     fn request_flush(&self) {
-        self.flush_requests().request();
-    }
-
-    fn flush_requests(&self) -> &Arc<FlushRequests> {
-        self.flusher.get_or_init(|| {
+        let requests = self.flusher.get_or_init(|| {
             let requests = Arc::new(FlushRequests::default());
             let (inner, r, synced) = (Arc::downgrade(&self.inner), requests.clone(), self.synced.clone());
+            let delay_ms = self.sync_delay_ms.clone();
             if let Err(e) = std::thread::Builder::new()
                 .name("raft-log-flush".into())
-                .spawn(move || run_flusher(inner, r, synced))
+                .spawn(move || run_flusher(inner, r, synced, delay_ms))
             {
                 // Without the thread nothing moves `synced` on: commits stall
                 // (and say so) rather than count unsynced entries.
                 tracing::error!(error = %e, "cannot start the Raft log's flusher thread");
             }
             requests
-        })
+        });
+        requests.request();
     }
 
     /// The count of bytes appended since the process started.
@@ -487,7 +481,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // openraft 0.9 waits for the callback before it does anything else.
         // (A single voter's own entries come this way too.)
         if own {
-            self.injected_delay();
+            injected_delay(&self.sync_delay_ms);
         }
         let result = file.sync_data();
         let report = match &result {

@@ -261,6 +261,10 @@ impl NamespaceService {
     /// like a commit that changed nothing. None when that is not certain
     /// (a follower, a failing store): then the commit path decides.
     async fn unchanged_by(&self, caller: &Caller, ino: Ino, changes: &AttrChanges) -> Option<ns::Attr> {
+        // A size or a time always changes something: no barrier for those.
+        if !changes.owner_or_mode_only() {
+            return None;
+        }
         self.barrier.wait().await.ok()?;
         ns::setattr_changes_nothing(self.store.as_ref(), caller, ino, changes)
             .ok()
