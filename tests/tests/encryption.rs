@@ -128,16 +128,6 @@ fn block_file(cluster: &MetaCluster, index: usize, block: BlockId) -> Option<Pat
         .find(|p| p.to_string_lossy().contains(&block.to_string()))
 }
 
-/// The index of a data server holding `block`.
-fn holder(cluster: &MetaCluster, block: BlockId) -> anyhow::Result<usize> {
-    cluster
-        .data
-        .keys()
-        .copied()
-        .find(|i| block_file(cluster, *i, block).is_some())
-        .with_context(|| format!("no data server holds {block}"))
-}
-
 /// Waits until every replica of `block` opens to `data` again.
 async fn wait_all_good(
     cluster: &MetaCluster,
@@ -175,40 +165,69 @@ async fn a_block_file_swapped_for_another_is_never_served_as_it() -> anyhow::Res
     let client = cluster.client()?;
     let (a, a_key, a_data) = one_block_file(&client, "a", 2).await?;
     let (b, _, _) = one_block_file(&client, "b", 2).await?;
-    let (c, c_key, _) = one_block_file(&client, "c", 2).await?;
+    let (c, c_key, c_data) = one_block_file(&client, "c", 2).await?;
     let (d, d_key, d_data) = one_block_file(&client, "d", 2).await?;
-    let b_file = block_file(&cluster, holder(&cluster, b)?, b).context("b's file")?;
+    // b's stored bytes, taken from a copy the cluster records: a failed
+    // chain write may leave a stray copy that orphan collection deletes
+    // while the test runs.
+    let b_holder = recorded_holders(&cluster, &client, b).await?[0];
+    let b_bytes = std::fs::read(block_file(&cluster, b_holder, b).context("b's file")?)?;
 
     // Read path: a's copy on one server becomes b's bytes (same size). The
     // read gets a's bytes from the other replica, and the bad one is
     // reported and replaced.
-    let a_file = block_file(&cluster, holder(&cluster, a)?, a).context("a's file")?;
-    std::fs::copy(&b_file, &a_file)?;
+    let a_holder = recorded_holders(&cluster, &client, a).await?[0];
+    std::fs::write(block_file(&cluster, a_holder, a).context("a's file")?, &b_bytes)?;
     for _ in 0..3 {
         let got = client.read_block(a, Some(&a_key), 0, 0).await?;
         ensure!(got == a_data, "block {a} read back other bytes");
     }
     wait_all_good(&cluster, &client, a, &a_key, &a_data).await?;
 
-    // Every copy swapped: the read fails, never with b's bytes.
-    let mut swapped = 0;
-    for i in cluster.data.keys() {
-        if let Some(c_file) = block_file(&cluster, *i, c) {
-            std::fs::copy(&b_file, &c_file)?;
-            swapped += 1;
-        }
+    // Every copy swapped: the read fails, never with b's bytes. The files
+    // are found first and written back to back, so that the scrubber has no
+    // time to have one copy re-created from the other in between.
+    let c_files: Vec<PathBuf> = recorded_holders(&cluster, &client, c)
+        .await?
+        .into_iter()
+        .filter_map(|i| block_file(&cluster, i, c))
+        .collect();
+    ensure!(c_files.len() >= 2, "c has {} copies", c_files.len());
+    for f in &c_files {
+        std::fs::write(f, &b_bytes)?;
     }
-    ensure!(swapped >= 2, "c has {swapped} copies");
     match client.read_block(c, Some(&c_key), 0, 0).await {
-        Ok(bytes) => anyhow::bail!("a swapped single copy was served ({} bytes)", bytes.len()),
-        Err(e) => println!("single swapped copy refused: {e}"),
+        // Only a repair that still found a good copy may answer, and then
+        // with c's own bytes.
+        Ok(bytes) => {
+            ensure!(bytes == c_data, "a swapped copy was served ({} bytes)", bytes.len());
+            println!("a repair raced the swap; c read back exact");
+        }
+        Err(e) => println!("every copy swapped: refused: {e}"),
     }
 
     // Nobody reads d: the scrubber finds the swap and the copy is replaced.
-    let d_file = block_file(&cluster, holder(&cluster, d)?, d).context("d's file")?;
-    std::fs::copy(&b_file, &d_file)?;
+    let d_holder = recorded_holders(&cluster, &client, d).await?[0];
+    std::fs::write(block_file(&cluster, d_holder, d).context("d's file")?, &b_bytes)?;
     wait_all_good(&cluster, &client, d, &d_key, &d_data).await?;
     Ok(())
+}
+
+/// The data servers (by index) the cluster records as holding `block`.
+async fn recorded_holders(
+    cluster: &MetaCluster,
+    client: &nimbus_client::MetaClient,
+    block: BlockId,
+) -> anyhow::Result<Vec<usize>> {
+    let loc = client.locate(block).await?;
+    let holders: Vec<usize> = cluster
+        .data
+        .iter()
+        .filter(|(_, d)| loc.replicas.contains(&d.addr))
+        .map(|(i, _)| *i)
+        .collect();
+    ensure!(!holders.is_empty(), "no recorded holder of {block}: {:?}", loc.replicas);
+    Ok(holders)
 }
 
 /// Runs `nimbus ARGS` as the operator (admin.pem, profile admin).
