@@ -673,7 +673,7 @@ machine() {
   echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -h | awk '/^Mem:/ { print $2 }') memory, kernel $(uname -r)"
   echo "os:      $(grep -m1 '^PRETTY_NAME=' /etc/os-release | cut -d= -f2 | tr -d '"')"
   echo "disk:    $(df -hT "$WORK_DIR" | awk 'NR == 2 { print $1 ", " $2 ", " $3 " total, " $5 " free" }') (both clusters' data under $WORK_DIR)"
-  echo "nimbus:  $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (working tree differs from HEAD)'), release build; R=2 (the cluster default, DEFAULT_REPLICATION; no command sets it per directory yet); mount defaults (4 threads, attribute TTL 1 s)"
+  echo "nimbus:  $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (working tree differs from HEAD)'), release build; R=2 (the cluster default, DEFAULT_REPLICATION; no command sets it per directory yet); mount defaults (4 threads, attribute TTL 1 s$([ -n "${NIMBUS_CREATE_AT_OPEN:-}" ] && echo ', NIMBUS_CREATE_AT_OPEN: files created at open'))"
   echo "moosefs: $(dpkg-query -W -f '${Version}' moosefs-master 2>/dev/null) (Debian), goal 2, trash time 0, HDD_FSYNC_BEFORE_CLOSE=$MFS_FSYNC, mfsmount defaults (cache mode AUTO), on $MFS_IP in a network namespace of its own"
   echo "tools:   $(fio --version), dbench $(dbench --help 2>&1 | head -1 | awk '{ print $3 }'), python $($PY -c 'import platform; print(platform.python_version())')"
   echo "sizes:   SIZE=$SIZE FILES=$FILES FILE_SIZE=$FILE_SIZE FILES_PER_DIR=$FILES_PER_DIR DIRS=$DIRS RAND_JOBS=$RAND_JOBS RAND_SECONDS=$RAND_SECONDS DBENCH_CLIENTS=$DBENCH_CLIENTS DBENCH_SECONDS=$DBENCH_SECONDS$quick_note"

@@ -45,6 +45,11 @@ out="bench/results/mount-latency-$(date -u +%Y%m%dT%H%M%SZ).txt"
 {
   echo "# $(date -u) on $(nproc) cores, $(uname -r), release build of $(git rev-parse --short HEAD)"
   echo "dev cluster: 3 nimbus-meta, 3 nimbus-data, TLS; one process, sequential operations"
+  if [ -n "${NIMBUS_CREATE_AT_OPEN:-}" ]; then
+    echo "mount: NIMBUS_CREATE_AT_OPEN set: files created at open (create, then a commit at close)"
+  else
+    echo "mount: files created with their first commit (one commit per create+write+close)"
+  fi
   python3 - "$work/dev" "$mnt/bench" "$count" <<'PY'
 import os, sys, time
 

@@ -115,6 +115,9 @@ pub struct FileCommit<'a> {
     pub inline: Option<Vec<u8>>,
     /// chmod/chown/utimens made on the open file, applied after the data.
     pub attrs: Option<pb::SetAttr>,
+    /// Create the file first, under the inode number its session reserved
+    /// (`create.ino`, the `ino` committed to): one command for all.
+    pub create: Option<pb::MakeNode>,
 }
 
 /// Seals `data` as block `id`; big blocks on the blocking pool, so that the
@@ -464,6 +467,7 @@ impl MetaClient {
             size,
             inline,
             attrs,
+            create,
         } = commit;
         let r = self
             .call_as(
@@ -484,6 +488,7 @@ impl MetaClient {
                     inline_data: inline,
                     attrs,
                     sealed: !self.clear_blocks,
+                    create,
                 }),
             )
             .await?;

@@ -75,5 +75,6 @@ fn is_read(op: &Op) -> bool {
             | Op::Listxattr(_)
             | Op::GetLayout(_)
             | Op::Access(_)
+            | Op::PlanMakeNode(_)
     )
 }

@@ -486,9 +486,28 @@ impl MetaClient {
                 rdev: 0,
                 symlink_target: Vec::new(),
                 umask: None,
+                ..Default::default()
             }))
             .await?,
         )
+    }
+
+    /// The attributes `node` would get if created now for `caller`, or the
+    /// error it would meet (EEXIST, EACCES, ...); nothing changes.
+    pub async fn plan_make_node_as(&self, caller: pb::Caller, node: pb::MakeNode) -> Result<pb::Attr, ClientError> {
+        attr(self.call_as(caller, Op::PlanMakeNode(node)).await?)
+    }
+
+    /// Reserves up to `count` inode numbers for mount session `session`:
+    /// the first one and how many.
+    pub async fn reserve_inodes(&self, session: u64, count: u32) -> Result<(Ino, u32), ClientError> {
+        match self
+            .call(Op::ReserveInodes(pb::ReserveInodes { session, count }))
+            .await?
+        {
+            R::Inodes(r) if r.count > 0 && r.first > 0 => Ok((Ino(r.first), r.count)),
+            other => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
+        }
     }
 
     /// Creates a regular file.

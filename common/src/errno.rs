@@ -59,6 +59,7 @@ errnos! {
     ENODATA = 61, "no data available";
     EOPNOTSUPP = 95, "operation not supported";
     ETIMEDOUT = 110, "connection timed out";
+    ESTALE = 116, "stale file handle";
     EDQUOT = 122, "disk quota exceeded";
 }
 

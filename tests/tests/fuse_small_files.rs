@@ -5,6 +5,10 @@
 //! and attributes together after that close; files grow out of and shrink
 //! back into the namespace intact; a write after a future utimens moves
 //! mtime to the write's time; a write by a non-owner drops set-id bits.
+//! A file created through a mount reaches the cluster with its first
+//! commit: this mount sees it at once, another at the close (or sooner, if
+//! this mount lists its folder), and a name another mount took meanwhile
+//! fails the close with EEXIST.
 
 use anyhow::{ensure, Context};
 use nimbus_tests::free_port;
@@ -76,8 +80,13 @@ async fn a_small_file_costs_one_commit_at_close_and_keeps_posix_rules() -> anyho
     for k in kinds {
         println!("  {k}: {}", delta(&before, &after, k));
     }
-    // A create and a close per file (and two directories), nothing else.
-    ensure!(commits <= 2 * 200 + 10, "{commits} commits for 200 files");
+    // One commit per file: its create goes with its close (and two
+    // directories, and a reservation of inode numbers), nothing else.
+    ensure!(commits <= 200 + 10, "{commits} commits for 200 files");
+    ensure!(
+        delta(&before, &after, "create_at_commit") == 200,
+        "not every file was created with its close"
+    );
     ensure!(blocks == 0, "{blocks} block uploads for files under 64 KiB");
     ensure!(inline == 200, "{inline} inline commits for 200 files");
 
@@ -115,5 +124,61 @@ async fn a_small_file_costs_one_commit_at_close_and_keeps_posix_rules() -> anyho
     counted.sh("echo x > suid && chown 1000:1000 suid && chmod 6777 suid")?;
     counted.sh("setpriv --reuid=2000 --regid=2000 --clear-groups bash -c 'echo more >> suid'")?;
     assert_eq!(other.sh("sleep 1.1; stat -c %a suid")?, "777");
+    Ok(())
+}
+
+/// A perl one-liner (perl-base is in every Debian): creates `$1`, writes
+/// `$2`, waits `$3` seconds, closes; exits with the errno the close met.
+const HOLD_NEW: &str = r#"
+my ($path, $text, $wait) = @ARGV;
+open(my $f, '>', $path) or exit($! + 0);
+syswrite($f, $text) or exit($! + 0);
+sleep($wait);
+close($f) or exit($! + 0);
+exit 0;
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_created_here_reaches_the_cluster_with_its_first_commit() -> anyhow::Result<()> {
+    let b = Mounted::start().await?;
+    // On a, nothing asks for d's attributes meanwhile, which would commit
+    // the creates in it first (for d's times): a long TTL, and the
+    // cluster's permission checks rather than the kernel's (whose checks
+    // read d's attributes again after every create in it).
+    let a = Mount::start_as(&b.cluster, "a", b.scratch.path(), "admin", &["--attr-ttl-ms", "60000"])?;
+    std::fs::write(b.scratch.path().join("hold.pl"), HOLD_NEW)?;
+    a.sh("mkdir d")?;
+    let hold = |m: &Mount, args: &str| m.command(&["-c", &format!("exec perl $S/hold.pl {args}")]).spawn();
+
+    // Open on a: the cluster does not have it yet, so b does not list it;
+    // a itself sees it with what was written.
+    let mut writer = hold(&a, "d/held early 3")?;
+    a.sh("for i in $(seq 100); do [ -e d/held ] && break; sleep 0.05; done")?;
+    assert_eq!(b.sh("ls d")?, "");
+    assert_eq!(a.sh("stat -c %s d/held")?, "5");
+    // Listing the folder on a commits the create: b sees it (after its
+    // TTL), empty until the writer's close commits the data.
+    assert_eq!(a.sh("ls d")?, "held");
+    assert_eq!(b.sh("sleep 1.1; ls d")?, "held");
+    let status = writer.wait()?;
+    ensure!(status.success(), "the writer's close failed: {status}");
+    assert_eq!(b.sh("cat d/held")?, "early");
+
+    // Two mounts create the same name: the first close wins, the other
+    // close fails with EEXIST and nothing of its data shows.
+    let mut loser = hold(&a, "d/x mine 2")?;
+    a.sh("for i in $(seq 100); do [ -e d/x ] && break; sleep 0.05; done")?;
+    b.sh("echo theirs > d/x")?;
+    let status = loser.wait()?;
+    assert_eq!(status.code(), Some(17), "the losing close: {status}");
+    assert_eq!(b.sh("cat d/x")?, "theirs");
+
+    // A file created and fsync'ed is in the cluster before its close.
+    let mut synced = a
+        .command(&["-c", "exec 3>d/s; echo s >&3; sync d/s; sleep 2"])
+        .spawn()?;
+    a.sh("for i in $(seq 100); do [ -e d/s ] && break; sleep 0.05; done; sleep 0.5")?;
+    assert_eq!(b.sh("sleep 1.1; cat d/s")?, "s");
+    synced.wait()?;
     Ok(())
 }

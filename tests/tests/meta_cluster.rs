@@ -381,6 +381,39 @@ async fn hostile_requests_are_refused_and_the_server_survives() -> anyhow::Resul
         }))
         .await;
     assert!(matches!(bad_kind, Err(ClientError::Refused(_))), "{bad_kind:?}");
+    // A reserved inode number is only for a create that comes with its
+    // contents (CommitWrite.create), and must name the committed inode.
+    let numbered = pb::MakeNode {
+        parent: 1,
+        name: b"n".to_vec(),
+        kind: pb::FileKind::Regular as i32,
+        perm: 0o644,
+        ino: 1 << 40,
+        ..Default::default()
+    };
+    let plain = client.call(Op::MakeNode(numbered.clone())).await;
+    assert!(matches!(plain, Err(ClientError::Refused(_))), "{plain:?}");
+    let mismatched = client
+        .call(Op::CommitWrite(pb::CommitWrite {
+            ino: 7,
+            create: Some(numbered.clone()),
+            sealed: true,
+            ..Default::default()
+        }))
+        .await;
+    assert!(matches!(mismatched, Err(ClientError::Refused(_))), "{mismatched:?}");
+    let unreserved = client
+        .call(Op::CommitWrite(pb::CommitWrite {
+            ino: 1 << 40,
+            create: Some(numbered),
+            sealed: true,
+            ..Default::default()
+        }))
+        .await;
+    assert!(
+        matches!(unreserved, Err(ClientError::Errno(e)) if e == Errno::ESTALE),
+        "{unreserved:?}"
+    );
 
     // Garbage to the Raft transport of every node, and messages meant for
     // another node (two nodes sharing an address).

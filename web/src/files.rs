@@ -100,6 +100,7 @@ async fn commit(
         size,
         inline,
         attrs: None,
+        create: None,
     };
     client
         .commit_file_as(token_caller(), ino, c)

@@ -91,6 +91,10 @@ struct State {
     /// Who commits: the last writer, whose right to write was checked when
     /// it opened the file.
     writer: pb::Caller,
+    /// A file created here that the cluster does not have yet: its create,
+    /// under the inode number this mount reserved, goes with the first
+    /// commit (close, fsync), so that a small file costs one command.
+    create: Option<pb::MakeNode>,
 }
 
 /// Slot buffers the whole mount may hold (4 MiB each): a writer that would
@@ -140,6 +144,8 @@ pub struct OpenFile {
     budget: Arc<WriteBudget>,
     /// Slots of `budget` this file's buffers hold.
     counted: AtomicUsize,
+    /// `State::create` is set: the cluster does not have the file yet.
+    unborn: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for OpenFile {
@@ -193,6 +199,7 @@ impl OpenFile {
                 writer: opener.clone(),
                 inline: None,
                 pending: None,
+                create: None,
             }),
             size: AtomicU64::new(0),
             written_at: AtomicI64::new(0),
@@ -204,7 +211,40 @@ impl OpenFile {
             writer_id: AtomicU64::new(writer_id(&opener)),
             budget,
             counted: AtomicUsize::new(0),
+            unborn: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Makes this new file one the cluster creates with its first commit
+    /// (`node` names the reserved inode number and the session).
+    pub async fn create_with_first_commit(&self, node: pb::MakeNode) {
+        let mut st = self.state.lock().await;
+        st.create = Some(node);
+        self.unborn.store(true, Ordering::Release);
+    }
+
+    /// Whether the cluster does not have this file yet (created here, not
+    /// committed).
+    pub fn is_unborn(&self) -> bool {
+        self.unborn.load(Ordering::Acquire)
+    }
+
+    /// Creates the file in the cluster now, empty, if it is not there yet:
+    /// before its blocks go to the data servers, or before a change the
+    /// cluster must apply to an existing file.
+    async fn be_born<C: Backend>(&self, st: &mut State, client: &Arc<C>) -> FsResult<()> {
+        let Some(node) = st.create.clone() else {
+            return Ok(());
+        };
+        let commit = FileCommit {
+            create: Some(node),
+            ..FileCommit::default()
+        };
+        let a = client.commit(st.writer.clone(), self.ino, commit).await?;
+        st.create = None;
+        self.unborn.store(false, Ordering::Release);
+        self.known(&a);
+        Ok(())
     }
 
     /// Brings this file's share of the mount's write budget in line with
@@ -265,6 +305,12 @@ impl OpenFile {
     /// Records attributes the cluster answered with.
     pub fn known(&self, a: &pb::Attr) {
         *lock(&self.known) = Some(*a);
+    }
+
+    /// The attributes last heard from the cluster (or planned, for a file
+    /// it does not have yet).
+    pub fn known_attr(&self) -> Option<pb::Attr> {
+        *lock(&self.known)
     }
 
     /// The attributes folded changes made, while they wait for a commit.
@@ -404,6 +450,8 @@ impl OpenFile {
             // Written up to its end, the slot is most likely done: send it
             // now, while the writer fills the next one.
             if b as u64 == SLOT {
+                // Blocks belong to a file the cluster has.
+                self.be_born(&mut st, client).await?;
                 if let Some(buf) = st.dirty.get(&slot).filter(|buf| buf.len() as u64 == SLOT) {
                     let (client, data, ino) = (client.clone(), buf.clone(), self.ino);
                     let upload = tokio::spawn(async move { client.write_block(ino, &data, false).await });
@@ -550,7 +598,7 @@ impl OpenFile {
         if let Some(attr) = self.fold(&mut st, change, who) {
             return Ok(SetOutcome::Folded(attr));
         }
-        if st.pending.is_some() || change.mtime.is_some() {
+        if st.pending.is_some() || change.mtime.is_some() || st.create.is_some() {
             self.commit(&mut st, client, false).await?;
         }
         if change.mtime.is_some() {
@@ -676,8 +724,16 @@ impl OpenFile {
     }
 
     async fn commit_buffers<C: Backend>(&self, st: &mut State, client: &Arc<C>, durable: bool) -> FsResult<()> {
-        if st.dirty.is_empty() && st.pending.is_none() {
+        if st.dirty.is_empty() && st.pending.is_none() && st.create.is_none() {
             return Ok(());
+        }
+        // A file whose contents need blocks is created on its own first:
+        // blocks are allocated for a file the cluster has.
+        let inline_only = st.early.is_empty()
+            && st.dirty.keys().all(|slot| *slot == 0)
+            && st.dirty.get(&0).is_none_or(|b| b.len() <= INLINE_MAX);
+        if !inline_only {
+            self.be_born(st, client).await?;
         }
         let started = std::time::Instant::now();
         let inline = match st.dirty.get(&0) {
@@ -742,6 +798,7 @@ impl OpenFile {
                 size: st.size,
                 inline: inline.clone(),
                 attrs,
+                create: st.create.clone(),
             };
             match client.commit(st.writer.clone(), self.ino, commit).await {
                 Ok(a) => break Ok(a),
@@ -755,7 +812,7 @@ impl OpenFile {
                     attrs = None;
                     st.pending = None;
                     *lock(&self.folded) = None;
-                    if written.is_empty() && inline.is_none() {
+                    if written.is_empty() && inline.is_none() && st.create.is_none() {
                         break Err(FsError::from(e));
                     }
                     failed = Some(FsError::from(e));
@@ -773,6 +830,8 @@ impl OpenFile {
             }
         };
         st.pending = None;
+        st.create = None;
+        self.unborn.store(false, Ordering::Release);
         *lock(&self.folded) = None;
         self.known(&attr);
         // The cluster stamped the commit's time: show it from now on.

@@ -339,6 +339,7 @@ impl Filesystem for NimbusFs {
             rdev,
             symlink_target: Vec::new(),
             umask: Some(umask),
+            ..Default::default()
         };
         self.make_node(req, reply, node);
     }
@@ -353,6 +354,7 @@ impl Filesystem for NimbusFs {
             rdev: 0,
             symlink_target: Vec::new(),
             umask: Some(umask),
+            ..Default::default()
         };
         self.make_node(req, reply, node);
     }
@@ -379,6 +381,7 @@ impl Filesystem for NimbusFs {
             rdev: 0,
             symlink_target: bytes(target.as_os_str()),
             umask: None,
+            ..Default::default()
         };
         self.make_node(req, reply, node);
     }
@@ -451,6 +454,7 @@ impl Filesystem for NimbusFs {
             rdev: 0,
             symlink_target: Vec::new(),
             umask: Some(umask),
+            ..Default::default()
         };
         let (inner, caller, ttl) = (self.inner.clone(), caller(req), self.inner.ttl);
         self.serve(
@@ -557,7 +561,10 @@ impl Filesystem for NimbusFs {
         let args = LockArgs::new(ino.0, lock_owner.0, start, end, typ, pid);
         self.serve(
             reply,
-            async move { inner.session.get(caller, args).await },
+            async move {
+                inner.settle(args.ino).await?;
+                inner.session.get(caller, args).await
+            },
             |r, (start, end, typ, pid)| r.locked(start, end, typ, pid),
         );
     }
@@ -578,7 +585,10 @@ impl Filesystem for NimbusFs {
         self.inner.stats.count("setlk");
         let (inner, caller) = (self.inner.clone(), caller(req));
         let args = LockArgs::new(ino.0, lock_owner.0, start, end, typ, pid);
-        self.serve_empty(reply, async move { inner.session.set(caller, args, sleep).await });
+        self.serve_empty(reply, async move {
+            inner.settle(args.ino).await?;
+            inner.session.set(caller, args, sleep).await
+        });
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
@@ -641,11 +651,13 @@ impl Filesystem for NimbusFs {
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         self.inner.stats.count("fsyncdir");
         // Every namespace change is committed by a Raft majority before it
-        // is acknowledged: there is nothing left to sync.
-        reply.ok();
+        // is acknowledged: only files created here and not committed yet
+        // are left to make durable.
+        let inner = self.inner.clone();
+        self.serve_empty(reply, async move { inner.settle_folder(ino.0).await });
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

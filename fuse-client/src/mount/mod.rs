@@ -68,6 +68,14 @@ pub struct MountArgs {
     /// holds at most 64 MiB).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(4..=65536))]
     pub write_buffer_mib: u64,
+    /// Create new files in the cluster when they are opened, so that other
+    /// mounts list them at once. By default a new regular file reaches the
+    /// cluster with its first commit (close, fsync, or anything else that
+    /// needs it there): one command for its create, data and attributes
+    /// instead of two; another mount sees it from that commit on, and a
+    /// name another mount took meanwhile fails the close with EEXIST.
+    #[arg(long, env = "NIMBUS_CREATE_AT_OPEN")]
+    pub create_at_open: bool,
 }
 
 /// Mounts the cluster `client` talks to and serves it until told to stop.
@@ -110,6 +118,7 @@ pub async fn run(client: MetaClient, args: MountArgs) -> anyhow::Result<()> {
         ids,
         identity,
         files::WriteBudget::new(args.write_buffer_mib << 20),
+        !args.create_at_open,
     ));
     tokio::spawn(inner.session.clone().keep_alive());
     if let Some(addr) = args.metrics.clone() {

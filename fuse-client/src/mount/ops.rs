@@ -100,6 +100,11 @@ pub struct Inner {
     cached: Mutex<HashMap<u64, u64>>,
     dirs: Mutex<HashMap<u64, Option<DirCache>>>,
     next_fh: AtomicU64,
+    /// Files created here that the cluster gets at their first commit, by
+    /// inode: their folder.
+    unborn: Mutex<HashMap<u64, u64>>,
+    /// Whether new regular files are created with their first commit.
+    create_at_commit: bool,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -114,6 +119,7 @@ impl Inner {
         ids: IdMap,
         identity: Identity,
         write_budget: Arc<super::files::WriteBudget>,
+        create_at_commit: bool,
     ) -> Inner {
         Inner {
             identity,
@@ -127,7 +133,67 @@ impl Inner {
             cached: Mutex::default(),
             dirs: Mutex::default(),
             next_fh: AtomicU64::new(1),
+            unborn: Mutex::default(),
+            create_at_commit,
         }
+    }
+
+    /// Commits the create of `ino`, if the cluster does not have it yet:
+    /// before anything the cluster must see it for (a second open, a link,
+    /// a lock, an xattr).
+    pub async fn settle(&self, ino: u64) -> FsResult<()> {
+        if !locked(&self.unborn).contains_key(&ino) {
+            return Ok(());
+        }
+        let Some(file) = self.open_file(ino) else {
+            locked(&self.unborn).remove(&ino);
+            return Ok(());
+        };
+        let r = file.flush(&self.client).await;
+        if !file.is_unborn() {
+            locked(&self.unborn).remove(&ino);
+        }
+        r
+    }
+
+    /// Commits the creates of files in `dirs` the cluster does not have
+    /// yet: before anything that reads or changes those folders (a
+    /// listing, their times, a name in them). A create that fails here
+    /// fails again, with its error, at the file's close.
+    async fn settle_in(&self, dirs: &[u64]) {
+        for ino in self.unborn_in(dirs) {
+            if let Err(e) = self.settle(ino).await {
+                tracing::warn!("inode {ino}: creating the file failed: {}", e.0);
+            }
+        }
+    }
+
+    /// fsync of a folder: the creates of files in it that the cluster does
+    /// not have yet are committed, or their error returned.
+    pub async fn settle_folder(&self, dir: u64) -> FsResult<()> {
+        for ino in self.unborn_in(&[dir]) {
+            self.settle(ino).await?;
+        }
+        Ok(())
+    }
+
+    /// The files in `dirs` the cluster does not have yet.
+    fn unborn_in(&self, dirs: &[u64]) -> Vec<u64> {
+        let unborn = locked(&self.unborn);
+        if unborn.is_empty() {
+            return Vec::new();
+        }
+        unborn
+            .iter()
+            .filter(|(_, parent)| dirs.contains(parent))
+            .map(|(ino, _)| *ino)
+            .collect()
+    }
+
+    /// Whether `dir` holds files the cluster does not have yet.
+    fn has_unborn(&self, dir: u64) -> bool {
+        let unborn = locked(&self.unborn);
+        !unborn.is_empty() && unborn.values().any(|p| *p == dir)
     }
 
     async fn call(&self, caller: pb::Caller, op: Op) -> FsResult<R> {
@@ -208,13 +274,27 @@ impl Inner {
     }
 
     pub async fn lookup(&self, caller: pb::Caller, parent: u64, name: Vec<u8>) -> FsResult<FileAttr> {
-        let a = self
-            .attr_call(caller, Op::Lookup(pb::Lookup { parent, name }), "Lookup")
-            .await?;
+        self.settle_in(&[parent]).await;
+        let lookup = Op::Lookup(pb::Lookup { parent, name });
+        let mut a = self.attr_call(caller.clone(), lookup.clone(), "Lookup").await?;
+        // A folder's times must count the files created in it here.
+        if self.has_unborn(a.ino) {
+            self.settle_in(&[a.ino]).await;
+            a = self.attr_call(caller, lookup, "Lookup").await?;
+        }
         Ok(self.view(&a))
     }
 
     pub async fn getattr(&self, caller: pb::Caller, ino: u64) -> FsResult<FileAttr> {
+        // A file the cluster does not have yet: as this mount knows it.
+        if let Some(known) = self
+            .open_file(ino)
+            .filter(|f| f.is_unborn())
+            .and_then(|f| f.known_attr())
+        {
+            return Ok(self.view(&known));
+        }
+        self.settle_in(&[ino]).await;
         Ok(self.view(&self.raw_attr(caller, ino).await?))
     }
 
@@ -249,11 +329,13 @@ impl Inner {
 
     /// create (without opening), mknod, mkdir and symlink.
     pub async fn make_node(&self, caller: pb::Caller, node: pb::MakeNode) -> FsResult<FileAttr> {
+        self.settle_in(&[node.parent]).await;
         let a = self.attr_call(caller, Op::MakeNode(node), "MakeNode").await?;
         Ok(self.view(&a))
     }
 
     pub async fn unlink(&self, caller: pb::Caller, parent: u64, name: Vec<u8>) -> FsResult<()> {
+        self.settle_in(&[parent]).await;
         let open = self.open_target(&caller, parent, &name).await;
         let op = Op::Unlink(pb::Unlink {
             parent,
@@ -266,11 +348,13 @@ impl Inner {
     }
 
     pub async fn rmdir(&self, caller: pb::Caller, parent: u64, name: Vec<u8>) -> FsResult<()> {
+        self.settle_in(&[parent]).await;
         self.done_call(caller, Op::Rmdir(pb::Rmdir { parent, name }), "Rmdir")
             .await
     }
 
     pub async fn rename(&self, caller: pb::Caller, mut rename: pb::Rename) -> FsResult<()> {
+        self.settle_in(&[rename.parent, rename.new_parent]).await;
         // A plain rename replaces its target: keep an open one alive.
         let mut open = None;
         if rename.flags == 0 && (rename.parent, &rename.name) != (rename.new_parent, &rename.new_name) {
@@ -283,6 +367,8 @@ impl Inner {
     }
 
     pub async fn link(&self, caller: pb::Caller, ino: u64, new_parent: u64, new_name: Vec<u8>) -> FsResult<FileAttr> {
+        self.settle(ino).await?;
+        self.settle_in(&[new_parent]).await;
         let op = Op::Link(pb::Link {
             ino,
             new_parent,
@@ -307,6 +393,7 @@ impl Inner {
     }
 
     pub async fn setxattr(&self, caller: pb::Caller, mut set: pb::SetXattr) -> FsResult<()> {
+        self.settle(set.ino).await?;
         self.capability_changes(set.ino, &set.name);
         if IdMap::is_acl(&set.name) {
             set.value = self.ids.acl_in(std::mem::take(&mut set.value)).await?;
@@ -315,6 +402,7 @@ impl Inner {
     }
 
     pub async fn removexattr(&self, caller: pb::Caller, ino: u64, name: Vec<u8>) -> FsResult<()> {
+        self.settle(ino).await?;
         self.capability_changes(ino, &name);
         self.done_call(caller, Op::Removexattr(pb::RemoveXattr { ino, name }), "Removexattr")
             .await
@@ -329,6 +417,7 @@ impl Inner {
         if open.as_ref().is_some_and(|f| f.has_no_capability()) {
             return fail(Errno::ENODATA);
         }
+        self.settle(ino).await?;
         let got = self.call(caller, Op::Getxattr(pb::GetXattr { ino, name })).await;
         if let (Some(f), Err(FsError(Errno::ENODATA))) = (&open, &got) {
             f.set_no_capability(true);
@@ -353,6 +442,7 @@ impl Inner {
     /// Attribute names, each followed by a NUL, or their size when `size`
     /// is 0.
     pub async fn listxattr(&self, caller: pb::Caller, ino: u64, size: u32) -> FsResult<XattrOut> {
+        self.settle(ino).await?;
         match self.call(caller, Op::Listxattr(pb::ListXattr { ino })).await? {
             R::Names(n) => {
                 let mut out = Vec::new();
@@ -369,6 +459,7 @@ impl Inner {
     /// The attributes of `ino` if the caller has the rights in `mask`
     /// (R|W|X): the cluster decides, from mode bits, ACL and shares.
     async fn checked_attr(&self, caller: pb::Caller, ino: u64, mask: u32) -> FsResult<pb::Attr> {
+        self.settle(ino).await?;
         self.attr_call(caller, Op::Access(pb::Access { ino, mask: mask & 7 }), "Access")
             .await
     }
@@ -391,6 +482,7 @@ impl Inner {
         if flags & O_TRUNC != 0 {
             want |= WRITE;
         }
+        self.settle(ino).await?;
         let file = self.files.acquire(ino, &caller);
         match file.refresh(self.client.as_ref(), caller, want).await {
             Ok(Some(a)) => file.known(&a),
@@ -407,6 +499,9 @@ impl Inner {
 
     /// Creates a regular file and opens it.
     pub async fn create(&self, caller: pb::Caller, node: pb::MakeNode, flags: i32) -> FsResult<(FileAttr, u64)> {
+        if self.create_at_commit && node.kind == pb::FileKind::Regular as i32 {
+            return self.create_at_first_commit(caller, node, flags).await;
+        }
         let a = self.attr_call(caller.clone(), Op::MakeNode(node), "MakeNode").await?;
         // A new file is empty: nothing to read from the cluster.
         let file = self.files.acquire(a.ino, &caller);
@@ -414,6 +509,43 @@ impl Inner {
         // Nothing sets capabilities on create.
         file.set_no_capability(true);
         let fh = self.new_handle(a.ino, file, flags);
+        Ok((self.view(&a), fh))
+    }
+
+    /// Creates a regular file as the cluster will when this mount first
+    /// commits it: the cluster checks now that it would (name, rights) and
+    /// says with what attributes, without a commit; the file gets an inode
+    /// number this mount reserved, and its create goes with its contents
+    /// at close or fsync, as one command. Until then only this mount sees
+    /// it; anything else that needs it in the cluster commits it first
+    /// ([`Inner::settle`]). A create refused then (another mount took the
+    /// name, the quota filled) fails the close with its errno.
+    async fn create_at_first_commit(
+        &self,
+        caller: pb::Caller,
+        node: pb::MakeNode,
+        flags: i32,
+    ) -> FsResult<(FileAttr, u64)> {
+        let planned = self
+            .attr_call(caller.clone(), Op::PlanMakeNode(node.clone()), "PlanMakeNode")
+            .await?;
+        let ino = self.session.next_ino().await?;
+        let parent = node.parent;
+        let node = pb::MakeNode {
+            ino,
+            session: self.session.id,
+            // The times the kernel is shown are the ones the file keeps.
+            born_ns: planned.ctime_ns,
+            ..node
+        };
+        let a = pb::Attr { ino, ..planned };
+        let file = self.files.acquire(ino, &caller);
+        file.known(&a);
+        file.set_no_capability(true);
+        file.create_with_first_commit(node).await;
+        locked(&self.unborn).insert(ino, parent);
+        self.stats.count("create_at_commit");
+        let fh = self.new_handle(ino, file, flags);
         Ok((self.view(&a), fh))
     }
 
@@ -543,11 +675,15 @@ impl Inner {
             tracing::error!("inode {}: writes lost at close: {}", h.ino, e.0);
         }
         self.put_back(h.ino).await;
+        if self.open_file(h.ino).is_none_or(|f| !f.is_unborn()) {
+            locked(&self.unborn).remove(&h.ino);
+        }
         r
     }
 
     /// fallocate mode 0: grows the file to `offset + length` if shorter.
     pub async fn fallocate(&self, caller: pb::Caller, fh: u64, ino: u64, end: u64) -> FsResult<()> {
+        self.settle(ino).await?;
         let (file, _) = self.handle(fh)?;
         let grow = pb::SetAttr {
             ino,
@@ -583,6 +719,7 @@ impl Inner {
     /// the entry exists, so an offset stays valid while the directory
     /// changes.
     pub async fn readdir(&self, caller: pb::Caller, ino: u64, fh: u64, offset: u64) -> FsResult<Vec<DirItem>> {
+        self.settle_in(&[ino]).await;
         let mut out = Vec::new();
         if offset == 0 {
             // A rewind must see the directory as it is now.

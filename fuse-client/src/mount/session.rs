@@ -30,6 +30,8 @@ const RENEW_EVERY: Duration = Duration::from_secs(4);
 /// The pauses between attempts of a blocking lock request.
 const FIRST_WAIT: Duration = Duration::from_millis(10);
 const LONGEST_WAIT: Duration = Duration::from_millis(250);
+/// Inode numbers reserved at a time for files created here.
+const RESERVE_BATCH: u32 = 256;
 
 /// A lock request from the kernel.
 #[derive(Clone, Copy, Debug)]
@@ -65,6 +67,11 @@ pub struct Session {
     held: Mutex<HashSet<(u64, u64)>>,
     /// Removed files the cluster may keep for this mount.
     kept: Mutex<HashSet<u64>>,
+    /// Inode numbers reserved for files created here: next..end.
+    reserved: Mutex<(u64, u64)>,
+    /// Whether the cluster holds reservations of this session (given back
+    /// at unmount).
+    reserving: std::sync::atomic::AtomicBool,
 }
 
 fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -79,6 +86,30 @@ impl Session {
             id: rand::random(),
             held: Mutex::default(),
             kept: Mutex::default(),
+            reserved: Mutex::default(),
+            reserving: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// An inode number for a file created here, from the numbers this
+    /// session reserved (a commit per [`RESERVE_BATCH`] files).
+    pub async fn next_ino(&self) -> FsResult<u64> {
+        loop {
+            {
+                let mut r = guard(&self.reserved);
+                if r.0 < r.1 {
+                    r.0 += 1;
+                    return Ok(r.0 - 1);
+                }
+            }
+            self.reserving.store(true, std::sync::atomic::Ordering::Release);
+            let (first, count) = self.client.reserve_inodes(self.id, RESERVE_BATCH).await?;
+            let mut r = guard(&self.reserved);
+            // Two creates may refill at once: the later range wins, the
+            // cluster frees the other's rest at unmount.
+            if r.0 >= r.1 {
+                *r = (first.0, first.0 + u64::from(count));
+            }
         }
     }
 
@@ -191,7 +222,8 @@ impl Session {
     pub async fn end(&self) {
         let locks = !std::mem::take(&mut *guard(&self.held)).is_empty();
         let kept = !std::mem::take(&mut *guard(&self.kept)).is_empty();
-        if !locks && !kept {
+        let reserved = self.reserving.swap(false, std::sync::atomic::Ordering::AcqRel);
+        if !locks && !kept && !reserved {
             return;
         }
         let op = Op::EndSession(pb::EndSession { session: self.id });

@@ -101,6 +101,9 @@ pub(super) struct Written<'a> {
     pub inline: Option<Inline>,
     /// The blocks were sealed by their writer.
     pub sealed: bool,
+    /// The file was created by the same command: its creator may write it,
+    /// whatever mode it was created with (as open with O_CREAT allows).
+    pub created: bool,
 }
 
 pub(super) fn commit_write(txn: &mut Txn, time: Timestamp, caller: &Caller, w: Written) -> Result<Reply, NsError> {
@@ -110,6 +113,7 @@ pub(super) fn commit_write(txn: &mut Txn, time: Timestamp, caller: &Caller, w: W
         size,
         inline,
         sealed,
+        created,
     } = w;
     let mut inode = txn.existing(ino)?;
     match inode.kind {
@@ -117,7 +121,9 @@ pub(super) fn commit_write(txn: &mut Txn, time: Timestamp, caller: &Caller, w: W
         FileKind::Directory => return Err(Errno::EISDIR.into()),
         _ => return Err(Errno::EINVAL.into()),
     }
-    perm::access(txn, &inode, caller, W)?;
+    if !created {
+        perm::access(txn, &inode, caller, W)?;
+    }
     if writes.len() > MAX_SLOTS_PER_COMMIT || size > SIZE_MAX {
         return Err(Errno::EFBIG.into());
     }

@@ -326,7 +326,36 @@ pub enum Op {
         expect: Option<[u8; 16]>,
         ring: tables::Keyring,
     },
+    /// Hands a mount's session the next `count` inode numbers
+    /// (1..=[`sessions::RESERVE_MAX`]): it names files with them before
+    /// they exist here, and creates each with its contents in one command
+    /// ([`Op::CreateFile`]).
+    ReserveInodes {
+        session: u64,
+        count: u32,
+    },
+    /// A regular file created under an inode number its session reserved,
+    /// with its first contents and attributes, as one command: a small
+    /// file written by `cp` or `tar` costs one commit.
+    CreateFile(Box<CreateFile>),
 }
+
+/// `Op::CreateFile`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateFile {
+    pub node: MakeNode,
+    pub session: u64,
+    /// What follows the create; its `ino` is the reserved number.
+    pub commit: FileCommit,
+    /// As for [`Op::CommitSealed`].
+    pub sealed: bool,
+    /// When the mount showed the file created (kept if within
+    /// [`BORN_WINDOW_NS`] before the commit).
+    pub born: Timestamp,
+}
+
+/// How long before its commit a file created with it may say it was born.
+pub const BORN_WINDOW_NS: i64 = 10 * 60 * 1_000_000_000;
 
 /// `Op::MakeNode`: create, mknod, mkdir and symlink.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -458,6 +487,11 @@ pub enum Reply {
     Id(u32),
     /// What a quota check found.
     Usage(Vec<quota::UsageCheck>),
+    /// Inode numbers reserved: `first..first + count`.
+    Inodes {
+        first: Ino,
+        count: u32,
+    },
 }
 
 /// Why a namespace operation did not succeed.
@@ -566,6 +600,73 @@ pub fn setattr_changes_nothing(
     })
 }
 
+/// The attributes `m` would give its new node if committed now, or the
+/// error it would meet; nothing is written (`store` is read through a
+/// transaction that is dropped). The inode number is not meaningful.
+pub fn plan_make_node(
+    store: &dyn crate::store::Store,
+    time: Timestamp,
+    caller: &Caller,
+    m: &MakeNode,
+) -> Result<Attr, NsError> {
+    let mut scratch = Txn::new(store);
+    match ops::make_node(&mut scratch, time, caller, m)? {
+        Reply::Attr(a) => Ok(a),
+        _ => Err(Errno::EIO.into()),
+    }
+}
+
+/// A file's new contents, then the attributes set on it while open.
+fn commit_file(txn: &mut Txn, time: Timestamp, c: &Caller, f: &FileCommit, sealed: bool) -> Result<Reply, NsError> {
+    write_file(txn, time, c, f, sealed, false)
+}
+
+/// The first contents of a file the same command created: its creator
+/// writes them whatever the mode it gave the file.
+fn create_and_commit(
+    txn: &mut Txn,
+    time: Timestamp,
+    c: &Caller,
+    f: &FileCommit,
+    sealed: bool,
+) -> Result<Reply, NsError> {
+    write_file(txn, time, c, f, sealed, true)
+}
+
+fn write_file(
+    txn: &mut Txn,
+    time: Timestamp,
+    c: &Caller,
+    f: &FileCommit,
+    sealed: bool,
+    created: bool,
+) -> Result<Reply, NsError> {
+    let inline = f.inline.as_ref().map(|d| match sealed {
+        false => Inline::Clear(d.clone()),
+        true => Inline::Sealed(SealedInline {
+            len: (d.len() as u64).saturating_sub(CHUNK_OVERHEAD),
+            sealed: d.clone(),
+        }),
+    });
+    let written = blocks::commit_write(
+        txn,
+        time,
+        c,
+        blocks::Written {
+            ino: f.ino,
+            writes: &f.slots,
+            size: f.size,
+            inline,
+            sealed,
+            created,
+        },
+    )?;
+    match &f.attrs {
+        Some(changes) => ops::setattr(txn, time, c, f.ino, changes),
+        None => Ok(written),
+    }
+}
+
 /// Applies one command: the dispatcher, above every module it calls.
 fn apply_command(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Reply, NsError> {
     use ops::*;
@@ -593,33 +694,31 @@ fn apply_command(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Reply,
                 size: *size,
                 inline: None,
                 sealed: false,
+                created: false,
             },
         ),
-        Op::CommitFile(f) | Op::CommitSealed(f) => {
-            let sealed = matches!(cmd.op, Op::CommitSealed(_));
-            let inline = f.inline.as_ref().map(|d| match sealed {
-                false => Inline::Clear(d.clone()),
-                true => Inline::Sealed(SealedInline {
-                    len: (d.len() as u64).saturating_sub(CHUNK_OVERHEAD),
-                    sealed: d.clone(),
-                }),
-            });
-            let written = blocks::commit_write(
-                txn,
-                time,
-                c,
-                blocks::Written {
-                    ino: f.ino,
-                    writes: &f.slots,
-                    size: f.size,
-                    inline,
-                    sealed,
-                },
-            )?;
-            match &f.attrs {
-                Some(changes) => setattr(txn, time, c, f.ino, changes),
-                None => Ok(written),
+        Op::CommitFile(f) => commit_file(txn, time, c, f, false),
+        Op::CommitSealed(f) => commit_file(txn, time, c, f, true),
+        Op::ReserveInodes { session, count } => sessions::reserve_inodes(txn, *session, *count),
+        Op::CreateFile(f) => {
+            if f.node.kind != FileKind::Regular {
+                return Err(Errno::EINVAL.into());
             }
+            sessions::take_reserved(txn, f.session, f.commit.ino)?;
+            // Born when the mount said it was, unless that is not just
+            // before this commit.
+            let recent = f.born <= time && time.0.saturating_sub(f.born.0) <= BORN_WINDOW_NS;
+            let born = if recent { f.born } else { time };
+            let created = make_node_numbered(txn, time, c, &f.node, Some((f.commit.ino, born)))?;
+            let commit = &f.commit;
+            if commit.slots.is_empty() && commit.inline.is_none() && commit.size == 0 {
+                // Nothing written: the file keeps the times it was born with.
+                return match &commit.attrs {
+                    Some(changes) => ops::setattr(txn, time, c, commit.ino, changes),
+                    None => Ok(created),
+                };
+            }
+            create_and_commit(txn, time, c, commit, f.sealed)
         }
         Op::SetKeyring { expect, ring } => set_keyring(txn, c, *expect, ring),
         Op::SetReplication { ino, replication } => blocks::set_replication(txn, c, *ino, *replication),
@@ -631,7 +730,12 @@ fn apply_command(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Reply,
         Op::GarbageDone { server, blocks } => blocks::garbage_done(txn, *server, blocks),
         Op::Lock { ino, request } => sessions::lock(txn, time, *ino, request),
         Op::RenewSession { session } => sessions::renew(txn, time, *session),
-        Op::EndSession { session } => sessions::end_session(txn, *session),
+        Op::EndSession { session } => {
+            // A mount that goes away gives back what it did not use; one
+            // that lapses keeps its numbers, and may come back to use them.
+            sessions::release_reserved(txn, *session)?;
+            sessions::end_session(txn, *session)
+        }
         Op::Forget { ino, session } => sessions::forget(txn, *ino, *session),
         Op::ExpireSessions => {
             accounts::expire_sign_ins(txn, time)?;

@@ -156,6 +156,19 @@ fn drop_link(txn: &mut Txn, time: Timestamp, from: Ino, ino: Ino, keep_for: Opti
 }
 
 pub(super) fn make_node(txn: &mut Txn, time: Timestamp, caller: &Caller, m: &MakeNode) -> Result<Reply, NsError> {
+    make_node_numbered(txn, time, caller, m, None)
+}
+
+/// [`make_node`] under inode number `given` (reserved by the caller's
+/// session, [`super::sessions::take_reserved`]) and born at the time given
+/// with it, or a new one born now. The folder changes at `time` either way.
+pub(super) fn make_node_numbered(
+    txn: &mut Txn,
+    time: Timestamp,
+    caller: &Caller,
+    m: &MakeNode,
+    given: Option<(Ino, Timestamp)>,
+) -> Result<Reply, NsError> {
     let MakeNode {
         parent,
         ref name,
@@ -186,7 +199,10 @@ pub(super) fn make_node(txn: &mut Txn, time: Timestamp, caller: &Caller, m: &Mak
         return Err(Errno::EEXIST.into());
     }
     perm::access(txn, &dir, caller, W)?;
-    let ino = allocate_ino(txn)?;
+    let (ino, born) = match given {
+        Some((ino, born)) => (count_inode(txn, ino)?, born),
+        None => (allocate_ino(txn)?, time),
+    };
 
     let setgid_dir = dir.perm & S_ISGID != 0;
     let gid = if setgid_dir { dir.gid } else { caller.primary_gid() };
@@ -215,7 +231,7 @@ pub(super) fn make_node(txn: &mut Txn, time: Timestamp, caller: &Caller, m: &Mak
             None
         }
     };
-    let mut inode = new_inode(ino, kind, perm, caller.uid, gid, time, parent);
+    let mut inode = new_inode(ino, kind, perm, caller.uid, gid, born, parent);
     if let Some((access, default)) = inherited {
         if let Some(a) = access {
             inode.xattrs.insert(acl::ACCESS_XATTR.to_vec(), a.to_bytes());
@@ -429,6 +445,17 @@ pub(super) fn make_dir_for(
     txn.put_inode(&inode);
     add_entry(txn, time, parent, name, ino, FileKind::Directory)?;
     Ok(inode)
+}
+
+/// Counts reserved `ino` as used; it must not exist yet.
+fn count_inode(txn: &mut Txn, ino: Ino) -> Result<Ino, NsError> {
+    if txn.inode(ino)?.is_some() {
+        return Err(Errno::EEXIST.into());
+    }
+    let mut sb = txn.superblock()?;
+    sb.inodes += 1;
+    txn.put_superblock(&sb);
+    Ok(ino)
 }
 
 fn allocate_ino(txn: &mut Txn) -> Result<Ino, NsError> {

@@ -38,6 +38,10 @@ const LOCKS: u8 = b'l';
 const SESSION: u8 = b'k';
 const SESSION_INODE: u8 = b'K';
 const ORPHAN: u8 = b'o';
+const RESERVED: u8 = b'R';
+
+/// Most inode numbers one [`reserve_inodes`] hands out.
+pub const RESERVE_MAX: u32 = 1024;
 
 /// Who holds a lock: a mount and the kernel's lock owner in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +107,15 @@ fn orphan_key(session: u64, ino: Ino) -> Vec<u8> {
     [orphan_prefix(session), ino.0.to_be_bytes().to_vec()].concat()
 }
 
-/// The inode number at the end of a `K`/`o` key.
+fn reserved_prefix(session: u64) -> Vec<u8> {
+    [&[RESERVED][..], &session.to_be_bytes()].concat()
+}
+
+fn reserved_key(session: u64, ino: Ino) -> Vec<u8> {
+    [reserved_prefix(session), ino.0.to_be_bytes().to_vec()].concat()
+}
+
+/// The inode number at the end of a `K`/`o`/`R` key.
 fn ino_of(key: &[u8]) -> Option<Ino> {
     let b: [u8; 8] = key.get(9..17)?.try_into().ok()?;
     Some(Ino(u64::from_be_bytes(b)))
@@ -316,4 +328,41 @@ mod tests {
         ]);
         assert_eq!(merged, vec![l(1, true, 0, 19), l(1, false, 20, 29), l(2, true, 30, 39)]);
     }
+}
+
+/// Hands `session` the next `count` inode numbers (clamped to
+/// 1..=[`RESERVE_MAX`]). Each is recorded until the session uses it
+/// ([`take_reserved`]) or ends; numbers are never handed out twice.
+pub(super) fn reserve_inodes(txn: &mut Txn, session: u64, count: u32) -> Result<Reply, NsError> {
+    let count = count.clamp(1, RESERVE_MAX);
+    let mut sb = txn.superblock()?;
+    let first = sb.next_ino;
+    sb.next_ino += u64::from(count);
+    txn.put_superblock(&sb);
+    for ino in first..first + u64::from(count) {
+        txn.put_raw(reserved_key(session, Ino(ino)), Some(Vec::new()));
+    }
+    Ok(Reply::Inodes {
+        first: Ino(first),
+        count,
+    })
+}
+
+/// Uses reserved number `ino` of `session`: ESTALE when the session holds
+/// no such reservation (never made, already used, or given back).
+pub(super) fn take_reserved(txn: &mut Txn, session: u64, ino: Ino) -> Result<(), NsError> {
+    let key = reserved_key(session, ino);
+    if txn.raw(&key)?.is_none() {
+        return Err(Errno::ESTALE.into());
+    }
+    txn.put_raw(key, None);
+    Ok(())
+}
+
+/// Gives back every number `session` reserved and did not use.
+pub(super) fn release_reserved(txn: &mut Txn, session: u64) -> Result<(), NsError> {
+    for (k, _) in txn.scan_prefix(&reserved_prefix(session))? {
+        txn.put_raw(k, None);
+    }
+    Ok(())
 }

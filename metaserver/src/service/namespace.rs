@@ -7,7 +7,7 @@ use crate::keys::Keys;
 use crate::namespace::tables::Inline;
 use crate::namespace::{self as ns, AttrChanges, Caller, Command, NsError, Op, Reply, Txn};
 use crate::store::Store;
-use nimbus_common::{BlockId, Errno, Ino, ServerId};
+use nimbus_common::{BlockId, Errno, Ino, ServerId, Timestamp};
 use nimbus_proto as pb;
 use nimbus_proto::ns_reply::Result as R;
 use nimbus_proto::ns_request::Op as P;
@@ -108,6 +108,16 @@ impl NamespaceService {
     /// A file commit as the log will hold it: inline contents sealed, and
     /// only blocks the client sealed.
     fn seal_commit(&self, op: Op, blocks_sealed: bool) -> Result<Op, Status> {
+        if let Op::CreateFile(mut c) = op {
+            let (f, sealed) = match self.seal_commit(Op::CommitFile(Box::new(c.commit)), blocks_sealed)? {
+                Op::CommitSealed(f) => (f, true),
+                Op::CommitFile(f) => (f, false),
+                _ => return Err(Status::internal("a file commit sealed into another command")),
+            };
+            c.commit = *f;
+            c.sealed = sealed;
+            return Ok(Op::CreateFile(c));
+        }
         let Op::CommitFile(mut f) = op else {
             return Ok(op);
         };
@@ -239,6 +249,11 @@ impl NamespaceService {
             }
             P::Getxattr(r) => ns::getxattr(&txn, caller, Ino(r.ino), &r.name).map(R::Data),
             P::Listxattr(r) => ns::listxattr(&txn, caller, Ino(r.ino)).map(|names| R::Names(pb::XattrNames { names })),
+            P::PlanMakeNode(r) => {
+                let node = make_node_from_pb(&r)?;
+                ns::plan_make_node(self.store.as_ref(), Timestamp::now(), caller, &node)
+                    .map(|a| R::Attr(attr_to_pb(&a)))
+            }
             P::GetLayout(r) => {
                 let opened = match u16::try_from(r.access & 7).unwrap_or(0) {
                     0 => ns::readable_layout(&txn, caller, Ino(r.ino)).map(|l| (None, l)),
@@ -278,6 +293,7 @@ impl NamespaceService {
             Op::MakeNode(ns::MakeNode { name, .. }) | Op::Unlink { name, .. } | Op::Rmdir { name, .. } => {
                 ns::validate_name(name)
             }
+            Op::CreateFile(c) => ns::validate_name(&c.node.name),
             Op::Rename(ns::Rename { name, new_name, .. }) => ns::validate_name(name).and(ns::validate_name(new_name)),
             Op::Link { new_name, .. } => ns::validate_name(new_name),
             _ => Ok(()),
@@ -293,6 +309,7 @@ impl NamespaceService {
         Ok(match self.committer.submit(Command { caller, op, request }).await? {
             Ok(Reply::Attr(a)) => R::Attr(attr_to_pb(&a)),
             Ok(Reply::Done | Reply::Id(_) | Reply::Usage(_)) => R::Done(pb::Done {}),
+            Ok(Reply::Inodes { first, count }) => R::Inodes(pb::InodeRange { first: first.0, count }),
             Ok(Reply::Conflict(held)) => R::Conflict(match held {
                 Some(l) => pb::LockConflict {
                     held: true,
@@ -320,6 +337,53 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal("meta server storage failure")
 }
 
+/// A wire MakeNode as the namespace takes it.
+fn make_node_from_pb(r: &pb::MakeNode) -> Result<ns::MakeNode, Status> {
+    Ok(ns::MakeNode {
+        parent: Ino(r.parent),
+        name: r.name.clone(),
+        kind: kind_from_pb(r.kind)?,
+        perm: perm_from_pb(r.perm)?,
+        rdev: r.rdev,
+        target: r.symlink_target.clone(),
+        umask: r.umask.map(|m| (m & 0o777) as u16),
+    })
+}
+
+/// A wire CommitWrite's contents and attributes.
+fn file_commit_from_pb(r: &pb::CommitWrite) -> Result<ns::FileCommit, Status> {
+    Ok(ns::FileCommit {
+        ino: Ino(r.ino),
+        slots: r
+            .slots
+            .iter()
+            .map(|w| {
+                Ok(ns::blocks::SlotWrite {
+                    slot: w.slot,
+                    block: BlockId::from_bytes(&w.block_id)
+                        .ok_or_else(|| Status::invalid_argument("a block id is 16 bytes"))?,
+                    len: w.length,
+                    crc: w.crc32c,
+                    servers: w.server_ids.iter().map(|s| ServerId(*s)).collect(),
+                })
+            })
+            .collect::<Result<_, Status>>()?,
+        size: r.size,
+        inline: r.inline_data.clone(),
+        attrs: r
+            .attrs
+            .as_ref()
+            .map(|a| {
+                changes_from_pb(a).map(|c| AttrChanges {
+                    size: None,
+                    through_writer: false,
+                    ..c
+                })
+            })
+            .transpose()?,
+    })
+}
+
 /// Converts a wire write into a namespace command; None for reads.
 fn write_op(op: &P) -> Result<Option<Op>, Status> {
     Ok(Some(match op {
@@ -327,15 +391,14 @@ fn write_op(op: &P) -> Result<Option<Op>, Status> {
             ino: Ino(r.ino),
             changes: changes_from_pb(r)?,
         },
-        P::MakeNode(r) => Op::MakeNode(ns::MakeNode {
-            parent: Ino(r.parent),
-            name: r.name.clone(),
-            kind: kind_from_pb(r.kind)?,
-            perm: perm_from_pb(r.perm)?,
-            rdev: r.rdev,
-            target: r.symlink_target.clone(),
-            umask: r.umask.map(|m| (m & 0o777) as u16),
-        }),
+        P::MakeNode(r) => {
+            if r.ino != 0 {
+                return Err(Status::invalid_argument(
+                    "a reserved inode number is used only by CommitWrite.create",
+                ));
+            }
+            Op::MakeNode(make_node_from_pb(r)?)
+        }
         P::Unlink(r) => Op::Unlink {
             parent: Ino(r.parent),
             name: r.name.clone(),
@@ -368,36 +431,30 @@ fn write_op(op: &P) -> Result<Option<Op>, Status> {
             ino: Ino(r.ino),
             name: r.name.clone(),
         },
-        P::CommitWrite(r) => Op::CommitFile(Box::new(ns::FileCommit {
-            ino: Ino(r.ino),
-            slots: r
-                .slots
-                .iter()
-                .map(|w| {
-                    Ok(ns::blocks::SlotWrite {
-                        slot: w.slot,
-                        block: BlockId::from_bytes(&w.block_id)
-                            .ok_or_else(|| Status::invalid_argument("a block id is 16 bytes"))?,
-                        len: w.length,
-                        crc: w.crc32c,
-                        servers: w.server_ids.iter().map(|s| ServerId(*s)).collect(),
-                    })
-                })
-                .collect::<Result<_, Status>>()?,
-            size: r.size,
-            inline: r.inline_data.clone(),
-            attrs: r
-                .attrs
-                .as_ref()
-                .map(|a| {
-                    changes_from_pb(a).map(|c| AttrChanges {
-                        size: None,
-                        through_writer: false,
-                        ..c
-                    })
-                })
-                .transpose()?,
-        })),
+        P::CommitWrite(r) => {
+            let commit = file_commit_from_pb(r)?;
+            match &r.create {
+                None => Op::CommitFile(Box::new(commit)),
+                Some(m) => {
+                    if m.ino == 0 || m.ino != r.ino {
+                        return Err(Status::invalid_argument(
+                            "CommitWrite.create names the reserved inode number the commit is for",
+                        ));
+                    }
+                    Op::CreateFile(Box::new(ns::CreateFile {
+                        node: make_node_from_pb(m)?,
+                        session: m.session,
+                        commit,
+                        sealed: false,
+                        born: Timestamp(m.born_ns),
+                    }))
+                }
+            }
+        }
+        P::ReserveInodes(r) => Op::ReserveInodes {
+            session: r.session,
+            count: r.count,
+        },
         P::SetReplication(r) => Op::SetReplication {
             ino: Ino(r.ino),
             replication: u8::try_from(r.replication).unwrap_or(u8::MAX),

@@ -7,6 +7,7 @@ mod accounts;
 mod attributes;
 mod batches;
 mod blocks;
+mod create_at_commit;
 mod entries;
 mod names;
 mod readdir;
