@@ -304,32 +304,6 @@ pub(super) fn expire(txn: &mut Txn, time: Timestamp) -> Result<Reply, NsError> {
     Ok(Reply::Done)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn l(owner: u64, write: bool, start: u64, end: u64) -> HeldLock {
-        HeldLock {
-            owner: LockOwner { session: 1, owner },
-            write,
-            start,
-            end,
-            pid: 0,
-        }
-    }
-
-    #[test]
-    fn touching_ranges_of_one_owner_and_kind_merge() {
-        let merged = merge_adjacent(vec![
-            l(1, true, 0, 9),
-            l(1, true, 10, 19),
-            l(1, false, 20, 29),
-            l(2, true, 30, 39),
-        ]);
-        assert_eq!(merged, vec![l(1, true, 0, 19), l(1, false, 20, 29), l(2, true, 30, 39)]);
-    }
-}
-
 /// Hands `session` the next `count` inode numbers (clamped to
 /// 1..=[`RESERVE_MAX`]). Each is recorded until the session uses it
 /// ([`take_reserved`]) or ends; numbers are never handed out twice.
@@ -365,4 +339,30 @@ pub(super) fn release_reserved(txn: &mut Txn, session: u64) -> Result<(), NsErro
         txn.put_raw(k, None);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(owner: u64, write: bool, start: u64, end: u64) -> HeldLock {
+        HeldLock {
+            owner: LockOwner { session: 1, owner },
+            write,
+            start,
+            end,
+            pid: 0,
+        }
+    }
+
+    #[test]
+    fn touching_ranges_of_one_owner_and_kind_merge() {
+        let merged = merge_adjacent(vec![
+            l(1, true, 0, 9),
+            l(1, true, 10, 19),
+            l(1, false, 20, 29),
+            l(2, true, 30, 39),
+        ]);
+        assert_eq!(merged, vec![l(1, true, 0, 19), l(1, false, 20, 29), l(2, true, 30, 39)]);
+    }
 }
