@@ -74,7 +74,7 @@ pub struct MountArgs {
     /// needs it there): one command for its create, data and attributes
     /// instead of two; another mount sees it from that commit on, and a
     /// name another mount took meanwhile fails the close with EEXIST.
-    #[arg(long, env = "NIMBUS_CREATE_AT_OPEN")]
+    #[arg(long, env = "NIMBUS_CREATE_AT_OPEN", value_parser = clap::builder::BoolishValueParser::new())]
     pub create_at_open: bool,
 }
 
