@@ -16,6 +16,8 @@ struct Seen {
     size: u64,
     inline: Option<Vec<u8>>,
     attrs: Option<pb::SetAttr>,
+    /// The commit created the file.
+    created: bool,
 }
 
 #[derive(Default)]
@@ -31,6 +33,9 @@ struct Cluster {
     syncs: Vec<usize>,
     refuse_attrs: bool,
     next: u8,
+    /// The file was created here and not committed yet: blocks for it are
+    /// refused, as the meta leader refuses to allocate them.
+    unborn: bool,
 }
 
 /// An in-memory stand-in for the meta and data servers.
@@ -83,6 +88,9 @@ impl Backend for Fake {
     async fn write_block(&self, _: Ino, data: &[u8], _durable: bool) -> Result<WrittenBlock, ClientError> {
         // Let an early upload be overtaken, as a real one can be.
         tokio::task::yield_now().await;
+        if self.with(|c| c.unborn) {
+            return Err(ClientError::Errno(Errno::ENOENT));
+        }
         Ok(self.with(|c| {
             c.next += 1;
             c.writes += 1;
@@ -134,12 +142,17 @@ impl Backend for Fake {
             if c.refuse_attrs && commit.attrs.is_some() {
                 return Err(ClientError::Errno(Errno::EPERM));
             }
+            if c.unborn != commit.create.is_some() {
+                return Err(ClientError::Errno(if c.unborn { Errno::ENOENT } else { Errno::EEXIST }));
+            }
+            c.unborn = false;
             c.commits.push(Seen {
                 by,
                 slots: commit.slots.iter().map(|(s, _)| *s).collect(),
                 size: commit.size,
                 inline: commit.inline.clone(),
                 attrs: commit.attrs,
+                created: commit.create.is_some(),
             });
             for (slot, b) in commit.slots {
                 c.slots.insert(*slot, b.id);
@@ -515,4 +528,72 @@ async fn writes_commit_as_the_recorded_writer() {
     file.flush(&fake).await.unwrap();
     let committers = fake.with(|c| c.commits.iter().map(|s| s.by.clone()).collect::<Vec<_>>());
     assert_eq!(committers, vec![opener, other]);
+}
+
+/// A file created by uid 1000 that the cluster gets at its first commit.
+async fn created_at_commit() -> (Arc<Fake>, OpenFile) {
+    let (fake, file) = created();
+    fake.with(|c| c.unborn = true);
+    let node = pb::MakeNode {
+        parent: 1,
+        name: b"new".to_vec(),
+        kind: pb::FileKind::Regular as i32,
+        perm: 0o600,
+        ino: 7,
+        session: 99,
+        ..Default::default()
+    };
+    file.create_with_first_commit(node).await;
+    (fake, file)
+}
+
+#[tokio::test]
+async fn a_new_small_file_is_created_with_its_data_and_attributes_in_one_commit() {
+    let (fake, file) = created_at_commit().await;
+    assert!(file.is_unborn());
+    let data = bytes(3000, 2);
+    file.write(&fake, Some(caller(1000)), 0, &data).await.unwrap();
+    let chmod = pb::SetAttr {
+        ino: 7,
+        perm: Some(0o644),
+        ..Default::default()
+    };
+    file.set_attr(&fake, &chmod, owner(), unreachable_set()).await.unwrap();
+    file.flush(&fake).await.unwrap();
+    let commits = fake.with(|c| c.commits.clone());
+    assert_eq!(commits.len(), 1, "{commits:?}");
+    let c = &commits[0];
+    assert!(c.created);
+    assert_eq!((c.size, c.inline.as_deref()), (3000, Some(&data[..])));
+    assert_eq!(c.attrs.and_then(|a| a.perm), Some(0o644));
+    assert!(!file.is_unborn());
+    // Later commits are plain ones.
+    file.write(&fake, Some(caller(1000)), 3000, b"more").await.unwrap();
+    file.flush(&fake).await.unwrap();
+    assert!(!fake.with(|c| c.commits[1].created));
+}
+
+#[tokio::test]
+async fn a_new_big_file_is_created_before_its_first_block_goes_out() {
+    let (fake, file) = created_at_commit().await;
+    let data = bytes(SLOT as usize + 1000, 3);
+    file.write(&fake, Some(caller(1000)), 0, &data).await.unwrap();
+    file.flush(&fake).await.unwrap();
+    let commits = fake.with(|c| c.commits.clone());
+    assert_eq!(commits.len(), 2, "{commits:?}");
+    assert!(commits[0].created && commits[0].size == 0 && commits[0].inline.is_none());
+    assert!(!commits[1].created);
+    assert_eq!(fake.contents(), data);
+}
+
+#[tokio::test]
+async fn a_new_file_never_written_is_still_created_at_close() {
+    let (fake, file) = created_at_commit().await;
+    file.flush(&fake).await.unwrap();
+    let commits = fake.with(|c| c.commits.clone());
+    assert_eq!(commits.len(), 1);
+    assert!(commits[0].created && commits[0].size == 0);
+    // A close with nothing new commits nothing.
+    file.flush(&fake).await.unwrap();
+    assert_eq!(fake.with(|c| c.commits.len()), 1);
 }
