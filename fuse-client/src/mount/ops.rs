@@ -190,12 +190,6 @@ impl Inner {
             .collect()
     }
 
-    /// Whether `dir` holds files the cluster does not have yet.
-    fn has_unborn(&self, dir: u64) -> bool {
-        let unborn = locked(&self.unborn);
-        !unborn.is_empty() && unborn.values().any(|p| *p == dir)
-    }
-
     async fn call(&self, caller: pb::Caller, op: Op) -> FsResult<R> {
         Ok(self.client.call_as(caller, op).await?)
     }
@@ -278,7 +272,7 @@ impl Inner {
         let lookup = Op::Lookup(pb::Lookup { parent, name });
         let mut a = self.attr_call(caller.clone(), lookup.clone(), "Lookup").await?;
         // A folder's times must count the files created in it here.
-        if self.has_unborn(a.ino) {
+        if !self.unborn_in(&[a.ino]).is_empty() {
             self.settle_in(&[a.ino]).await;
             a = self.attr_call(caller, lookup, "Lookup").await?;
         }

@@ -616,24 +616,10 @@ pub fn plan_make_node(
     }
 }
 
-/// A file's new contents, then the attributes set on it while open.
-fn commit_file(txn: &mut Txn, time: Timestamp, c: &Caller, f: &FileCommit, sealed: bool) -> Result<Reply, NsError> {
-    write_file(txn, time, c, f, sealed, false)
-}
-
-/// The first contents of a file the same command created: its creator
-/// writes them whatever the mode it gave the file.
-fn create_and_commit(
-    txn: &mut Txn,
-    time: Timestamp,
-    c: &Caller,
-    f: &FileCommit,
-    sealed: bool,
-) -> Result<Reply, NsError> {
-    write_file(txn, time, c, f, sealed, true)
-}
-
-fn write_file(
+/// A file's new contents, then the attributes set on it while open. With
+/// `created` (the same command created the file) its creator writes them
+/// whatever mode it gave the file.
+fn commit_file(
     txn: &mut Txn,
     time: Timestamp,
     c: &Caller,
@@ -697,8 +683,8 @@ fn apply_command(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Reply,
                 created: false,
             },
         ),
-        Op::CommitFile(f) => commit_file(txn, time, c, f, false),
-        Op::CommitSealed(f) => commit_file(txn, time, c, f, true),
+        Op::CommitFile(f) => commit_file(txn, time, c, f, false, false),
+        Op::CommitSealed(f) => commit_file(txn, time, c, f, true, false),
         Op::ReserveInodes { session, count } => sessions::reserve_inodes(txn, *session, *count),
         Op::CreateFile(f) => {
             if f.node.kind != FileKind::Regular {
@@ -718,7 +704,7 @@ fn apply_command(txn: &mut Txn, time: Timestamp, cmd: &Command) -> Result<Reply,
                     None => Ok(created),
                 };
             }
-            create_and_commit(txn, time, c, commit, f.sealed)
+            commit_file(txn, time, c, commit, f.sealed, true)
         }
         Op::SetKeyring { expect, ring } => set_keyring(txn, c, *expect, ring),
         Op::SetReplication { ino, replication } => blocks::set_replication(txn, c, *ino, *replication),
