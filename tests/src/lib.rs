@@ -293,7 +293,11 @@ impl MetaCluster {
             .arg("--tls-dir")
             .arg(&certs)
             .args(["--scrub-pause-secs", "1", "--scrub-mib-per-sec", "256"])
-            .args(["--orphan-grace-secs", "5", "--orphan-scan-secs", "2"])
+            // The grace must exceed the longest a test keeps written blocks
+            // uncommitted, on a loaded 2-core CI machine too: at 5 s, the
+            // first blocks of a 10-block file were collected before its
+            // commit.
+            .args(["--orphan-grace-secs", "30", "--orphan-scan-secs", "2"])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
