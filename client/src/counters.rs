@@ -9,6 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Counters {
     /// Namespace changes (each one Raft command).
     pub ns_writes: AtomicU64,
+    /// Namespace changes answered (or failed): counted when the call
+    /// returns, so a read that began after this count was taken sees every
+    /// change it counts.
+    pub ns_writes_done: AtomicU64,
     /// Namespace reads (lookup, getattr, readdir, layout ...).
     pub ns_reads: AtomicU64,
     /// Account calls (sign-in, whoami, names).
@@ -44,6 +48,13 @@ impl Counters {
         }
     }
 
+    /// Counts the return of namespace call `op`.
+    pub fn namespace_done(&self, op_was_read: bool) {
+        if !op_was_read {
+            Counters::add(&self.ns_writes_done, 1);
+        }
+    }
+
     /// Every total, named as in the mount's metrics.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -63,7 +74,7 @@ impl Counters {
 }
 
 /// Whether `op` only reads the namespace.
-fn is_read(op: &Op) -> bool {
+pub fn is_read(op: &Op) -> bool {
     matches!(
         op,
         Op::Lookup(_)

@@ -331,6 +331,7 @@ impl MetaClient {
     pub async fn call_as(&self, caller: pb::Caller, op: Op) -> Result<R, ClientError> {
         self.ensure_signed_in().await?;
         self.counters.namespace(&op);
+        let read = counters::is_read(&op);
         // One id for every retry of this call: the cluster applies it once.
         let req = pb::NsRequest {
             caller: Some(caller),
@@ -349,7 +350,9 @@ impl MetaClient {
                         .await
                 }
             })
-            .await?;
+            .await;
+        self.counters.namespace_done(read);
+        let reply = reply?;
         match reply.result {
             Some(R::Failure(f)) => Err(ClientError::Errno(Errno(f.errno))),
             Some(r) => Ok(r),

@@ -3,6 +3,8 @@
 
 use crate::{bin_dir, MetaCluster, Options};
 use anyhow::{bail, ensure, Context};
+use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -272,4 +274,31 @@ impl std::ops::DerefMut for Mounted {
     fn deref_mut(&mut self) -> &mut Mount {
         &mut self.mount
     }
+}
+
+/// A mount's counters from its `--metrics` address, by label
+/// (`nimbus_mount_..._total{label="name"} value`).
+pub fn metrics(addr: &str) -> anyhow::Result<HashMap<String, u64>> {
+    let mut conn = std::net::TcpStream::connect(addr).with_context(|| format!("metrics at {addr}"))?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text)?;
+    let mut out = HashMap::new();
+    for line in text.lines().filter(|l| l.starts_with("nimbus_mount_")) {
+        let (Some(open), Some(close)) = (line.find("=\""), line.find("\"}")) else {
+            continue;
+        };
+        let value = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        out.insert(line[open + 2..close].to_owned(), value as u64);
+    }
+    Ok(out)
+}
+
+/// How much counter `key` grew from `before` to `after`.
+pub fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, key: &str) -> u64 {
+    after.get(key).copied().unwrap_or(0) - before.get(key).copied().unwrap_or(0)
 }

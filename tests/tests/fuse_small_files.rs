@@ -10,36 +10,9 @@
 //! this mount lists its folder), and a name another mount took meanwhile
 //! fails the close with EEXIST.
 
-use anyhow::{ensure, Context};
+use anyhow::ensure;
 use nimbus_tests::free_port;
-use nimbus_tests::mount::{Mount, Mounted};
-use std::collections::HashMap;
-use std::io::{Read, Write};
-
-/// The mount's counters (`nimbus_mount_..._total{label="name"} value`).
-fn metrics(addr: &str) -> anyhow::Result<HashMap<String, u64>> {
-    let mut conn = std::net::TcpStream::connect(addr).with_context(|| format!("metrics at {addr}"))?;
-    conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-    let mut text = String::new();
-    conn.read_to_string(&mut text)?;
-    let mut out = HashMap::new();
-    for line in text.lines().filter(|l| l.starts_with("nimbus_mount_")) {
-        let (Some(open), Some(close)) = (line.find("=\""), line.find("\"}")) else {
-            continue;
-        };
-        let value = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        out.insert(line[open + 2..close].to_owned(), value as u64);
-    }
-    Ok(out)
-}
-
-fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, key: &str) -> u64 {
-    after.get(key).copied().unwrap_or(0) - before.get(key).copied().unwrap_or(0)
-}
+use nimbus_tests::mount::{delta, metrics, Mount, Mounted};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_file_costs_one_commit_at_close_and_keeps_posix_rules() -> anyhow::Result<()> {

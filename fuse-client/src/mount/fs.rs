@@ -260,7 +260,7 @@ impl Filesystem for NimbusFs {
         let ttl = self.inner.ttl;
         self.rt.spawn(async move {
             match inner.lookup(caller, parent.0, name).await {
-                Ok(a) => reply.entry(&ttl, &a, Generation(0)),
+                Ok((a, keep)) => reply.entry(&keep, &a, Generation(0)),
                 // A negative entry (node 0): the kernel knows the name is
                 // missing for the TTL, as it knows a found one. Creates
                 // and renames through this mount replace it at once.

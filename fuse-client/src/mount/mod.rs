@@ -8,6 +8,7 @@ mod convert;
 mod files;
 mod fs;
 mod idmap;
+mod listing;
 mod open;
 mod ops;
 mod session;
@@ -76,6 +77,14 @@ pub struct MountArgs {
     /// name another mount took meanwhile fails the close with EEXIST.
     #[arg(long, env = "NIMBUS_CREATE_AT_OPEN", value_parser = clap::builder::BoolishValueParser::new())]
     pub create_at_open: bool,
+    /// Answer every lookup from the cluster. By default, after a few
+    /// lookups in one folder find names, the mount reads the folder's
+    /// entries and attributes in one call and answers the next lookups of
+    /// names it holds from them, for the attribute TTL (as the kernel does
+    /// for names it has seen); any change made through this mount drops
+    /// the listing.
+    #[arg(long, env = "NIMBUS_NO_FOLDER_LISTINGS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_folder_listings: bool,
 }
 
 /// Mounts the cluster `client` talks to and serves it until told to stop.
@@ -119,6 +128,7 @@ pub async fn run(client: MetaClient, args: MountArgs) -> anyhow::Result<()> {
         identity,
         files::WriteBudget::new(args.write_buffer_mib << 20),
         !args.create_at_open,
+        !args.no_folder_listings,
     ));
     tokio::spawn(inner.session.clone().keep_alive());
     if let Some(addr) = args.metrics.clone() {

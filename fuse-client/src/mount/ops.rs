@@ -5,6 +5,7 @@
 use super::convert::{self, fail, file_attr, file_type, unexpected, FsError, FsResult, R as READ, W as WRITE};
 use super::files::{OpenFile, SetOutcome, Who};
 use super::idmap::IdMap;
+use super::listing::{Listings, Plan, LISTING_MAX};
 use super::open::OpenTable;
 use super::session::Session;
 use fuser::{FileAttr, FileType};
@@ -16,7 +17,7 @@ use nimbus_proto::ns_request::Op;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Open flags the data path cares about (Linux values).
 const O_ACCMODE: i32 = 0o3;
@@ -105,6 +106,8 @@ pub struct Inner {
     unborn: Mutex<HashMap<u64, u64>>,
     /// Whether new regular files are created with their first commit.
     create_at_commit: bool,
+    /// Folders read whole to answer lookups (listing.rs).
+    listings: Mutex<Listings>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -120,6 +123,7 @@ impl Inner {
         identity: Identity,
         write_budget: Arc<super::files::WriteBudget>,
         create_at_commit: bool,
+        folder_listings: bool,
     ) -> Inner {
         Inner {
             identity,
@@ -135,6 +139,7 @@ impl Inner {
             next_fh: AtomicU64::new(1),
             unborn: Mutex::default(),
             create_at_commit,
+            listings: Mutex::new(Listings::new(ttl, folder_listings)),
         }
     }
 
@@ -267,16 +272,65 @@ impl Inner {
         }
     }
 
-    pub async fn lookup(&self, caller: pb::Caller, parent: u64, name: Vec<u8>) -> FsResult<FileAttr> {
+    /// A name's attributes, and how long the kernel may keep them.
+    pub async fn lookup(&self, caller: pb::Caller, parent: u64, name: Vec<u8>) -> FsResult<(FileAttr, Duration)> {
         self.settle_in(&[parent]).await;
+        if let Some((a, ttl)) = self.listed(&caller, parent, &name).await {
+            // A folder's times must count the files created in it here.
+            if self.unborn_in(&[a.ino]).is_empty() {
+                return Ok((self.view(&a), ttl));
+            }
+        }
         let lookup = Op::Lookup(pb::Lookup { parent, name });
         let mut a = self.attr_call(caller.clone(), lookup.clone(), "Lookup").await?;
-        // A folder's times must count the files created in it here.
         if !self.unborn_in(&[a.ino]).is_empty() {
             self.settle_in(&[a.ino]).await;
             a = self.attr_call(caller, lookup, "Lookup").await?;
         }
-        Ok(self.view(&a))
+        locked(&self.listings).found(parent, Instant::now());
+        Ok((self.view(&a), self.ttl))
+    }
+
+    /// This mount's finished namespace writes: a listing read after this
+    /// count holds every change it counts.
+    fn writes_done(&self) -> u64 {
+        self.client.counters().ns_writes_done.load(Ordering::SeqCst)
+    }
+
+    /// `name` in `parent` from the folder's listing, read now if the
+    /// lookups there call for it (listing.rs); None: ask the cluster.
+    async fn listed(&self, caller: &pb::Caller, parent: u64, name: &[u8]) -> Option<(pb::Attr, Duration)> {
+        let writes = self.writes_done();
+        let plan = locked(&self.listings).plan(parent, name, caller, writes, Instant::now());
+        match plan {
+            Plan::Listed(a, ttl) => return Some((a, ttl)),
+            Plan::Ask => return None,
+            Plan::List => {}
+        }
+        let op = Op::Readdir(pb::ReadDir {
+            ino: parent,
+            after: 0,
+            limit: LISTING_MAX,
+            plus: true,
+        });
+        let read_at = Instant::now();
+        match self.call(caller.clone(), op).await {
+            Ok(R::Dir(page)) => {
+                let mut listings = locked(&self.listings);
+                listings.keep(parent, caller.clone(), writes, page, read_at);
+                match listings.plan(parent, name, caller, self.writes_done(), Instant::now()) {
+                    Plan::Listed(a, ttl) => Some((a, ttl)),
+                    _ => None,
+                }
+            }
+            other => {
+                // Not listable for this caller (no read permission): the
+                // lookups themselves still work.
+                tracing::debug!("folder {parent} not listed for lookups: {:?}", other.map(|_| ()));
+                locked(&self.listings).quiet(parent, Instant::now());
+                None
+            }
+        }
     }
 
     pub async fn getattr(&self, caller: pb::Caller, ino: u64) -> FsResult<FileAttr> {
@@ -333,18 +387,27 @@ impl Inner {
         let open = self.open_target(&caller, parent, &name).await;
         let op = Op::Unlink(pb::Unlink {
             parent,
-            name,
+            name: name.clone(),
             keep_for_session: open.map(|_| self.session.id),
         });
-        self.done_call(caller, op, "Unlink").await?;
+        let before = self.writes_done();
+        let done = self.done_call(caller, op, "Unlink").await;
+        locked(&self.listings).removed(parent, &name, before, self.writes_done());
+        done?;
         self.kept(open).await;
         Ok(())
     }
 
     pub async fn rmdir(&self, caller: pb::Caller, parent: u64, name: Vec<u8>) -> FsResult<()> {
         self.settle_in(&[parent]).await;
-        self.done_call(caller, Op::Rmdir(pb::Rmdir { parent, name }), "Rmdir")
-            .await
+        let before = self.writes_done();
+        let op = Op::Rmdir(pb::Rmdir {
+            parent,
+            name: name.clone(),
+        });
+        let done = self.done_call(caller, op, "Rmdir").await;
+        locked(&self.listings).removed(parent, &name, before, self.writes_done());
+        done
     }
 
     pub async fn rename(&self, caller: pb::Caller, mut rename: pb::Rename) -> FsResult<()> {
