@@ -4,7 +4,7 @@
 use crate::block_store::{BlockStore, BlockStoreError};
 use nimbus_client::blocks::{send_block, CHUNK};
 use nimbus_client::MetaClient;
-use nimbus_common::token::{Access, Verifier};
+use nimbus_common::token::{Access, CheckedTokens, Verifier};
 use nimbus_common::{BlockId, ServerId};
 use nimbus_proto as pb;
 use std::pin::Pin;
@@ -21,7 +21,7 @@ const MAX_SYNC_BLOCKS: usize = 256;
 /// The block service of one data server.
 pub struct BlockService {
     store: Arc<BlockStore>,
-    verifier: Verifier,
+    tokens: CheckedTokens,
     meta: Arc<MetaClient>,
     id: ServerId,
     addr: String,
@@ -58,7 +58,7 @@ impl BlockService {
     ) -> BlockService {
         BlockService {
             store,
-            verifier,
+            tokens: CheckedTokens::new(verifier),
             meta,
             id,
             addr,
@@ -68,7 +68,7 @@ impl BlockService {
     }
 
     fn check(&self, token: &[u8], block: BlockId, access: Access) -> Result<(), Status> {
-        self.verifier
+        self.tokens
             .check(token, block, access)
             .map_err(|e| Status::permission_denied(format!("{}: {e}", self.addr)))
     }
