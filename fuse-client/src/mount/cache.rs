@@ -1,7 +1,8 @@
 //! Read-ahead for an open file's committed blocks. A reader going through a
 //! file sequentially gets whole blocks (a slot, 4 MiB), loaded once and
-//! shared by concurrent reads, with the next slot fetched in the background
-//! while it reads the current one, and the one after from its middle on; a random reader gets
+//! shared by concurrent reads, with the next two slots fetched in the
+//! background while it reads the current one, and a third from its middle
+//! on; a random reader gets
 //! exactly the bytes it asked for. Every fetch costs a block location from
 //! the meta leader and a transfer from a data server, so the kernel's
 //! 128 KiB requests must not each pay for one.
@@ -18,8 +19,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
 /// Whole blocks kept per open file (up to 4 MiB each): the one being read,
-/// the two prefetched, and one more for readers slightly out of step.
-const CACHED_BLOCKS: usize = 4;
+/// the three prefetched, and one more for readers slightly out of step.
+const CACHED_BLOCKS: usize = 5;
 /// How far a read may start from where the last one ended and still count
 /// as sequential: the kernel sends read-ahead requests concurrently, so they
 /// arrive slightly out of order.

@@ -503,13 +503,15 @@ impl OpenFile {
                 }
                 pos += n;
             }
-            // A sequential reader will want the next slot soon, and past
-            // the middle of this one the slot after: two fetches in flight
-            // keep a data server busy while the reader decrypts and copies.
+            // A sequential reader will want the next slots soon: two
+            // fetches in flight, three past the middle of a slot, keep the
+            // data servers busy while the reader decrypts and copies (one
+            // or two left the cores a quarter idle: 195-207 -> 216-234
+            // MiB/s cold, bench/results/seqread-readahead-ab-*).
             let last = end - 1;
             if sequential {
                 let cur = last / SLOT;
-                let depth = if last % SLOT >= SLOT / 2 { 2 } else { 1 };
+                let depth = if last % SLOT >= SLOT / 2 { 3 } else { 2 };
                 for next in cur + 1..=cur + depth {
                     if let (Some(c), false) = (st.slots.get(&next), st.dirty.contains_key(&next)) {
                         ahead.push(Ahead {
