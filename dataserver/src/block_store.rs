@@ -174,17 +174,6 @@ fn data_len_of_file(size: u64) -> u64 {
     body.saturating_sub(4 * body.div_ceil(CHUNK + 4))
 }
 
-/// crc32c of the whole data, from the per-chunk crcs instead of a second pass.
-fn whole_crc(crcs: &[u32], data: &[u8]) -> u32 {
-    let mut chunks = data.chunks(CHUNK as usize);
-    let mut crc = 0;
-    for (i, c) in crcs.iter().enumerate() {
-        let n = chunks.next().map_or(0, <[u8]>::len);
-        crc = if i == 0 { *c } else { crc32c::crc32c_combine(crc, *c, n) };
-    }
-    crc
-}
-
 /// Parses lowercase hex, as `BlockId`'s Display writes it; None for anything
 /// else (a name lookups would not produce).
 fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -531,7 +520,9 @@ impl BlockStore {
             return Err(BlockStoreError::TooLarge { len, max });
         }
         let crcs: Vec<u32> = data.chunks(CHUNK as usize).map(crc32c::crc32c).collect();
-        let crc = whole_crc(&crcs, data);
+        // A second pass, not the chunks' crcs combined: crc32c_combine of 64
+        // chunks cost 2.5x a pass over 4 MiB (perf, sequential writes).
+        let crc = crc32c::crc32c(data);
         if let Some(path) = self.path_of(id) {
             return self.same_as_existing(path, id, data, durable).map(|()| crc);
         }
