@@ -107,9 +107,13 @@ impl Listings {
             self.drop_listing(parent, now);
         }
         let ttl = self.ttl;
-        match self.counts.get(&parent) {
+        match self.counts.get_mut(&parent) {
             Some(c) if c.quiet_until.is_some_and(|t| now < t) => Plan::Ask,
-            Some(c) if now.saturating_duration_since(c.since) < ttl && c.found >= FOUND_BEFORE_LISTING => Plan::List,
+            Some(c) if now.saturating_duration_since(c.since) < ttl && c.found >= FOUND_BEFORE_LISTING => {
+                // One lookup reads the listing; concurrent ones ask meanwhile.
+                c.found = 0;
+                Plan::List
+            }
             _ => Plan::Ask,
         }
     }
@@ -282,6 +286,7 @@ mod tests {
         let t = Instant::now();
         let mut l = Listings::new(TTL, true);
         counted(&mut l, 7, t);
+        assert_eq!(l.plan(7, b"c", &me(), 5, t), Plan::Ask, "one lookup reads the listing");
         l.keep(7, me(), 5, page(&[("c", 30, 1), ("d", 40, 1)], false), t);
         let later = t + Duration::from_millis(400);
         assert_eq!(
