@@ -48,7 +48,7 @@ impl Counters {
         }
     }
 
-    /// Counts the return of namespace call `op`.
+    /// Counts the return of a namespace call, a read or not.
     pub fn namespace_done(&self, op_was_read: bool) {
         if !op_was_read {
             Counters::add(&self.ns_writes_done, 1);
