@@ -2,8 +2,10 @@
 //! process that stats many names of one folder costs the mount a few reads
 //! of the meta cluster, not one per name (counted through `--metrics`); this
 //! mount's own changes show at once, even to a lookup the listing could
-//! have answered; another mount's changes show within the attribute TTL;
-//! `--no-folder-listings` asks for every name.
+//! have answered; creates here take no read per file (the listing answers
+//! that the name is free and keeps the create's plan); another mount's
+//! changes show within the attribute TTL; `--no-folder-listings` asks for
+//! every name.
 
 use nimbus_tests::free_port;
 use nimbus_tests::mount::{delta, metrics, Mount, Mounted};
@@ -59,6 +61,42 @@ async fn lookups_in_one_folder_cost_a_few_reads_and_never_hide_a_change() -> any
         counted.sh("stat -c %a many/f8 && ! stat many/f10 2>/dev/null && cat many/new")?,
         "604\nx"
     );
+
+    // Creates here: the lookups of the new names are answered by the
+    // folder's listing (missing), which takes each new file in, and the
+    // create's plan is kept with it: no read per file. (This mount lets
+    // the kernel check permissions, which asks for the folder's attributes
+    // after each create in it: those getattrs are the kernel's.)
+    let before = metrics(&addr)?;
+    counted.sh("mkdir made && python3 -c \"
+for i in range(1, 201):
+    with open(f'made/n{i}', 'w') as f:
+        f.write(f'{i}\\n')
+\"")?;
+    let after = metrics(&addr)?;
+    let (reads, writes) = (delta(&before, &after, "ns_reads"), delta(&before, &after, "ns_writes"));
+    let getattrs = delta(&before, &after, "getattr");
+    println!("200 creates in a new folder: {reads} namespace reads ({getattrs} getattrs), {writes} commits");
+    assert!(reads <= getattrs + 20, "{reads} namespace reads for 200 creates");
+    assert!(writes <= 205, "{writes} commits for 200 creates");
+    // What the listing took in is what the cluster has, here and elsewhere.
+    let here = counted.sh("echo 2 > /proc/sys/vm/drop_caches && stat -c %s made/n7 made/n150 \
+         && ! stat made/n201 2>/dev/null && cat made/n200")?;
+    assert_eq!(here, "2\n4\n200");
+    let there = m.sh("ls made | wc -l && cat made/n1 made/n199")?;
+    assert_eq!(there, "200\n1\n199", "close-to-open: another mount sees every file");
+    // Changes after the creates: an append, a removed and remade folder.
+    let changed = counted.sh(
+        "echo more >> made/n7 && rm made/n8 && mkdir made/d && rmdir made/d && mkdir made/d \
+         && echo in > made/d/f && echo 2 > /proc/sys/vm/drop_caches \
+         && stat -c %s made/n7 && ! stat made/n8 2>/dev/null && cat made/d/f && ls made | wc -l",
+    )?;
+    assert_eq!(changed, "7\nin\n200");
+    // A name another mount made in a listed folder: seen after the TTL.
+    counted.sh("stat made/n1 made/n2 made/n3 made/late >/dev/null 2>&1 || true")?;
+    m.sh("echo late > made/late")?;
+    std::thread::sleep(Duration::from_millis(TTL_MS + 200));
+    assert_eq!(counted.sh("cat made/late")?, "late");
 
     // Off: one read per lookup.
     counted.stop()?;

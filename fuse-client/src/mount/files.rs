@@ -215,6 +215,11 @@ impl OpenFile {
         }
     }
 
+    /// The file's inode number.
+    pub fn ino(&self) -> u64 {
+        self.ino.0
+    }
+
     /// Makes this new file one the cluster creates with its first commit
     /// (`node` names the reserved inode number and the session).
     pub async fn create_with_first_commit(&self, node: pb::MakeNode) {

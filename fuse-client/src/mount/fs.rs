@@ -260,10 +260,11 @@ impl Filesystem for NimbusFs {
         let ttl = self.inner.ttl;
         self.rt.spawn(async move {
             match inner.lookup(caller, parent.0, name).await {
-                Ok((a, keep)) => reply.entry(&keep, &a, Generation(0)),
+                Ok((Some(a), keep)) => reply.entry(&keep, &a, Generation(0)),
                 // A negative entry (node 0): the kernel knows the name is
                 // missing for the TTL, as it knows a found one. Creates
                 // and renames through this mount replace it at once.
+                Ok((None, keep)) => reply.entry(&keep, &bare_attr(0, fuser::FileType::RegularFile), Generation(0)),
                 Err(FsError(Errno::ENOENT)) => {
                     reply.entry(&ttl, &bare_attr(0, fuser::FileType::RegularFile), Generation(0))
                 }

@@ -5,7 +5,7 @@
 use super::convert::{self, fail, file_attr, file_type, unexpected, FsError, FsResult, R as READ, W as WRITE};
 use super::files::{OpenFile, SetOutcome, Who};
 use super::idmap::IdMap;
-use super::listing::{Listings, Plan, LISTING_MAX};
+use super::listing::{Change, Listings, Plan, PlanKey, LISTING_MAX};
 use super::open::OpenTable;
 use super::session::Session;
 use fuser::{FileAttr, FileType};
@@ -102,8 +102,8 @@ pub struct Inner {
     dirs: Mutex<HashMap<u64, Option<DirCache>>>,
     next_fh: AtomicU64,
     /// Files created here that the cluster gets at their first commit, by
-    /// inode: their folder.
-    unborn: Mutex<HashMap<u64, u64>>,
+    /// inode: their folder and name.
+    unborn: Mutex<HashMap<u64, (u64, Vec<u8>)>>,
     /// Whether new regular files are created with their first commit.
     create_at_commit: bool,
     /// Folders read whole to answer lookups (listing.rs).
@@ -154,11 +154,40 @@ impl Inner {
             locked(&self.unborn).remove(&ino);
             return Ok(());
         };
+        let (before, unborn) = (self.writes_done(), file.is_unborn());
         let r = file.flush(&self.client).await;
-        if !file.is_unborn() {
-            locked(&self.unborn).remove(&ino);
-        }
+        self.committed(ino, &file, before, unborn);
         r
+    }
+
+    /// After a commit of `file` that began when this mount had finished
+    /// `before` namespace writes, `unborn` whether the cluster did not have
+    /// the file then: if that created it, it is no longer unborn and its
+    /// folder's listing takes the new name in; else the listings ask for
+    /// its attributes again.
+    fn committed(&self, ino: u64, file: &OpenFile, before: u64, unborn: bool) {
+        if file.is_unborn() {
+            return;
+        }
+        let birth = locked(&self.unborn).remove(&ino);
+        let after = self.writes_done();
+        if after == before {
+            return;
+        }
+        let mut listings = locked(&self.listings);
+        match (birth, file.known_attr()) {
+            (Some((parent, name)), Some(a)) if unborn => {
+                listings.changed(parent, Change::Added(&name, a), before, after)
+            }
+            _ => listings.touched(ino, before, after),
+        }
+    }
+
+    /// After a change to the attributes of `ino` (setattr, xattrs) that
+    /// began when this mount had finished `before` namespace writes.
+    fn touched(&self, ino: u64, before: u64) {
+        let after = self.writes_done();
+        locked(&self.listings).touched(ino, before, after);
     }
 
     /// Commits the creates of files in `dirs` the cluster does not have
@@ -190,7 +219,7 @@ impl Inner {
         }
         unborn
             .iter()
-            .filter(|(_, parent)| dirs.contains(parent))
+            .filter(|(_, (parent, _))| dirs.contains(parent))
             .map(|(ino, _)| *ino)
             .collect()
     }
@@ -272,23 +301,37 @@ impl Inner {
         }
     }
 
-    /// A name's attributes, and how long the kernel may keep them.
-    pub async fn lookup(&self, caller: pb::Caller, parent: u64, name: Vec<u8>) -> FsResult<(FileAttr, Duration)> {
+    /// A name's attributes (None: there is no such name), and how long
+    /// the kernel may keep that answer.
+    pub async fn lookup(
+        &self,
+        caller: pb::Caller,
+        parent: u64,
+        name: Vec<u8>,
+    ) -> FsResult<(Option<FileAttr>, Duration)> {
         self.settle_in(&[parent]).await;
-        if let Some((a, ttl)) = self.listed(&caller, parent, &name).await {
+        match self.listed(&caller, parent, &name).await {
             // A folder's times must count the files created in it here.
-            if self.unborn_in(&[a.ino]).is_empty() {
-                return Ok((self.view(&a), ttl));
-            }
+            Some((Some(a), ttl)) if self.unborn_in(&[a.ino]).is_empty() => return Ok((Some(self.view(&a)), ttl)),
+            Some((None, ttl)) => return Ok((None, ttl)),
+            _ => {}
         }
         let lookup = Op::Lookup(pb::Lookup { parent, name });
-        let mut a = self.attr_call(caller.clone(), lookup.clone(), "Lookup").await?;
+        let found = self.attr_call(caller.clone(), lookup.clone(), "Lookup").await;
+        let mut a = match found {
+            Ok(a) => a,
+            Err(FsError(Errno::ENOENT)) => {
+                locked(&self.listings).looked(parent, Instant::now());
+                return Ok((None, self.ttl));
+            }
+            Err(e) => return Err(e),
+        };
         if !self.unborn_in(&[a.ino]).is_empty() {
             self.settle_in(&[a.ino]).await;
             a = self.attr_call(caller, lookup, "Lookup").await?;
         }
-        locked(&self.listings).found(parent, Instant::now());
-        Ok((self.view(&a), self.ttl))
+        locked(&self.listings).looked(parent, Instant::now());
+        Ok((Some(self.view(&a)), self.ttl))
     }
 
     /// This mount's finished namespace writes: a listing read after this
@@ -297,13 +340,15 @@ impl Inner {
         self.client.counters().ns_writes_done.load(Ordering::SeqCst)
     }
 
-    /// `name` in `parent` from the folder's listing, read now if the
-    /// lookups there call for it (listing.rs); None: ask the cluster.
-    async fn listed(&self, caller: &pb::Caller, parent: u64, name: &[u8]) -> Option<(pb::Attr, Duration)> {
+    /// `name` in `parent` from the folder's listing (None inside: the
+    /// listing says it is missing), read now if the lookups there call for
+    /// it (listing.rs); None: ask the cluster.
+    async fn listed(&self, caller: &pb::Caller, parent: u64, name: &[u8]) -> Option<(Option<pb::Attr>, Duration)> {
         let writes = self.writes_done();
         let plan = locked(&self.listings).plan(parent, name, caller, writes, Instant::now());
         match plan {
-            Plan::Listed(a, ttl) => return Some((a, ttl)),
+            Plan::Listed(a, ttl) => return Some((Some(a), ttl)),
+            Plan::Missing(ttl) => return Some((None, ttl)),
             Plan::Ask => return None,
             Plan::List => {}
         }
@@ -319,7 +364,8 @@ impl Inner {
                 let mut listings = locked(&self.listings);
                 listings.keep(parent, caller.clone(), writes, page, read_at);
                 match listings.plan(parent, name, caller, self.writes_done(), Instant::now()) {
-                    Plan::Listed(a, ttl) => Some((a, ttl)),
+                    Plan::Listed(a, ttl) => Some((Some(a), ttl)),
+                    Plan::Missing(ttl) => Some((None, ttl)),
                     _ => None,
                 }
             }
@@ -361,16 +407,19 @@ impl Inner {
             change.gid = Some(self.ids.gid_in(gid).await?);
         }
         let who = self.who(&caller);
+        let before = self.writes_done();
         let set = self.attr_call(caller, Op::Setattr(change), "Setattr");
-        let a = match self.open_file(change.ino) {
-            Some(file) => match file.set_attr(&self.client, &change, who, set).await? {
-                SetOutcome::Folded(a) => {
-                    self.stats.count("setattr_folded");
-                    a
-                }
-                SetOutcome::Applied(a) => a,
-            },
-            None => set.await?,
+        let outcome = match self.open_file(change.ino) {
+            Some(file) => file.set_attr(&self.client, &change, who, set).await,
+            None => set.await.map(SetOutcome::Applied),
+        };
+        self.touched(change.ino, before);
+        let a = match outcome? {
+            SetOutcome::Folded(a) => {
+                self.stats.count("setattr_folded");
+                a
+            }
+            SetOutcome::Applied(a) => a,
         };
         Ok(self.view(&a))
     }
@@ -378,8 +427,26 @@ impl Inner {
     /// create (without opening), mknod, mkdir and symlink.
     pub async fn make_node(&self, caller: pb::Caller, node: pb::MakeNode) -> FsResult<FileAttr> {
         self.settle_in(&[node.parent]).await;
-        let a = self.attr_call(caller, Op::MakeNode(node), "MakeNode").await?;
+        let a = self.made(caller, node).await?;
         Ok(self.view(&a))
+    }
+
+    /// Makes a node in the cluster; the folder's listing takes it in, and
+    /// a new folder's listing is known: empty.
+    async fn made(&self, caller: pb::Caller, node: pb::MakeNode) -> FsResult<pb::Attr> {
+        let before = self.writes_done();
+        let (parent, name) = (node.parent, node.name.clone());
+        let made = self.attr_call(caller.clone(), Op::MakeNode(node), "MakeNode").await;
+        let after = self.writes_done();
+        let mut listings = locked(&self.listings);
+        // Refused: the listings are behind the count, and dropped.
+        if let Ok(a) = &made {
+            listings.changed(parent, Change::Added(&name, *a), before, after);
+            if a.kind == pb::FileKind::Directory as i32 {
+                listings.made_empty(a.ino, caller, before, after, Instant::now());
+            }
+        }
+        made
     }
 
     pub async fn unlink(&self, caller: pb::Caller, parent: u64, name: Vec<u8>) -> FsResult<()> {
@@ -392,7 +459,7 @@ impl Inner {
         });
         let before = self.writes_done();
         let done = self.done_call(caller, op, "Unlink").await;
-        locked(&self.listings).removed(parent, &name, before, self.writes_done());
+        self.removed(parent, &name, before, done.is_ok());
         done?;
         self.kept(open).await;
         Ok(())
@@ -406,8 +473,18 @@ impl Inner {
             name: name.clone(),
         });
         let done = self.done_call(caller, op, "Rmdir").await;
-        locked(&self.listings).removed(parent, &name, before, self.writes_done());
+        self.removed(parent, &name, before, done.is_ok());
         done
+    }
+
+    /// After an unlink or rmdir of `name` in `parent` that began when this
+    /// mount had finished `before` namespace writes.
+    fn removed(&self, parent: u64, name: &[u8], before: u64, ok: bool) {
+        // A refusal leaves the listings behind the count: dropped.
+        if ok {
+            let after = self.writes_done();
+            locked(&self.listings).changed(parent, Change::Removed(name), before, after);
+        }
     }
 
     pub async fn rename(&self, caller: pb::Caller, mut rename: pb::Rename) -> FsResult<()> {
@@ -418,7 +495,17 @@ impl Inner {
             open = self.open_target(&caller, rename.new_parent, &rename.new_name).await;
             rename.keep_for_session = open.map(|_| self.session.id);
         }
+        let plain = rename.flags == 0;
+        let (from, to) = (
+            (rename.parent, rename.name.clone()),
+            (rename.new_parent, rename.new_name.clone()),
+        );
+        let before = self.writes_done();
         self.done_call(caller, Op::Rename(rename), "Rename").await?;
+        if plain {
+            let after = self.writes_done();
+            locked(&self.listings).renamed((from.0, &from.1), (to.0, &to.1), before, after);
+        }
         self.kept(open).await;
         Ok(())
     }
@@ -455,14 +542,21 @@ impl Inner {
         if IdMap::is_acl(&set.name) {
             set.value = self.ids.acl_in(std::mem::take(&mut set.value)).await?;
         }
-        self.done_call(caller, Op::Setxattr(set), "Setxattr").await
+        let (ino, before) = (set.ino, self.writes_done());
+        let done = self.done_call(caller, Op::Setxattr(set), "Setxattr").await;
+        self.touched(ino, before);
+        done
     }
 
     pub async fn removexattr(&self, caller: pb::Caller, ino: u64, name: Vec<u8>) -> FsResult<()> {
         self.settle(ino).await?;
         self.capability_changes(ino, &name);
-        self.done_call(caller, Op::Removexattr(pb::RemoveXattr { ino, name }), "Removexattr")
-            .await
+        let before = self.writes_done();
+        let done = self
+            .done_call(caller, Op::Removexattr(pb::RemoveXattr { ino, name }), "Removexattr")
+            .await;
+        self.touched(ino, before);
+        done
     }
 
     /// An attribute's value, or its size when `size` is 0 (a probe).
@@ -559,7 +653,7 @@ impl Inner {
         if self.create_at_commit && node.kind == pb::FileKind::Regular as i32 {
             return self.create_at_first_commit(caller, node, flags).await;
         }
-        let a = self.attr_call(caller.clone(), Op::MakeNode(node), "MakeNode").await?;
+        let a = self.made(caller.clone(), node).await?;
         // A new file is empty: nothing to read from the cluster.
         let file = self.files.acquire(a.ino, &caller);
         file.known(&a);
@@ -583,11 +677,9 @@ impl Inner {
         node: pb::MakeNode,
         flags: i32,
     ) -> FsResult<(FileAttr, u64)> {
-        let planned = self
-            .attr_call(caller.clone(), Op::PlanMakeNode(node.clone()), "PlanMakeNode")
-            .await?;
+        let planned = self.plan(&caller, &node).await?;
         let ino = self.session.next_ino().await?;
-        let parent = node.parent;
+        let (parent, name) = (node.parent, node.name.clone());
         let node = pb::MakeNode {
             ino,
             session: self.session.id,
@@ -600,10 +692,31 @@ impl Inner {
         file.known(&a);
         file.set_no_capability(true);
         file.create_with_first_commit(node).await;
-        locked(&self.unborn).insert(ino, parent);
+        locked(&self.unborn).insert(ino, (parent, name));
         self.stats.count("create_at_commit");
         let fh = self.new_handle(ino, file, flags);
         Ok((self.view(&a), fh))
+    }
+
+    /// What the cluster will make of `node` when its create is committed
+    /// (its rights and name checked now): from the plan kept with the
+    /// folder's listing when that says the name is free (listing.rs), else
+    /// asked for. A plan that no longer holds at the commit (another mount
+    /// took the name, the quota filled) fails the close with its errno.
+    async fn plan(&self, caller: &pb::Caller, node: &pb::MakeNode) -> FsResult<pb::Attr> {
+        let key = PlanKey::of(node);
+        let writes = self.writes_done();
+        let kept = locked(&self.listings).planned(node.parent, &node.name, caller, writes, key, Instant::now());
+        if let Some(a) = kept {
+            self.stats.count("create_planned_here");
+            return Ok(a);
+        }
+        let at = Instant::now();
+        let a = self
+            .attr_call(caller.clone(), Op::PlanMakeNode(node.clone()), "PlanMakeNode")
+            .await?;
+        locked(&self.listings).keep_plan(node.parent, caller, writes, key, a, at);
+        Ok(a)
     }
 
     /// Drops one handle's hold on the file of `ino`; at the last one, a
@@ -695,12 +808,18 @@ impl Inner {
 
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
         let (file, _) = self.handle(fh)?;
-        file.flush(&self.client).await
+        let (before, unborn) = (self.writes_done(), file.is_unborn());
+        let r = file.flush(&self.client).await;
+        self.committed(file.ino(), &file, before, unborn);
+        r
     }
 
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
         let (file, _) = self.handle(fh)?;
-        file.fsync(&self.client).await
+        let (before, unborn) = (self.writes_done(), file.is_unborn());
+        let r = file.fsync(&self.client).await;
+        self.committed(file.ino(), &file, before, unborn);
+        r
     }
 
     /// The last close of a descriptor: commits what is buffered.
@@ -708,7 +827,9 @@ impl Inner {
         let Some(h) = locked(&self.handles).remove(&fh) else {
             return fail(Errno::EBADF);
         };
+        let (before, unborn) = (self.writes_done(), h.file.is_unborn());
         let r = h.file.flush(&self.client).await;
+        self.committed(h.ino, &h.file, before, unborn);
         if h.writable {
             h.file.writer(false);
         }
