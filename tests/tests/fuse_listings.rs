@@ -24,7 +24,7 @@ async fn lookups_in_one_folder_cost_a_few_reads_and_never_hide_a_change() -> any
         &m.cluster,
         "counted",
         m.scratch.path(),
-        &["--metrics", &addr, "--attr-ttl-ms", &ttl],
+        &["--metrics", &addr, "--attr-ttl-ms", &ttl, "--missing-from-listings"],
     )?;
     // Made through the other mount: the counted one's kernel has never
     // seen these names, so each stat below is a LOOKUP.

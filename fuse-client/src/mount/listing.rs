@@ -127,6 +127,8 @@ struct Count {
 pub struct Listings {
     ttl: Duration,
     enabled: bool,
+    /// Whether a whole listing answers that a name it lacks is missing.
+    missing: bool,
     folders: HashMap<u64, Listing>,
     counts: HashMap<u64, Count>,
 }
@@ -138,9 +140,17 @@ impl Listings {
         Listings {
             ttl,
             enabled: enabled && !ttl.is_zero(),
+            missing: false,
             folders: HashMap::new(),
             counts: HashMap::new(),
         }
+    }
+
+    /// With `yes`, a whole listing answers that a name it lacks is missing
+    /// (another mount's new names then show only after the TTL); else such
+    /// names are asked for.
+    pub fn answer_missing(self, yes: bool) -> Listings {
+        Listings { missing: yes, ..self }
     }
 
     /// How to look up `name` in `parent` for `caller`, `writes` being this
@@ -160,7 +170,7 @@ impl Listings {
                         Plan::Listed(*a, left)
                     }
                     Some((_, false)) => Plan::Ask,
-                    None if l.complete => {
+                    None if l.complete && self.missing => {
                         l.hits += 1;
                         Plan::Missing(left)
                     }
@@ -577,7 +587,7 @@ mod tests {
     #[test]
     fn a_folder_is_listed_after_two_lookups_and_answers_for_the_ttl() {
         let t = Instant::now();
-        let mut l = Listings::new(TTL, true);
+        let mut l = Listings::new(TTL, true).answer_missing(true);
         counted(&mut l, 7, t);
         assert_eq!(l.plan(7, b"c", &me(), 5, t), Plan::Ask, "one lookup reads the listing");
         l.keep(7, me(), 5, page(&[("c", 30, 1), ("d", 40, 1)], false), t);
@@ -596,9 +606,23 @@ mod tests {
     }
 
     #[test]
-    fn a_listing_that_paid_is_read_again_when_it_expires() {
+    fn by_default_a_name_a_listing_lacks_is_asked_for() {
         let t = Instant::now();
         let mut l = Listings::new(TTL, true);
+        counted(&mut l, 7, t);
+        l.keep(7, me(), 5, page(&[("c", 30, 1)], false), t);
+        assert!(matches!(l.plan(7, b"c", &me(), 5, t), Plan::Listed(..)));
+        assert_eq!(
+            l.plan(7, b"new", &me(), 5, t),
+            Plan::Ask,
+            "another mount may just have made it"
+        );
+    }
+
+    #[test]
+    fn a_listing_that_paid_is_read_again_when_it_expires() {
+        let t = Instant::now();
+        let mut l = Listings::new(TTL, true).answer_missing(true);
         counted(&mut l, 7, t);
         l.keep(7, me(), 5, page(&[("c", 30, 1)], false), t);
         for _ in 0..PAYOFF_HITS {
@@ -610,7 +634,7 @@ mod tests {
     #[test]
     fn a_change_through_this_mount_or_another_caller_is_never_answered_from_a_listing() {
         let t = Instant::now();
-        let mut l = Listings::new(TTL, true);
+        let mut l = Listings::new(TTL, true).answer_missing(true);
         counted(&mut l, 7, t);
         l.keep(7, me(), 5, page(&[("c", 30, 1)], false), t);
         assert_eq!(l.plan(7, b"c", &me(), 6, t), Plan::Ask, "a write finished since");
@@ -630,7 +654,7 @@ mod tests {
     #[test]
     fn a_part_of_a_big_folder_never_says_a_name_is_missing() {
         let t = Instant::now();
-        let mut l = Listings::new(TTL, true);
+        let mut l = Listings::new(TTL, true).answer_missing(true);
         counted(&mut l, 9, t);
         l.keep(9, me(), 5, page(&[("c", 30, 1)], true), t);
         assert!(matches!(l.plan(9, b"c", &me(), 5, t), Plan::Listed(..)));
@@ -640,7 +664,7 @@ mod tests {
     #[test]
     fn removes_and_creates_that_were_the_only_write_keep_the_listing() {
         let t = Instant::now();
-        let mut l = Listings::new(TTL, true);
+        let mut l = Listings::new(TTL, true).answer_missing(true);
         counted(&mut l, 7, t);
         l.keep(7, me(), 5, page(&[("c", 30, 1), ("d", 40, 1), ("h", 50, 2)], false), t);
         l.changed(7, Change::Removed(b"c"), 5, 6);
@@ -666,7 +690,7 @@ mod tests {
     #[test]
     fn a_change_in_a_subfolder_asks_again_for_its_entry_and_keeps_the_rest() {
         let t = Instant::now();
-        let mut l = Listings::new(TTL, true);
+        let mut l = Listings::new(TTL, true).answer_missing(true);
         counted(&mut l, 7, t);
         let mut p = page(&[("f", 30, 1)], false);
         p.entries.push(pb::DirEntry {
@@ -696,7 +720,7 @@ mod tests {
     #[test]
     fn a_setattr_here_asks_for_that_entry_again_and_keeps_the_rest() {
         let t = Instant::now();
-        let mut l = Listings::new(TTL, true);
+        let mut l = Listings::new(TTL, true).answer_missing(true);
         counted(&mut l, 7, t);
         l.keep(7, me(), 5, page(&[("c", 30, 1), ("d", 40, 1)], false), t);
         counted(&mut l, 30, t);
@@ -714,7 +738,7 @@ mod tests {
     #[test]
     fn a_rename_between_listed_folders_moves_the_name() {
         let t = Instant::now();
-        let mut l = Listings::new(TTL, true);
+        let mut l = Listings::new(TTL, true).answer_missing(true);
         counted(&mut l, 7, t);
         l.keep(7, me(), 5, page(&[("a", 30, 1), ("b", 40, 1)], false), t);
         counted(&mut l, 8, t);
@@ -739,7 +763,7 @@ mod tests {
     #[test]
     fn a_plan_is_kept_with_a_whole_listing_for_free_names_only() {
         let t = Instant::now();
-        let mut l = Listings::new(TTL, true);
+        let mut l = Listings::new(TTL, true).answer_missing(true);
         let node = pb::MakeNode {
             parent: 7,
             name: b"new".to_vec(),
@@ -775,7 +799,7 @@ mod tests {
     #[test]
     fn a_listing_that_did_not_pay_quiets_the_folder_and_a_big_one_is_kept_in_part() {
         let t = Instant::now();
-        let mut l = Listings::new(TTL, true);
+        let mut l = Listings::new(TTL, true).answer_missing(true);
         counted(&mut l, 7, t);
         l.keep(7, me(), 5, page(&[("c", 30, 1)], false), t);
         // A chmod here, then lookups again: not listed for a while.

@@ -78,13 +78,20 @@ pub struct MountArgs {
     #[arg(long, env = "NIMBUS_CREATE_AT_OPEN", value_parser = clap::builder::BoolishValueParser::new())]
     pub create_at_open: bool,
     /// Answer every lookup from the cluster. By default, after a few
-    /// lookups in one folder find names, the mount reads the folder's
-    /// entries and attributes in one call and answers the next lookups of
-    /// names it holds from them, for the attribute TTL (as the kernel does
-    /// for names it has seen); any change made through this mount drops
-    /// the listing.
+    /// lookups in one folder, the mount reads the folder's entries and
+    /// attributes in one call and answers the next lookups of names it
+    /// holds from them, for the attribute TTL (as the kernel does for
+    /// names it has seen); changes made through this mount are taken in or
+    /// drop the listing.
     #[arg(long, env = "NIMBUS_NO_FOLDER_LISTINGS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_folder_listings: bool,
+    /// Also answer that a name is missing when a folder's whole listing
+    /// lacks it (no read per new name for tar, cp -a, mkdir), at the price
+    /// of seeing a name another mount just made only once the attribute
+    /// TTL since the listing was read has passed. Off by default: a file a
+    /// colleague just saved shows at once.
+    #[arg(long, env = "NIMBUS_MISSING_FROM_LISTINGS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub missing_from_listings: bool,
 }
 
 /// Mounts the cluster `client` talks to and serves it until told to stop.
@@ -128,7 +135,8 @@ pub async fn run(client: MetaClient, args: MountArgs) -> anyhow::Result<()> {
         identity,
         files::WriteBudget::new(args.write_buffer_mib << 20),
         !args.create_at_open,
-        !args.no_folder_listings,
+        listing::Listings::new(Duration::from_millis(args.attr_ttl_ms), !args.no_folder_listings)
+            .answer_missing(args.missing_from_listings),
     ));
     tokio::spawn(inner.session.clone().keep_alive());
     if let Some(addr) = args.metrics.clone() {

@@ -123,7 +123,7 @@ impl Inner {
         identity: Identity,
         write_budget: Arc<super::files::WriteBudget>,
         create_at_commit: bool,
-        folder_listings: bool,
+        listings: Listings,
     ) -> Inner {
         Inner {
             identity,
@@ -139,7 +139,7 @@ impl Inner {
             next_fh: AtomicU64::new(1),
             unborn: Mutex::default(),
             create_at_commit,
-            listings: Mutex::new(Listings::new(ttl, folder_listings)),
+            listings: Mutex::new(listings),
         }
     }
 
