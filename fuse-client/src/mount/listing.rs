@@ -63,6 +63,18 @@ pub enum Plan {
     Ask,
 }
 
+impl Plan {
+    /// The lookup's answer when the listing gave one: the name's
+    /// attributes (None: missing) and for how long.
+    pub fn answer(self) -> Option<(Option<pb::Attr>, Duration)> {
+        match self {
+            Plan::Listed(a, ttl) => Some((Some(a), ttl)),
+            Plan::Missing(ttl) => Some((None, ttl)),
+            Plan::List | Plan::Ask => None,
+        }
+    }
+}
+
 /// A change this mount made in a folder, as the cluster answered it.
 #[derive(Debug)]
 pub enum Change<'a> {

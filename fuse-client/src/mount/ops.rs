@@ -346,11 +346,8 @@ impl Inner {
     async fn listed(&self, caller: &pb::Caller, parent: u64, name: &[u8]) -> Option<(Option<pb::Attr>, Duration)> {
         let writes = self.writes_done();
         let plan = locked(&self.listings).plan(parent, name, caller, writes, Instant::now());
-        match plan {
-            Plan::Listed(a, ttl) => return Some((Some(a), ttl)),
-            Plan::Missing(ttl) => return Some((None, ttl)),
-            Plan::Ask => return None,
-            Plan::List => {}
+        if plan != Plan::List {
+            return plan.answer();
         }
         let op = Op::Readdir(pb::ReadDir {
             ino: parent,
@@ -363,11 +360,9 @@ impl Inner {
             Ok(R::Dir(page)) => {
                 let mut listings = locked(&self.listings);
                 listings.keep(parent, caller.clone(), writes, page, read_at);
-                match listings.plan(parent, name, caller, self.writes_done(), Instant::now()) {
-                    Plan::Listed(a, ttl) => Some((Some(a), ttl)),
-                    Plan::Missing(ttl) => Some((None, ttl)),
-                    _ => None,
-                }
+                listings
+                    .plan(parent, name, caller, self.writes_done(), Instant::now())
+                    .answer()
             }
             other => {
                 // Not listable for this caller (no read permission): the
